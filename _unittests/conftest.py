@@ -1,0 +1,5 @@
+import os
+
+# Nothing in the tests may reach the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -1,0 +1,343 @@
+"""
+Builds :epkg:`transformers` caches from plain tensors and reads them back,
+the same way on transformers 4.57 and 5.x.
+
+Importing this module also makes the caches exportable: it registers, with
+:mod:`torch.utils._pytree`, the cache classes that the installed transformers leaves
+unregistered (see :func:`onnx_diagnostic.torch_export_patches.serialization.register_cache_serialization`),
+with the canonical flattening ``[key_0, value_0, key_1, value_1, ...]``.
+It never replaces a registration made by someone else. It also gives caches read-only
+``key_cache`` / ``value_cache`` properties where transformers removed them (4.56+), so that
+scripts written for older versions keep running.
+
+>>> import torch
+>>> from onnx_diagnostic.cache_helpers import make_dynamic_cache, get_cache_kv
+>>> cache = make_dynamic_cache([(torch.zeros(2, 4, 3, 8), torch.ones(2, 4, 3, 8))])
+>>> keys, values = get_cache_kv(cache)
+>>> len(keys), tuple(values[0].shape)
+(1, (2, 4, 3, 8))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import transformers.cache_utils as _cu
+
+from .helpers import compat
+
+__all__ = [
+    "CacheInputError",
+    "get_cache_kv",
+    "get_cache_layer_types",
+    "is_cache",
+    "make_dynamic_cache",
+    "make_encoder_decoder_cache",
+    "make_sliding_window_cache",
+    "make_static_cache",
+]
+
+#: Layer type names, as transformers writes them in ``config.layer_types``.
+FULL_ATTENTION = "full_attention"
+SLIDING_ATTENTION = "sliding_attention"
+
+
+class CacheInputError(ValueError):
+    """Raised when the tensors given to build a cache are not consistent."""
+
+
+def is_cache(obj: Any) -> bool:
+    """
+    Tells if ``obj`` is a :epkg:`transformers` cache (without importing transformers).
+
+    >>> is_cache(None)
+    False
+    """
+    mod = compat.loaded_cache_module()
+    return mod is not None and isinstance(obj, mod.Cache)
+
+
+def _check_pairs(key_value_pairs: Any, argname: str = "key_value_pairs") -> list[tuple]:
+    if isinstance(key_value_pairs, (torch.Tensor, dict)) or not isinstance(
+        key_value_pairs, Sequence
+    ):
+        raise CacheInputError(
+            f"{argname} must be a list of (key, value) tensor pairs, "
+            f"not {type(key_value_pairs).__name__}"
+        )
+    pairs = []
+    ref = None
+    for i, pair in enumerate(key_value_pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            n = len(pair) if isinstance(pair, (tuple, list)) else type(pair).__name__
+            raise CacheInputError(
+                f"{argname}[{i}] must be a pair (key, value), got "
+                f"{n if isinstance(n, str) else f'a sequence of {n} elements'}"
+            )
+        key, value = pair
+        for name, t in (("key", key), ("value", value)):
+            if not isinstance(t, torch.Tensor):
+                raise CacheInputError(
+                    f"{argname}[{i}] {name} must be a torch.Tensor, not {type(t).__name__}"
+                )
+            if t.dim() != 4:
+                raise CacheInputError(
+                    f"{argname}[{i}] {name} must have 4 dimensions "
+                    f"(batch, heads, sequence, head_dim), got shape {tuple(t.shape)}"
+                )
+        if key.shape[:3] != value.shape[:3]:
+            raise CacheInputError(
+                f"{argname}[{i}]: key and value disagree on (batch, heads, sequence): "
+                f"{tuple(key.shape)} vs {tuple(value.shape)}"
+            )
+        if key.dtype != value.dtype:
+            raise CacheInputError(
+                f"{argname}[{i}]: key and value have different dtypes: "
+                f"{key.dtype} vs {value.dtype}"
+            )
+        if ref is None:
+            ref = (i, key)
+        elif key.shape[0] != ref[1].shape[0]:
+            raise CacheInputError(
+                f"{argname}[{i}].key has batch size {key.shape[0]} but "
+                f"{argname}[{ref[0]}].key has {ref[1].shape[0]}: "
+                f"shape {tuple(key.shape)} vs {tuple(ref[1].shape)}"
+            )
+        pairs.append((key, value))
+    return pairs
+
+
+def _new_dynamic_cache(layers: list) -> Any:
+    cache = _cu.DynamicCache()
+    if layers:
+        cache.layers = layers
+        if hasattr(cache, "layer_class_to_replicate"):
+            # The cache keeps growing if a model has more layers than given.
+            cache.layer_class_to_replicate = _cu.DynamicLayer
+    return cache
+
+
+def make_dynamic_cache(
+    key_value_pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    layer_types: Sequence[str] | None = None,
+    sliding_window: int | None = None,
+) -> Any:
+    """
+    Creates a :class:`transformers.cache_utils.DynamicCache` holding exactly the given tensors.
+
+    :param key_value_pairs: one ``(key, value)`` pair per layer, each of shape
+        ``(batch, heads, sequence, head_dim)``; an empty list gives an empty cache
+    :param layer_types: optional, one of ``"full_attention"`` or ``"sliding_attention"``
+        per layer (as in ``config.layer_types``), sliding layers need ``sliding_window``
+    :param sliding_window: window size of the sliding layers
+    :return: a DynamicCache
+
+    >>> import torch
+    >>> from onnx_diagnostic.helpers import string_type
+    >>> cache = make_dynamic_cache([(torch.rand(2, 4, 3, 7), torch.rand(2, 4, 3, 7))])
+    >>> string_type(cache, with_shape=True)
+    'DynamicCache(key_cache=#1[T1s2x4x3x7], value_cache=#1[T1s2x4x3x7])'
+    """
+    pairs = _check_pairs(key_value_pairs)
+    if layer_types is None:
+        layer_types = [FULL_ATTENTION] * len(pairs)
+    elif len(layer_types) != len(pairs):
+        raise CacheInputError(
+            f"layer_types has {len(layer_types)} elements but key_value_pairs has {len(pairs)}"
+        )
+    for i, kind in enumerate(layer_types):
+        if kind in (SLIDING_ATTENTION, "chunked_attention"):
+            if not sliding_window or sliding_window <= 0:
+                raise CacheInputError(
+                    f"layer_types[{i}]={kind!r} needs a positive sliding_window, "
+                    f"got {sliding_window!r}"
+                )
+            if compat.cache_class("DynamicSlidingWindowLayer") is None:
+                raise CacheInputError(
+                    f"layer_types[{i}]={kind!r}: transformers {compat.transformers_version()} "
+                    "has no DynamicSlidingWindowLayer"
+                )
+        elif kind != FULL_ATTENTION:
+            raise CacheInputError(
+                f"layer_types[{i}]={kind!r} is not supported, expected "
+                f"{FULL_ATTENTION!r} or {SLIDING_ATTENTION!r}"
+            )
+    return build_dynamic_cache(pairs, layer_types, sliding_window)
+
+
+def build_dynamic_cache(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    layer_types: Sequence[str],
+    sliding_window: int | None,
+) -> Any:
+    """
+    Builds a DynamicCache without checking its inputs and without creating any tensor
+    or guard: the pytree unflatten function calls it while :func:`torch.export.export`
+    traces a model. Use :func:`make_dynamic_cache` otherwise.
+    """
+    layers = []
+    for (key, value), kind in zip(pairs, layer_types):
+        if kind == FULL_ATTENTION:
+            layer = _cu.DynamicLayer()
+        else:
+            layer = compat.new_sliding_window_layer(sliding_window)
+        layers.append(compat.init_layer(layer, key, value))
+    return _new_dynamic_cache(layers)
+
+
+def make_sliding_window_cache(
+    key_value_pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], sliding_window: int
+) -> Any:
+    """
+    Creates a DynamicCache whose layers are all ``DynamicSlidingWindowLayer``.
+
+    >>> import torch
+    >>> c = make_sliding_window_cache([(torch.rand(1, 2, 3, 4), torch.rand(1, 2, 3, 4))], 8)
+    >>> get_cache_layer_types(c)
+    ['sliding_attention']
+    """
+    pairs = _check_pairs(key_value_pairs)
+    return make_dynamic_cache(
+        pairs, layer_types=[SLIDING_ATTENTION] * len(pairs), sliding_window=sliding_window
+    )
+
+
+def make_encoder_decoder_cache(self_attention_cache: Any, cross_attention_cache: Any) -> Any:
+    """
+    Creates an :class:`transformers.cache_utils.EncoderDecoderCache`.
+
+    >>> import torch
+    >>> sa = make_dynamic_cache([(torch.rand(1, 2, 3, 4), torch.rand(1, 2, 3, 4))])
+    >>> ca = make_dynamic_cache([(torch.rand(1, 2, 5, 4), torch.rand(1, 2, 5, 4))])
+    >>> type(make_encoder_decoder_cache(sa, ca)).__name__
+    'EncoderDecoderCache'
+    """
+    for name, c in (
+        ("self_attention_cache", self_attention_cache),
+        ("cross_attention_cache", cross_attention_cache),
+    ):
+        if not isinstance(c, _cu.Cache):
+            raise CacheInputError(
+                f"{name} must be a transformers Cache (see make_dynamic_cache), "
+                f"not {type(c).__name__}"
+            )
+    return _cu.EncoderDecoderCache(self_attention_cache, cross_attention_cache)
+
+
+def make_static_cache(
+    key_value_pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], max_cache_len: int
+) -> Any:
+    """
+    Creates a :class:`transformers.cache_utils.StaticCache` of ``max_cache_len`` positions,
+    the first ``sequence`` positions of each layer filled with the given tensors, zeros after.
+
+    >>> import torch
+    >>> c = make_static_cache([(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4))], 6)
+    >>> tuple(get_cache_kv(c)[0][0].shape)
+    (1, 2, 6, 4)
+    """
+    pairs = _check_pairs(key_value_pairs)
+    if not isinstance(max_cache_len, int) or max_cache_len <= 0:
+        raise CacheInputError(f"max_cache_len must be a positive int, got {max_cache_len!r}")
+    layers = []
+    for i, (key, value) in enumerate(pairs):
+        if key.shape[2] > max_cache_len:
+            raise CacheInputError(
+                f"key_value_pairs[{i}] holds {key.shape[2]} positions, "
+                f"more than max_cache_len={max_cache_len}"
+            )
+        full_k = key.new_zeros((*key.shape[:2], max_cache_len, key.shape[3]))
+        full_v = value.new_zeros((*value.shape[:2], max_cache_len, value.shape[3]))
+        full_k[:, :, : key.shape[2]] = key
+        full_v[:, :, : value.shape[2]] = value
+        layers.append(_static_layer(full_k, full_v, key.shape[2]))
+    return _new_static_cache(layers)
+
+
+def _static_layer(keys: torch.Tensor, values: torch.Tensor, seq_length: int) -> Any:
+    """A StaticLayer holding ``keys`` and ``values`` (already of size max_cache_len)."""
+    layer = _cu.StaticLayer(max_cache_len=keys.shape[2])
+    layer.dtype, layer.device = keys.dtype, keys.device
+    layer.batch_size, layer.num_heads = keys.shape[:2]
+    layer.k_head_dim, layer.v_head_dim = keys.shape[-1], values.shape[-1]
+    layer.keys, layer.values = keys, values
+    if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor):
+        layer.cumulative_length = torch.tensor(seq_length, dtype=torch.int64, device=keys.device)
+    else:
+        layer.cumulative_length = seq_length
+    layer.is_initialized = True
+    return layer
+
+
+def _new_static_cache(layers: list) -> Any:
+    cache = _cu.StaticCache.__new__(_cu.StaticCache)
+    _cu.Cache.__init__(cache, layers=layers)
+    return cache
+
+
+def get_cache_layer_types(cache: Any) -> list[str]:
+    """
+    Returns the type of every layer of a cache,
+    ``"full_attention"`` or ``"sliding_attention"``.
+    """
+    out = []
+    for layer in getattr(cache, "layers", []):
+        out.append(SLIDING_ATTENTION if getattr(layer, "is_sliding", False) else FULL_ATTENTION)
+    return out
+
+
+def get_cache_kv(cache: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """
+    Returns the lists of keys and values of any cache, on every supported version.
+    For an :class:`EncoderDecoderCache`, it returns those of the self-attention cache
+    followed by those of the cross-attention cache.
+    Uninitialized layers are skipped.
+
+    >>> import torch
+    >>> keys, values = get_cache_kv(make_dynamic_cache([]))
+    >>> keys, values
+    ([], [])
+    """
+    if isinstance(cache, _cu.EncoderDecoderCache):
+        k1, v1 = get_cache_kv(cache.self_attention_cache)
+        k2, v2 = get_cache_kv(cache.cross_attention_cache)
+        return k1 + k2, v1 + v2
+    if not isinstance(cache, _cu.Cache):
+        raise TypeError(f"cache must be a transformers Cache, not {type(cache).__name__}")
+    keys, values = [], []
+    for layer in cache.layers:
+        if getattr(layer, "is_initialized", True) and getattr(layer, "keys", None) is not None:
+            keys.append(layer.keys)
+            values.append(layer.values)
+    return keys, values
+
+
+def _install_legacy_properties() -> None:
+    """
+    transformers 4.56 removed ``cache.key_cache`` and ``cache.value_cache``; scripts written
+    for older versions (and the gallery) still read them. They are added back, read-only,
+    on :class:`transformers.cache_utils.Cache` only when the class has no such attribute.
+    """
+    for name, index in (("key_cache", 0), ("value_cache", 1)):
+        if hasattr(_cu.Cache, name):
+            continue
+
+        def _getter(self, _index=index):
+            return get_cache_kv(self)[_index]
+
+        _getter.__doc__ = f"Read-only list of the {name.split('_')[0]}s, added by onnx_diagnostic."
+        setattr(_cu.Cache, name, property(_getter))
+
+
+_install_legacy_properties()
+
+
+def _register_once() -> None:
+    from .torch_export_patches.serialization import register_cache_serialization
+
+    register_cache_serialization()
+
+
+_register_once()

@@ -1,0 +1,12 @@
+"""
+Helpers that need neither transformers nor onnx at import time.
+
+>>> import torch
+>>> from onnx_diagnostic.helpers import string_type
+>>> string_type((torch.zeros((2, 30), dtype=torch.int64),), with_shape=True)
+'(T7s2x30,)'
+"""
+
+from .helper import max_diff, string_type
+
+__all__ = ["max_diff", "string_type"]

@@ -1,0 +1,144 @@
+"""
+The one place where versions of :epkg:`torch` and :epkg:`transformers` differ.
+
+Everything here is *feature detection* computed once and cached: nothing imports
+:epkg:`transformers` at module import time, and a class missing in the installed version
+is reported as ``None`` instead of raising.
+
+>>> from onnx_diagnostic.helpers.compat import transformers_version
+>>> isinstance(transformers_version(), str)
+True
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+from typing import Any
+
+
+@functools.cache
+def _parse(version: str) -> tuple[int, ...]:
+    out = []
+    for piece in version.split("+")[0].split("."):
+        digits = "".join(c for c in piece if c.isdigit())
+        if not digits:
+            break
+        out.append(int(digits))
+        if len(digits) != len(piece):
+            break
+    return tuple(out)
+
+
+def version_at_least(installed: str, wanted: str) -> bool:
+    """
+    Compares two versions numerically (``"4.57.6" >= "4.50"``).
+
+    >>> version_at_least("4.57.6", "4.50")
+    True
+    >>> version_at_least("2.9.0+cpu", "2.10")
+    False
+    """
+    return _parse(installed) >= _parse(wanted)
+
+
+@functools.cache
+def transformers_version() -> str:
+    """Returns the installed :epkg:`transformers` version, ``"0"`` if it is missing."""
+    try:
+        import transformers
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return "0"
+    return transformers.__version__
+
+
+@functools.cache
+def torch_version() -> str:
+    """Returns the installed :epkg:`torch` version."""
+    import torch
+
+    return torch.__version__
+
+
+def transformers_class(module: str, name: str) -> type | None:
+    """
+    Returns ``transformers.<module>.<name>`` or None if the installed version does not have it.
+
+    >>> transformers_class("cache_utils", "DoesNotExist") is None
+    True
+    """
+    return _transformers_class(module, name)
+
+
+@functools.cache
+def _transformers_class(module: str, name: str) -> type | None:
+    try:
+        mod = importlib.import_module(f"transformers.{module}")
+    except ImportError:
+        return None
+    return getattr(mod, name, None)
+
+
+def cache_class(name: str) -> type | None:
+    """Returns the class ``transformers.cache_utils.<name>`` or None if it does not exist."""
+    return transformers_class("cache_utils", name)
+
+
+def loaded_cache_module() -> Any:
+    """
+    Returns ``transformers.cache_utils`` only if it was already imported, None otherwise.
+    Functions inspecting arbitrary objects use it to avoid importing :epkg:`transformers`:
+    an object cannot be a cache if that module was never loaded.
+    """
+    return sys.modules.get("transformers.cache_utils", None)
+
+
+def loaded_model_output_class() -> type | None:
+    """Returns ``transformers.utils.ModelOutput`` if transformers was imported, None otherwise."""
+    mod = sys.modules.get("transformers.utils.generic", None)
+    return None if mod is None else getattr(mod, "ModelOutput", None)
+
+
+@functools.cache
+def has_cache_layers() -> bool:
+    """True when caches keep their tensors in ``cache.layers[i].keys/values``."""
+    return cache_class("DynamicLayer") is not None
+
+
+@functools.cache
+def lazy_init_takes_values() -> bool:
+    """True when ``DynamicLayer.lazy_initialization`` takes ``(key_states, value_states)``."""
+    import inspect
+
+    cls = cache_class("DynamicLayer")
+    if cls is None:
+        return False
+    return len(inspect.signature(cls.lazy_initialization).parameters) >= 3
+
+
+def init_layer(layer: Any, key: Any, value: Any) -> Any:
+    """
+    Fills a cache layer with ``key`` and ``value`` as they are (no concatenation, no window
+    truncation) whatever the version of :epkg:`transformers`, and returns it.
+    It creates no tensor, so it is safe while :func:`torch.export.export` traces the model.
+    """
+    layer.dtype, layer.device = key.dtype, key.device
+    layer.keys = key
+    layer.values = value
+    layer.is_initialized = True
+    if hasattr(layer, "sliding_window"):
+        # DynamicSlidingWindowLayer counts the tokens it has seen.
+        layer.cumulative_length = key.shape[-2]
+        if hasattr(layer, "_sliding_window_tensor"):
+            # transformers>=5 keeps a 0-d tensor equal to the window.
+            layer._sliding_window_tensor = layer._sliding_window_tensor.to(key.device)
+    return layer
+
+
+def new_sliding_window_layer(sliding_window: int) -> Any:
+    """Creates an empty ``DynamicSlidingWindowLayer`` (None if the class does not exist)."""
+    cls = cache_class("DynamicSlidingWindowLayer")
+    if cls is None:
+        return None
+    return cls(sliding_window=sliding_window)
