@@ -1,0 +1,327 @@
+"""
+Helpers for :epkg:`torch` objects: conversion of nested structures (:func:`to_any`),
+copies (:func:`torch_deepcopy`), the dominant type of a model's weights
+(:func:`get_weight_type`) and a tiny LLM to experiment with (:func:`dummy_llm`).
+Transformers caches and ``ModelOutput`` are handled without importing :epkg:`transformers`
+at module level.
+
+>>> import torch
+>>> from onnx_diagnostic.helpers import string_type
+>>> from onnx_diagnostic.helpers.torch_helper import to_any
+>>> string_type(to_any(dict(x=torch.ones(2), i=torch.ones(2, dtype=torch.int64)), torch.float16))
+'dict(x:T10r1,i:T7r1)'
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from .helper import _is_cache, _is_encoder_decoder_cache, _is_model_output
+
+__all__ = ["dummy_llm", "get_weight_type", "to_any", "torch_deepcopy"]
+
+
+def _is_dynamic_cache(cache: Any) -> bool:
+    from . import compat
+
+    cls = compat.cache_class("DynamicCache")
+    return cls is not None and isinstance(cache, cls)
+
+
+def _map_cache(cache: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """Builds a new cache of the same class whose tensors are ``fn(tensor)``."""
+    from .. import cache_helpers
+
+    if _is_encoder_decoder_cache(cache):
+        return cache_helpers.make_encoder_decoder_cache(
+            _map_cache(cache.self_attention_cache, fn), _map_cache(cache.cross_attention_cache, fn)
+        )
+    if _is_dynamic_cache(cache):
+        keys, values = cache_helpers.get_cache_kv(cache)
+        layer_types = cache_helpers.get_cache_layer_types(cache)
+        windows = [
+            layer.sliding_window
+            for layer in cache.layers
+            if getattr(layer, "is_sliding", False) and getattr(layer, "keys", None) is not None
+        ]
+        layer_types = [
+            t
+            for t, layer in zip(layer_types, cache.layers)
+            if getattr(layer, "is_initialized", True) and getattr(layer, "keys", None) is not None
+        ]
+        new_cache = cache_helpers.make_dynamic_cache(
+            [(fn(k), fn(v)) for k, v in zip(keys, values)],
+            layer_types=layer_types,
+            sliding_window=int(windows[0]) if windows else None,
+        )
+        if type(new_cache) is not type(cache):
+            # a subclass of DynamicCache: same layout
+            new_cache.__class__ = type(cache)
+        return new_cache
+    if not hasattr(cache, "layers"):
+        raise TypeError(f"cannot rebuild a cache of type {type(cache).__name__}, it has no layers")
+    # StaticCache and others: a shallow copy with copied layers holding new tensors.
+    new_cache = copy.copy(cache)
+    new_cache.layers = []
+    for layer in cache.layers:
+        new_layer = copy.copy(layer)
+        for name, value in vars(layer).items():
+            if isinstance(value, torch.Tensor):
+                setattr(new_layer, name, fn(value))
+        keys = getattr(new_layer, "keys", None)
+        if isinstance(keys, torch.Tensor):
+            if hasattr(new_layer, "dtype"):
+                new_layer.dtype = keys.dtype
+            if hasattr(new_layer, "device"):
+                new_layer.device = keys.device
+        new_cache.layers.append(new_layer)
+    return new_cache
+
+
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor], other: Callable) -> Any:
+    """
+    Rebuilds a nested structure, tensors are replaced by ``fn(tensor)``,
+    any other leaf by ``other(leaf)``.
+    """
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if obj is None or isinstance(obj, (bool, int, float, complex, str)):
+        return obj
+    if _is_model_output(obj):
+        return type(obj)(**{k: _map_tensors(v, fn, other) for k, v in obj.items()})
+    if isinstance(obj, tuple):
+        items = [_map_tensors(v, fn, other) for v in obj]
+        if hasattr(obj, "_fields"):  # namedtuple
+            return type(obj)(*items)
+        return tuple(items) if type(obj) is tuple else type(obj)(items)
+    if isinstance(obj, list):
+        items = [_map_tensors(v, fn, other) for v in obj]
+        return items if type(obj) is list else type(obj)(items)
+    if isinstance(obj, dict):
+        items = {k: _map_tensors(v, fn, other) for k, v in obj.items()}
+        return items if type(obj) is dict else type(obj)(items)
+    if isinstance(obj, (set, frozenset)):
+        return type(obj)(_map_tensors(v, fn, other) for v in obj)
+    if _is_cache(obj):
+        return _map_cache(obj, fn)
+    return other(obj)
+
+
+def _parse_dtype_or_device(dtype_or_device: Any) -> torch.dtype | torch.device:
+    if isinstance(dtype_or_device, (torch.dtype, torch.device)):
+        return dtype_or_device
+    if isinstance(dtype_or_device, str):
+        name = dtype_or_device.replace("torch.", "")
+        if isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        try:
+            return torch.device(dtype_or_device)
+        except RuntimeError as e:
+            raise ValueError(
+                f"dtype_or_device={dtype_or_device!r} is neither a dtype nor a device"
+            ) from e
+    raise TypeError(
+        f"dtype_or_device must be a torch.dtype, a torch.device or a string, "
+        f"not {type(dtype_or_device).__name__}"
+    )
+
+
+def to_any(obj: Any, dtype_or_device: torch.dtype | torch.device | str) -> Any:
+    """
+    Converts every tensor of a nested structure (tuples, lists, dicts, transformers caches,
+    ``ModelOutput``) to a dtype or a device. Only floating tensors are cast when a dtype
+    is given (token ids and masks keep their type). The containers and caches are new
+    objects, the given structure is left unchanged; a ``torch.nn.Module`` is moved with
+    its method ``to`` (in place, as torch does); other objects are returned as they are.
+
+    :param obj: nested structure
+    :param dtype_or_device: ``torch.float16``, ``"float16"``, ``"cpu"``, ``torch.device("cuda")``...
+    :return: the new structure
+
+    >>> import torch
+    >>> from onnx_diagnostic.cache_helpers import make_dynamic_cache
+    >>> from onnx_diagnostic.helpers import string_type
+    >>> cache = make_dynamic_cache([(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4))])
+    >>> string_type(to_any(cache, torch.bfloat16), with_shape=True)
+    'DynamicCache(key_cache=#1[T16s1x2x3x4], value_cache=#1[T16s1x2x3x4])'
+    """
+    target = _parse_dtype_or_device(dtype_or_device)
+    if isinstance(target, torch.dtype):
+
+        def fn(t: torch.Tensor) -> torch.Tensor:
+            return t.to(target) if t.is_floating_point() else t
+
+    else:
+
+        def fn(t: torch.Tensor) -> torch.Tensor:
+            return t.to(target)
+
+    def other(o: Any) -> Any:
+        if isinstance(o, torch.nn.Module):
+            return o.to(target)
+        return o
+
+    return _map_tensors(obj, fn, other)
+
+
+def _clone(t: torch.Tensor) -> torch.Tensor:
+    c = t.detach().clone()
+    if t.requires_grad:
+        c.requires_grad_(True)
+    return c
+
+
+def _deepcopy_other(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.copy()
+    return copy.deepcopy(o)
+
+
+def torch_deepcopy(obj: Any) -> Any:
+    """
+    Deep copy of a nested structure which also works for transformers caches (on every
+    supported version), ``ModelOutput`` and tensors which are not leaves of the autograd
+    graph: tensors are cloned (detached, ``requires_grad`` kept), numpy arrays copied,
+    other objects go through :func:`copy.deepcopy`.
+
+    :param obj: nested structure
+    :return: the copy
+
+    >>> import torch
+    >>> from onnx_diagnostic.cache_helpers import make_dynamic_cache
+    >>> cache = make_dynamic_cache([(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4))])
+    >>> copied = torch_deepcopy(dict(past_key_values=cache))
+    >>> copied["past_key_values"].layers[0].keys is cache.layers[0].keys
+    False
+    """
+    return _map_tensors(obj, _clone, _deepcopy_other)
+
+
+def get_weight_type(model: torch.nn.Module) -> torch.dtype:
+    """
+    Returns the dominant floating dtype of a model's parameters, the one holding the
+    largest number of elements (its floating buffers if it has no floating parameter).
+
+    :param model: a :class:`torch.nn.Module`
+    :return: a dtype
+    :raises ValueError: if the model has no floating parameter nor buffer
+
+    >>> import torch
+    >>> get_weight_type(torch.nn.Linear(4, 4).to(torch.float16))
+    torch.float16
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    for tensors in (model.parameters(), model.buffers()):
+        counts: dict[torch.dtype, int] = {}
+        for p in tensors:
+            if p.is_floating_point():
+                counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+        if counts:
+            return max(counts.items(), key=lambda kv: kv[1])[0]
+    raise ValueError(
+        f"model of type {type(model).__name__} has no floating point parameter nor buffer"
+    )
+
+
+def dummy_llm(
+    dynamic_shapes: bool = False,
+) -> tuple[torch.nn.Module, tuple[torch.Tensor]] | tuple[torch.nn.Module, tuple, dict]:
+    """
+    Creates a tiny untrained LLM (vocabulary 1024, hidden size 16, one decoder layer
+    with two attention heads, causal attention) and its inputs: a batch of
+    2 sequences of 30 token ids. The model returns the hidden states of the last layer,
+    of shape ``(batch, length, 16)``. It exports with
+    ``torch.onnx.export(model, inputs, dynamic_shapes=ds, dynamo=True)``.
+
+    :param dynamic_shapes: also returns the dynamic shapes
+        ``dict(input_ids={0: Dim("batch"), 1: Dim("length")})``
+    :return: ``(model, inputs)`` or ``(model, inputs, dynamic_shapes)``
+
+    >>> from onnx_diagnostic.helpers import string_type
+    >>> model, inputs, ds = dummy_llm(dynamic_shapes=True)
+    >>> string_type(inputs, with_shape=True), string_type(ds)
+    ('(T7s2x30,)', 'dict(input_ids:{0:Dim(batch),1:Dim(length)})')
+    >>> string_type(model(*inputs), with_shape=True)
+    'T1s2x30x16'
+    """
+
+    class Embedding(torch.nn.Module):
+        def __init__(self, vocab_size: int = 1024, embedding_dim: int = 16, context: int = 256):
+            super().__init__()
+            self.embedding = torch.nn.Embedding(vocab_size, embedding_dim)
+            self.pe = torch.nn.Embedding(context, embedding_dim)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            positions = torch.arange(x.shape[1], dtype=torch.int64, device=x.device)
+            return self.embedding(x) + self.pe(positions).unsqueeze(0)
+
+    class AttentionBlock(torch.nn.Module):
+        def __init__(self, embedding_dim: int = 16):
+            super().__init__()
+            self.query = torch.nn.Linear(embedding_dim, embedding_dim, bias=False)
+            self.key = torch.nn.Linear(embedding_dim, embedding_dim, bias=False)
+            self.value = torch.nn.Linear(embedding_dim, embedding_dim, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q, k, v = self.query(x), self.key(x), self.value(x)
+            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+            length = x.shape[1]
+            causal = torch.ones((length, length), dtype=torch.bool, device=x.device).tril()
+            scores = scores.masked_fill(~causal, float("-inf"))
+            return torch.softmax(scores, dim=-1) @ v
+
+    class MultiAttentionBlock(torch.nn.Module):
+        def __init__(self, embedding_dim: int = 16, num_heads: int = 2):
+            super().__init__()
+            self.attention = torch.nn.ModuleList(
+                [AttentionBlock(embedding_dim) for _ in range(num_heads)]
+            )
+            self.linear = torch.nn.Linear(embedding_dim * num_heads, embedding_dim)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(torch.cat([head(x) for head in self.attention], dim=-1))
+
+    class FeedForward(torch.nn.Module):
+        def __init__(self, embedding_dim: int = 16, ff_dim: int = 64):
+            super().__init__()
+            self.linear_1 = torch.nn.Linear(embedding_dim, ff_dim)
+            self.relu = torch.nn.ReLU()
+            self.linear_2 = torch.nn.Linear(ff_dim, embedding_dim)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear_2(self.relu(self.linear_1(x)))
+
+    class DecoderLayer(torch.nn.Module):
+        def __init__(self, embedding_dim: int = 16, num_heads: int = 2):
+            super().__init__()
+            self.attention = MultiAttentionBlock(embedding_dim, num_heads)
+            self.feed_forward = FeedForward(embedding_dim)
+            self.norm_1 = torch.nn.LayerNorm(embedding_dim)
+            self.norm_2 = torch.nn.LayerNorm(embedding_dim)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x + self.attention(self.norm_1(x))
+            return x + self.feed_forward(self.norm_2(x))
+
+    class LLM(torch.nn.Module):
+        def __init__(self, vocab_size: int = 1024, embedding_dim: int = 16, num_heads: int = 2):
+            super().__init__()
+            self.embedding = Embedding(vocab_size, embedding_dim)
+            self.decoder = DecoderLayer(embedding_dim, num_heads)
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.decoder(self.embedding(input_ids))
+
+    model = LLM()
+    model.eval()
+    inputs = (torch.randint(0, 1024, (2, 30), dtype=torch.int64),)
+    if not dynamic_shapes:
+        return model, inputs
+    ds = dict(input_ids={0: torch.export.Dim("batch"), 1: torch.export.Dim("length")})
+    return model, inputs, ds
