@@ -1,0 +1,261 @@
+"""
+Shrinks a configuration to get a small model of the same architecture.
+
+Every function takes the configuration as a dictionary (``config.json`` as published, or
+``config.to_dict()``) and returns the *overrides*: a dictionary with the same key names
+(nested for sub-configurations such as ``text_config``), only keys already present in
+the configuration. The caller merges them with :func:`merge_overrides` and builds the
+configuration class from the result, so that every derived attribute is computed again.
+
+>>> from onnx_diagnostic.tasks._reduce import reduce_decoder_config
+>>> reduce_decoder_config({"num_hidden_layers": 24, "hidden_size": 2048,
+...     "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 1000})
+{'num_hidden_layers': 2, 'hidden_size': 64, 'num_attention_heads': 4, 'num_key_value_heads': 2}
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+#: Sizes of a reduced model.
+HIDDEN = 64
+HEADS = 4
+INTERMEDIATE = 128
+LAYERS = 2
+#: Vocabularies larger than this are reduced to ``REDUCED_VOCAB``.
+MAX_VOCAB = 50000
+REDUCED_VOCAB = 32000
+
+_LAYERS = ("num_hidden_layers", "n_layer", "num_layers")
+_HIDDEN = ("hidden_size", "n_embd", "d_model")
+_HEADS = ("num_attention_heads", "n_head", "num_heads")
+_KV_HEADS = ("num_key_value_heads", "num_kv_heads")
+_INTERMEDIATE = ("intermediate_size", "ffn_hidden_size", "n_inner", "d_ff")
+#: Lists of values indexed by token id, filtered when the vocabulary shrinks.
+_TOKEN_LISTS = ("suppress_tokens", "begin_suppress_tokens")
+
+
+def as_dict(config: Any) -> dict[str, Any]:
+    """Returns the configuration as a dictionary (``to_dict()`` for a config object)."""
+    if isinstance(config, dict):
+        return config
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
+    raise TypeError(f"config must be a dict or a transformers configuration, not {type(config)}")
+
+
+def first_key(d: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    """Returns the first name of ``names`` present in ``d`` with a value which is not None."""
+    for name in names:
+        if d.get(name, None) is not None:
+            return name
+    return None
+
+
+def merge_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """
+    Returns a copy of ``config`` updated with ``overrides``; a dictionary value updates
+    a dictionary value (sub-configurations) instead of replacing it.
+
+    >>> merge_overrides({"a": 1, "sub": {"b": 2, "c": 3}}, {"sub": {"c": 4}})
+    {'a': 1, 'sub': {'b': 2, 'c': 4}}
+    """
+    res = copy.deepcopy(config)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(res.get(key, None), dict):
+            res[key] = merge_overrides(res[key], value)
+        else:
+            res[key] = copy.deepcopy(value)
+    return res
+
+
+def pick_layers(d: dict[str, Any], num_layers: int, target: int = LAYERS) -> list[int]:
+    """
+    Chooses which layers to keep: the first layer of every distinct kind (a kind combines
+    the values of every per-layer list: ``layer_types``, ``no_rope_layers``...), then the
+    next layers until ``target`` are kept.
+
+    >>> pick_layers({"layer_types": ["sliding_attention"] * 5 + ["full_attention"]}, 6)
+    [0, 5]
+    """
+    per_layer = [k for k, v in d.items() if isinstance(v, list) and len(v) == num_layers]
+    signatures = [tuple(repr(d[k][i]) for k in per_layer) for i in range(num_layers)]
+    kept: list[int] = []
+    seen: set[tuple] = set()
+    for i, sig in enumerate(signatures):
+        if sig not in seen:
+            seen.add(sig)
+            kept.append(i)
+    for i in range(num_layers):
+        if len(kept) >= target:
+            break
+        if i not in kept:
+            kept.append(i)
+    return sorted(kept)
+
+
+def reduce_layers(d: dict[str, Any], key: str, target: int = LAYERS) -> dict[str, Any]:
+    """
+    Overrides reducing the number of layers stored under ``key`` and every per-layer list.
+    """
+    n = d.get(key, None)
+    if not isinstance(n, int) or n <= target:
+        return {}
+    kept = pick_layers(d, n, target)
+    over: dict[str, Any] = {key: len(kept)}
+    for k, v in d.items():
+        if isinstance(v, list) and len(v) == n:
+            over[k] = [v[i] for i in kept]
+    return over
+
+
+def _resample(values: list, n: int) -> list:
+    if n <= 0:
+        return []
+    if len(values) == n:
+        return list(values)
+    if n == 1:
+        return [values[0]]
+    return [values[round(i * (len(values) - 1) / (n - 1))] for i in range(n)]
+
+
+def reduce_rope(d: dict[str, Any], new_head_dim: int) -> dict[str, Any]:
+    """
+    Resizes the per-frequency factors of a ``longrope`` scaling (Phi-3.5, Phi-4) to the
+    new rotary dimension: there is one factor per pair of rotated dimensions.
+    """
+    over = {}
+    factor = d.get("partial_rotary_factor", None) or 1.0
+    for key in ("rope_scaling", "rope_parameters"):
+        rope = d.get(key, None)
+        if not isinstance(rope, dict):
+            continue
+        lists = {k: v for k, v in rope.items() if k.endswith("_factor") and isinstance(v, list)}
+        if not lists:
+            continue
+        if "partial_rotary_factor" in rope:
+            factor = rope["partial_rotary_factor"] or 1.0
+        n = int(new_head_dim * factor) // 2
+        over[key] = {**rope, **{k: _resample(v, n) for k, v in lists.items()}}
+    return over
+
+
+def reduce_attention(d: dict[str, Any], hidden: int = HIDDEN, heads: int = HEADS) -> dict[str, Any]:
+    """
+    Overrides shrinking the attention of a (flat) configuration: hidden size, heads,
+    key-value heads (keeping multi-head, grouped-query or multi-query attention),
+    head dimension, rotary factors.
+    """
+    over: dict[str, Any] = {}
+    k_hidden, k_heads = first_key(d, _HIDDEN), first_key(d, _HEADS)
+    if k_hidden is None or k_heads is None:
+        return over
+    old_heads = d[k_heads]
+    over[k_hidden] = hidden
+    over[k_heads] = heads
+    k_kv = first_key(d, _KV_HEADS)
+    if k_kv is not None:
+        old_kv = d[k_kv]
+        over[k_kv] = heads if old_kv >= old_heads else (1 if old_kv == 1 else heads // 2)
+    if d.get("head_dim", None) is not None:
+        over["head_dim"] = hidden // heads
+    if d.get("d_kv", None) is not None:
+        over["d_kv"] = hidden // heads
+    over.update(reduce_rope(d, hidden // heads))
+    return over
+
+
+def reduce_intermediate(d: dict[str, Any], size: int = INTERMEDIATE) -> dict[str, Any]:
+    """Overrides shrinking the feed-forward layers."""
+    over = {}
+    for key in (*_INTERMEDIATE, "encoder_ffn_dim", "decoder_ffn_dim"):
+        if isinstance(d.get(key, None), int):
+            over[key] = size
+    return over
+
+
+def _token_keys(d: dict[str, Any]) -> list[str]:
+    return [
+        k
+        for k, v in d.items()
+        if (k.endswith("token_id") or k.endswith("token_index") or k.endswith("token_ids"))
+        and (isinstance(v, int) or (isinstance(v, list) and all(isinstance(i, int) for i in v)))
+        and not isinstance(v, bool)
+    ]
+
+
+def _collect_ids(d: dict[str, Any], out: set[int]) -> None:
+    for k in _token_keys(d):
+        v = d[k]
+        out.update(v if isinstance(v, list) else [v])
+    for v in d.values():
+        if isinstance(v, dict):
+            _collect_ids(v, out)
+
+
+def _remap(d: dict[str, Any], mapping: dict[int, int], new_vocab: int) -> dict[str, Any]:
+    over: dict[str, Any] = {}
+    for k in _token_keys(d):
+        v = d[k]
+        new = [mapping.get(i, i) for i in v] if isinstance(v, list) else mapping.get(v, v)
+        if new != v:
+            over[k] = new
+    for k in _TOKEN_LISTS:
+        v = d.get(k, None)
+        if isinstance(v, list) and any(i >= new_vocab for i in v):
+            over[k] = [i for i in v if i < new_vocab]
+    for k, v in d.items():
+        if isinstance(v, dict):
+            sub = _remap(v, mapping, new_vocab)
+            if sub:
+                over[k] = sub
+    return over
+
+
+def reduce_vocabulary(
+    d: dict[str, Any], vocab_key_path: tuple[str, ...] = ("vocab_size",)
+) -> dict[str, Any]:
+    """
+    Overrides shrinking a vocabulary larger than :data:`MAX_VOCAB` to
+    :data:`REDUCED_VOCAB`. Every token id (``bos_token_id``, ``image_token_index``...,
+    sub-configurations included) falling outside the new vocabulary is moved to a distinct
+    id at its end, in the same order.
+
+    :param d: the whole configuration
+    :param vocab_key_path: where the vocabulary size is (``("text_config", "vocab_size")``)
+    """
+    sub = d
+    for k in vocab_key_path[:-1]:
+        sub = sub.get(k, None) or {}
+    vocab = sub.get(vocab_key_path[-1], None)
+    if not isinstance(vocab, int) or vocab <= MAX_VOCAB:
+        return {}
+    ids: set[int] = set()
+    _collect_ids(d, ids)
+    large = sorted(i for i in ids if i >= REDUCED_VOCAB)
+    start = REDUCED_VOCAB - len(large)
+    mapping = {old: start + rank for rank, old in enumerate(large)}
+    over = _remap(d, mapping, REDUCED_VOCAB)
+    node = over
+    for k in vocab_key_path[:-1]:
+        node = node.setdefault(k, {})
+    node[vocab_key_path[-1]] = REDUCED_VOCAB
+    return over
+
+
+def reduce_decoder_config(config: Any) -> dict[str, Any]:
+    """
+    Overrides giving a small decoder-only language model: 2 layers (one of every kind
+    of ``layer_types`` at least), hidden size 64, 4 heads, feed-forward 128,
+    vocabulary reduced to 32000 if larger than 50000.
+    """
+    d = as_dict(config)
+    over: dict[str, Any] = {}
+    k_layers = first_key(d, _LAYERS)
+    if k_layers is not None:
+        over.update(reduce_layers(d, k_layers))
+    over.update(reduce_attention(d))
+    over.update(reduce_intermediate(d))
+    over = merge_overrides(over, reduce_vocabulary(d))
+    return over

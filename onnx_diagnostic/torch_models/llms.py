@@ -1,0 +1,96 @@
+"""
+Untrained language models to test an export without downloading anything.
+
+>>> from onnx_diagnostic.torch_models.llms import get_tiny_llm
+>>> data = get_tiny_llm()
+>>> type(data["model"]).__name__, sorted(data["inputs"])
+('LlamaForCausalLM', ['attention_mask', 'input_ids', 'past_key_values', 'position_ids'])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import transformers
+
+from ..tasks import text_generation
+from .hghub.hub_api import config_from_dict, load_config_dict
+from .model_data import ModelData, weights_size
+
+__all__ = ["get_tiny_llm"]
+
+TINY_LLM = "arnir0/Tiny-LLM"
+
+
+def get_tiny_llm(
+    batch_size: int = 2,
+    sequence_length: int = 3,
+    past_length: int = 30,
+    dynamic_rope: bool = False,
+    add_second_input: bool = False,
+    **config_overrides: Any,
+) -> ModelData:
+    """
+    Returns an untrained ``LlamaForCausalLM`` with the architecture of
+    :epkg:`arnir0/Tiny-LLM` (vocabulary 32000, hidden size 192, one layer, two heads,
+    one key-value head of dimension 96), inputs to call it with a cache and their
+    dynamic shapes.
+
+    :param batch_size: batch size
+    :param sequence_length: number of new tokens (``input_ids.shape[1]``)
+    :param past_length: number of tokens in the cache
+    :param dynamic_rope: uses a dynamic rotary embedding (``rope_type="dynamic"``,
+        factor 10)
+    :param add_second_input: also builds ``inputs2``, every dynamic dimension one larger
+    :param config_overrides: attributes of the configuration to change
+        (``num_hidden_layers=2``...)
+    :return: a :class:`onnx_diagnostic.torch_models.model_data.ModelData`, it behaves
+        like ``dict(model=, inputs=, dynamic_shapes=, configuration=)``
+
+    The inputs are ``input_ids`` (batch, sequence), ``attention_mask``
+    (batch, past + sequence), ``position_ids`` (``past_length`` to
+    ``past_length + sequence_length - 1``) and ``past_key_values``, a ``DynamicCache``.
+
+    >>> import pprint
+    >>> from onnx_diagnostic.helpers import string_type
+    >>> data = get_tiny_llm()
+    >>> string_type(data["inputs"], with_shape=True)  # doctest: +ELLIPSIS
+    'dict(input_ids:T7s2x3,attention_mask:T7s2x33,position_ids:T7s2x3,past_key_values:...'
+    >>> pprint.pprint(data["dynamic_shapes"])
+    {'attention_mask': {0: 'batch', 1: 'cache+seq'},
+     'input_ids': {0: 'batch', 1: 'seq_length'},
+     'past_key_values': [{0: 'batch', 2: 'cache_length'},
+                         {0: 'batch', 2: 'cache_length'}],
+     'position_ids': {0: 'batch', 1: 'seq_length'}}
+    """
+    d = load_config_dict(TINY_LLM)
+    if dynamic_rope:
+        d["rope_scaling"] = {"rope_type": "dynamic", "factor": 10.0}
+    reference = transformers.LlamaConfig()
+    for key in config_overrides:
+        if not hasattr(reference, key) and key not in d:
+            raise TypeError(f"get_tiny_llm: {key!r} is not an attribute of LlamaConfig")
+    d.update(config_overrides)
+    config = config_from_dict(d)
+    model = transformers.LlamaForCausalLM(config)
+    model.eval()
+    res = text_generation.get_inputs(
+        model,
+        config,
+        batch_size=batch_size,
+        sequence_length=sequence_length,
+        past_length=past_length,
+        add_second_input=add_second_input,
+    )
+    size, n_weights = weights_size(model)
+    return ModelData(
+        model=model,
+        inputs=res["inputs"],
+        dynamic_shapes=res["dynamic_shapes"],
+        configuration=config,
+        task=text_generation.__TASK__,
+        model_id=TINY_LLM,
+        size=size,
+        n_weights=n_weights,
+        inputs2=res.get("inputs2", None),
+    )
