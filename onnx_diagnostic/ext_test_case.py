@@ -308,6 +308,7 @@ class ExtTestCase(unittest.TestCase):
         and numpy arrays: they are compared with :meth:`assertEqualArray` and
         ``atol`` (default ``delta`` or ``0.5 * 10**-places``, ``places=7``).
         Element types are not compared: ``second`` is cast to the type of ``first``.
+        For numbers, ``atol`` and ``rtol`` may replace ``places`` or ``delta``.
         """
         if isinstance(first, _ARRAY_TYPES) or isinstance(second, _ARRAY_TYPES):
             if atol is None:
@@ -319,6 +320,11 @@ class ExtTestCase(unittest.TestCase):
             te, tv = _to_torch(e), _to_torch(v)
             self.assertEqualArray(te, tv.to(te.dtype), atol=atol, rtol=rtol, msg=msg)
             return
+        if atol is not None or rtol:
+            # tolerance given as atol / rtol: |first - second| <= atol + rtol * |first|
+            if places is not None or delta is not None:
+                raise TypeError("specify atol/rtol or places or delta, not both")
+            delta = (atol or 0) + rtol * abs(first)
         super().assertAlmostEqual(first, second, places=places, msg=msg, delta=delta)
 
     def assertEqualAny(

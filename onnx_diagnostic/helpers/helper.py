@@ -639,6 +639,11 @@ def _compare(e: Any, g: Any, epath: str, gpath: str, acc: _Accumulator) -> None:
         return
     if ke == "none" and kg == "none":
         return
+    if (ke == "leaf") != (kg == "leaf") and "none" not in (ke, kg):
+        raise _Mismatch(
+            f"{_label(epath, gpath)}: {string_type(e, with_shape=True)} vs "
+            f"{string_type(g, with_shape=True)}"
+        )
     if ke in ("str", "other") or kg in ("str", "other", "none") or ke == "none":
         try:
             same = type(e) is type(g) and bool(e == g)
