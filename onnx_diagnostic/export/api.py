@@ -1,0 +1,643 @@
+"""
+:func:`to_onnx`: exports a :class:`torch.nn.Module` to ONNX in named steps
+(``torch.export``, ``translation``, ``optimization``, ``save``), with the input and output
+names a generation loop expects: ``input_ids``, ``attention_mask``,
+``past_key_values.N.key`` / ``past_key_values.N.value`` as inputs,
+``logits``, ``present.N.key`` / ``present.N.value`` as outputs.
+
+The exporters are dispatched through the table :data:`EXPORTERS`.
+
+>>> import torch
+>>> from onnx_diagnostic.export.api import to_onnx
+>>> class Neuron(torch.nn.Module):
+...     def forward(self, x):
+...         return torch.relu(x) * 2
+>>> onx = to_onnx(Neuron(), (torch.rand(3, 4),), dynamic_shapes=({0: "batch"},))
+>>> [i.name for i in onx.graph.input], [o.name for o in onx.graph.output]
+(['x'], ['output_0'])
+>>> onx.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+'batch'
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from ..cache_helpers import is_cache
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+    import onnx_ir
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EXPORTERS", "ExportStepError", "Exporter", "to_onnx"]
+
+#: Names of the steps reported by :class:`ExportStepError`.
+STEPS = ("torch.export", "translation", "optimization", "save")
+
+_CACHE_LEAF = re.compile(r"^(?:(?:full|sliding)_)?(key|value)_(\d+)$")
+
+
+class ExportStepError(RuntimeError):
+    """
+    Raised by :func:`to_onnx` when one step fails. ``step`` is one of
+    ``"torch.export"``, ``"translation"``, ``"optimization"``, ``"save"``, ``hint`` tells
+    what usually fixes it, the original exception is chained (``__cause__``).
+    """
+
+    def __init__(self, step: str, exporter: str, exc: BaseException, hint: str):
+        self.step = step
+        self.exporter = exporter
+        self.hint = hint
+        text = str(exc).strip()
+        if len(text) > 3000:
+            text = text[:3000] + " ..."
+        super().__init__(
+            f"to_onnx(exporter={exporter!r}) failed at step {step!r}: "
+            f"{type(exc).__name__}: {text}\nHint: {hint}"
+        )
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """
+    One entry of :data:`EXPORTERS`.
+
+    :param name: the value of ``exporter`` selecting it
+    :param translate: ``translate(exported_program, target_opset, verbose)`` returns a
+        :class:`torch.onnx.ONNXProgram` (``.model`` is an :class:`onnx_ir.Model`)
+    :param description: one line shown in error messages and in the documentation
+    """
+
+    name: str
+    translate: Callable[[torch.export.ExportedProgram, int | None, int], Any]
+    description: str
+
+
+def _translate_onnx_dynamo(
+    ep: torch.export.ExportedProgram, target_opset: int | None, verbose: int
+) -> Any:
+    return torch.onnx.export(
+        ep,
+        (),
+        dynamo=True,
+        optimize=False,
+        opset_version=target_opset,
+        verbose=verbose >= 2,
+    )
+
+
+#: Available exporters, ``exporter=`` picks one of them.
+EXPORTERS: dict[str, Exporter] = {
+    "onnx-dynamo": Exporter(
+        "onnx-dynamo",
+        _translate_onnx_dynamo,
+        "torch.export.export(strict=False) then torch.onnx.export(dynamo=True)",
+    )
+}
+
+_HINTS = {
+    "torch.export": (
+        "torch.export.export could not trace the model. A transformers model with a cache "
+        "usually needs the export to run inside "
+        "`with torch_export_patches(patch_transformers=True):` "
+        "(onnx_diagnostic.torch_export_patches); was it?"
+    ),
+    "translation": (
+        "torch.onnx could not translate the ExportedProgram into ONNX: an operator has no "
+        "translation or its translation failed; the operator is named in the error above."
+    ),
+    "optimization": (
+        "the ONNX optimizer failed; call to_onnx(..., optimize=False) to get the "
+        "unoptimized model and investigate."
+    ),
+    "save": (
+        "the model could not be written: check that the folder of `filename` exists and is "
+        "writable and that the disk has room; weights of models over 2GB go into an "
+        "external data file beside `filename` (external_data=True forces it)."
+    ),
+}
+
+
+def _hint(step: str, exc: BaseException) -> str:
+    hint = _HINTS[step]
+    text = str(exc)
+    if step == "torch.export":
+        if any(
+            s in text
+            for s in ("Constraints violated", "specialized", "guard", "Dim.DYNAMIC", "Dim(")
+        ):
+            hint += (
+                " A dimension declared dynamic was specialized: give example inputs whose "
+                "dynamic dimensions are >= 2 and differ from each other, or use "
+                "torch.export.Dim.DYNAMIC (use_dyn_not_str turns string names into it)."
+            )
+        if "pytree" in text or "Unsupported" in text:
+            hint += (
+                " An input type is not registered with torch.utils._pytree: import "
+                "onnx_diagnostic.cache_helpers (caches) or use torch_export_patches."
+            )
+    return hint
+
+
+def _check_arguments(
+    model: Any,
+    args: Any,
+    kwargs: Any,
+    exporter: str,
+    input_names: Sequence[str] | None,
+    output_names: Sequence[str] | None,
+) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"to_onnx: model must be a torch.nn.Module, not {type(model).__name__}")
+    if not isinstance(args, (tuple, list)):
+        raise TypeError(
+            f"to_onnx: args must be a tuple of positional arguments, not {type(args).__name__}"
+        )
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError(
+            f"to_onnx: kwargs must be a dict of keyword arguments or None, "
+            f"not {type(kwargs).__name__}"
+        )
+    if exporter not in EXPORTERS:
+        raise ValueError(
+            f"to_onnx: exporter={exporter!r} is unknown, available: "
+            + ", ".join(f"{k!r} ({v.description})" for k, v in EXPORTERS.items())
+        )
+    for argname, names in (("input_names", input_names), ("output_names", output_names)):
+        if names is None:
+            continue
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"to_onnx: {argname} must be a list of strings, got {names!r}")
+        dup = sorted({n for n in names if list(names).count(n) > 1})
+        if dup:
+            raise ValueError(f"to_onnx: {argname} has duplicated names {dup}")
+
+
+def _signature_order(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[list, dict]:
+    """
+    Returns the names of the positional arguments and the kwargs sorted in the order of
+    the forward signature (unknown names keep their order at the end).
+    """
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # pragma: no cover - builtin forward
+        params = []
+    positional = [
+        p.name
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
+    ]
+    arg_names = []
+    for i in range(len(args)):
+        arg_names.append(positional[i] if i < len(positional) else f"args_{i}")
+    order = {p.name: i for i, p in enumerate(params)}
+    names = sorted(kwargs, key=lambda k: (order.get(k, len(order)), list(kwargs).index(k)))
+    return arg_names, {k: kwargs[k] for k in names}
+
+
+def _reorder_dynamic_shapes(dynamic_shapes: Any, kwargs: dict, arg_names: list[str]) -> Any:
+    """Orders a dict of dynamic shapes like the arguments (positional names first)."""
+    if not isinstance(dynamic_shapes, dict):
+        return dynamic_shapes
+    keys = [*arg_names, *kwargs]
+    if not set(dynamic_shapes) <= set(keys):
+        return dynamic_shapes
+    return {k: dynamic_shapes[k] for k in keys if k in dynamic_shapes}
+
+
+def _to_export_dims(dynamic_shapes: Any) -> Any:
+    """Replaces string dimension names, not accepted by torch.export, by Dim.DYNAMIC."""
+    if dynamic_shapes is None:
+        return None
+    from ..torch_export_patches.patch_inputs import use_dyn_not_str
+
+    return use_dyn_not_str(dynamic_shapes)
+
+
+def _is_axes(obj: Any) -> bool:
+    """Tells if ``obj`` describes the axes of one tensor ({0: 'batch'}, (None, 'seq'), None)."""
+    if obj is None:
+        return True
+    if isinstance(obj, dict):
+        return all(isinstance(k, int) for k in obj)
+    if isinstance(obj, (list, tuple)):
+        return all(not isinstance(v, (dict, list, tuple)) for v in obj)
+    return False
+
+
+def _flatten_axes(spec: Any) -> list[Any]:
+    """Flattens the dynamic shapes of one argument into one axes spec per tensor."""
+    if _is_axes(spec):
+        return [spec]
+    if isinstance(spec, dict):
+        return [a for v in spec.values() for a in _flatten_axes(v)]
+    if isinstance(spec, (list, tuple)):
+        return [a for v in spec for a in _flatten_axes(v)]
+    return [None]
+
+
+def _axis_name(axis: Any) -> str | None:
+    """Returns the user name of a dynamic axis or None (int, None, Dim.DYNAMIC...)."""
+    if isinstance(axis, str):
+        return axis
+    if isinstance(axis, type) and hasattr(axis, "__name__") and hasattr(axis, "min"):
+        # torch.export.Dim("batch") is a class named "batch"
+        return axis.__name__
+    return None
+
+
+def _path_name(path: Sequence[Any]) -> str:
+    parts = []
+    for k in path:
+        if isinstance(k, pytree.MappingKey):
+            parts.append(str(k.key))
+        elif isinstance(k, pytree.SequenceKey):
+            parts.append(str(k.idx))
+        elif isinstance(k, pytree.GetAttrKey):
+            parts.append(k.name)
+        else:  # pragma: no cover - custom key types
+            parts.append(str(k))
+    return ".".join(parts)
+
+
+def _cache_leaf_names(cache: Any, prefix: str) -> list[str]:
+    """Names ``prefix.N.key`` / ``prefix.N.value`` (``prefix.N.decoder.key`` for the
+    self-attention part of an encoder-decoder cache, ``.encoder.`` for the cross-attention)."""
+    names = []
+    flat, _ = pytree.tree_flatten_with_path(cache)
+    for j, (path, _leaf) in enumerate(flat):
+        keys = [_path_name([k]) for k in path]
+        m = _CACHE_LEAF.match(keys[-1]) if keys else None
+        if m is None:
+            names.append(f"{prefix}.{j}")
+            continue
+        part = ""
+        if "self_attention_cache" in keys:
+            part = ".decoder"
+        elif "cross_attention_cache" in keys:
+            part = ".encoder"
+        names.append(f"{prefix}.{m.group(2)}{part}.{m.group(1)}")
+    return names
+
+
+def _leaf_names(obj: Any, prefix: str, cache_prefix: str | None) -> list[tuple[str, Any]]:
+    """
+    Names every leaf of ``obj`` (pytree order). Caches are named
+    ``cache_prefix.N.key`` or, if cache_prefix is None, ``<path>.N.key``.
+    """
+    flat, _ = pytree.tree_flatten_with_path(obj, is_leaf=is_cache)
+    out = []
+    for path, leaf in flat:
+        name = ".".join(s for s in (prefix, _path_name(path)) if s)
+        if is_cache(leaf):
+            cache_names = _cache_leaf_names(leaf, cache_prefix or name)
+            out.extend(zip(cache_names, pytree.tree_leaves(leaf)))
+        else:
+            out.append((name, leaf))
+    return out
+
+
+def _dedup(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        if n in seen:
+            seen[n] += 1
+            n = f"{n}_{seen[n]}"
+        seen.setdefault(n, 0)
+        out.append(n)
+    return out
+
+
+def _default_input_names(
+    ep: torch.export.ExportedProgram, arg_names: list[str], args: tuple, kwargs: dict
+) -> dict[str, str]:
+    """Maps the placeholder names of the exported program to the conventional names."""
+    named: list[tuple[str, Any]] = []
+    for name, value in zip(arg_names, args):
+        named.extend(_leaf_names(value, name, None))
+    for name, value in kwargs.items():
+        named.extend(_leaf_names(value, name, None))
+    from torch.export.graph_signature import InputKind
+
+    user_inputs = [s for s in ep.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    if len(user_inputs) != len(named):
+        logger.warning(
+            "to_onnx: %d user inputs in the exported program but %d leaves in the inputs, "
+            "inputs keep the names given by torch",
+            len(user_inputs),
+            len(named),
+        )
+        return {}
+    new_names = _dedup([n for n, _ in named])
+    return {
+        spec.arg.name: new
+        for spec, new in zip(user_inputs, new_names)
+        if hasattr(spec.arg, "name") and not hasattr(spec.arg, "value")
+    }
+
+
+def _default_output_names(ep: torch.export.ExportedProgram) -> list[str] | None:
+    """Names the outputs from the output structure of the exported program."""
+    spec = ep.call_spec.out_spec
+    if spec is None:
+        return None
+    n = spec.num_leaves
+    # Placeholder tensors rebuild the output structure (caches need 4 dimensions).
+    sentinels = [torch.empty((0, 0, 0, 0)) for _ in range(n)]
+    try:
+        out = pytree.tree_unflatten(sentinels, spec)
+    except Exception as e:
+        logger.warning("to_onnx: cannot rebuild the output structure (%s)", e)
+        return None
+    if isinstance(out, torch.Tensor):
+        return ["output_0"]
+    if isinstance(out, (tuple, list)) and not hasattr(out, "_fields"):
+        named = []
+        for i, o in enumerate(out):
+            named.extend(_leaf_names(o, f"output_{i}", "present"))
+    else:
+        named = _leaf_names(out, "", "present")
+    if len(named) != n:
+        return None
+    return _dedup([name or f"output_{i}" for i, (name, _) in enumerate(named)])
+
+
+def _all_value_names(model: onnx_ir.Model) -> dict[str, Any]:
+    import onnx_ir as ir
+
+    values: dict[str, Any] = {}
+    for v in model.graph.inputs:
+        values[v.name] = v
+    for name, v in model.graph.initializers.items():
+        values[name] = v
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        for v in node.outputs:
+            if v.name:
+                values[v.name] = v
+    return values
+
+
+def _rename_values(model: onnx_ir.Model, mapping: list[tuple[Any, str]]) -> None:
+    """Renames the given values, moving away any other value already using a new name."""
+    existing = _all_value_names(model)
+    targets = {id(v) for v, _ in mapping}
+    for value, new_name in mapping:
+        if value.name == new_name:
+            continue
+        other = existing.get(new_name)
+        if other is not None and id(other) not in targets:
+            i = 1
+            while f"{new_name}__{i}" in existing:
+                i += 1
+            other.name = f"{new_name}__{i}"
+            existing[other.name] = other
+        existing.pop(value.name, None)
+        value.name = new_name
+        existing[new_name] = value
+
+
+def _separate_outputs(model: onnx_ir.Model) -> None:
+    """
+    An output which is also an input, an initializer or another output cannot be
+    renamed alone: an Identity node gives it its own value.
+    """
+    import onnx_ir as ir
+
+    graph = model.graph
+    inputs = {id(v) for v in graph.inputs}
+    inits = {id(v) for v in graph.initializers.values()}
+    seen: set[int] = set()
+    for i, out in enumerate(list(graph.outputs)):
+        if id(out) in inputs or id(out) in inits or id(out) in seen:
+            node = ir.node("Identity", [out], name=f"output_identity_{i}")
+            node.outputs[0].shape = out.shape
+            node.outputs[0].type = out.type
+            node.outputs[0].name = f"{out.name}_output_{i}"
+            graph.append(node)
+            graph.outputs[i] = node.outputs[0]
+            out = node.outputs[0]
+        seen.add(id(out))
+
+
+def _rename_io(
+    model: onnx_ir.Model,
+    input_map: dict[str, str],
+    output_names: list[str] | None,
+    user_input_names: Sequence[str] | None,
+    user_output_names: Sequence[str] | None,
+) -> None:
+    graph = model.graph
+    _separate_outputs(model)
+    if user_input_names is not None:
+        if len(user_input_names) != len(graph.inputs):
+            raise ValueError(
+                f"to_onnx: input_names has {len(user_input_names)} names but the model has "
+                f"{len(graph.inputs)} inputs: "
+                f"{[input_map.get(v.name, v.name) for v in graph.inputs]}"
+            )
+        new_inputs = list(user_input_names)
+    else:
+        new_inputs = [input_map.get(v.name, v.name) for v in graph.inputs]
+    if user_output_names is not None:
+        if len(user_output_names) != len(graph.outputs):
+            raise ValueError(
+                f"to_onnx: output_names has {len(user_output_names)} names but the model has "
+                f"{len(graph.outputs)} outputs: {output_names or [v.name for v in graph.outputs]}"
+            )
+        new_outputs = list(user_output_names)
+    elif output_names is not None and len(output_names) == len(graph.outputs):
+        new_outputs = output_names
+    else:
+        if output_names is not None:
+            logger.warning(
+                "to_onnx: %d outputs expected, the model has %d, outputs keep their names",
+                len(output_names),
+                len(graph.outputs),
+            )
+        new_outputs = [v.name for v in graph.outputs]
+    _rename_values(
+        model,
+        [*zip(graph.inputs, new_inputs), *zip(graph.outputs, new_outputs)],
+    )
+
+
+def _axes_mapping(
+    model: onnx_ir.Model,
+    dynamic_shapes: Any,
+    arg_names: list[str],
+    args: tuple,
+    kwargs: dict,
+) -> dict[str, str]:
+    """Maps the symbolic dimensions torch chose to the names given in dynamic_shapes."""
+    import onnx_ir as ir
+
+    if dynamic_shapes is None:
+        return {}
+    by_input = {v.name: v for v in model.graph.inputs}
+    values = [*args, *kwargs.values()]
+    names = [*arg_names, *kwargs]
+    mapping: dict[str, str] = {}
+    for pos, (name, value) in enumerate(zip(names, values)):
+        if isinstance(dynamic_shapes, dict):
+            spec = dynamic_shapes.get(name, None)
+        elif isinstance(dynamic_shapes, (tuple, list)) and pos < len(dynamic_shapes):
+            spec = dynamic_shapes[pos]
+        else:
+            spec = None
+        if spec is None:
+            continue
+        tensors = [(n, t) for n, t in _leaf_names(value, name, None) if isinstance(t, torch.Tensor)]
+        axes = _flatten_axes(spec)
+        if len(axes) != len(tensors):
+            logger.warning(
+                "to_onnx: dynamic_shapes[%r] describes %d tensors, the input holds %d, "
+                "its dimensions keep the names given by torch",
+                name,
+                len(axes),
+                len(tensors),
+            )
+            continue
+        for (tname, _), ax in zip(tensors, axes):
+            onnx_input = by_input.get(tname)
+            if onnx_input is None or onnx_input.shape is None or ax is None:
+                continue
+            items = ax.items() if isinstance(ax, dict) else enumerate(ax)
+            for dim, axis in items:
+                user = _axis_name(axis)
+                if user is None or dim >= len(onnx_input.shape):
+                    continue
+                sym = onnx_input.shape[dim]
+                if not isinstance(sym, ir.SymbolicDim) or sym.value is None:
+                    continue
+                if sym.value in mapping and mapping[sym.value] != user:
+                    logger.info(
+                        "to_onnx: dimension %r named %r and %r, keeps %r",
+                        sym.value,
+                        mapping[sym.value],
+                        user,
+                        mapping[sym.value],
+                    )
+                    continue
+                mapping[sym.value] = user
+    return mapping
+
+
+class _Steps:
+    """Runs the steps, times them, prints them if verbose, wraps their failures."""
+
+    def __init__(self, exporter: str, verbose: int):
+        self.exporter = exporter
+        self.verbose = verbose
+        self.durations: dict[str, float] = {}
+
+    def run(self, step: str, fct: Callable[[], Any]) -> Any:
+        if self.verbose:
+            print(f"[to_onnx] {step}...")
+        logger.debug("to_onnx: starts step %r", step)
+        begin = time.perf_counter()
+        try:
+            res = fct()
+        except Exception as e:
+            if self.verbose:
+                print(f"[to_onnx] {step} failed: {type(e).__name__}")
+            raise ExportStepError(step, self.exporter, e, _hint(step, e)) from e
+        self.durations[step] = time.perf_counter() - begin
+        if self.verbose:
+            print(f"[to_onnx] {step} done in {self.durations[step]:.3g}s")
+        return res
+
+
+def to_onnx(
+    model: torch.nn.Module,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    dynamic_shapes: Any = None,
+    filename: str | os.PathLike | None = None,
+    verbose: int = 0,
+    exporter: str = "onnx-dynamo",
+    optimize: bool = True,
+    output_names: Sequence[str] | None = None,
+    target_opset: int | None = None,
+    input_names: Sequence[str] | None = None,
+    external_data: bool | None = None,
+) -> onnx.ModelProto:
+    """
+    Exports a model to ONNX.
+
+    Steps: ``torch.export`` (:func:`torch.export.export` with ``strict=False``),
+    ``translation`` (the exporter picked in :data:`EXPORTERS`), renaming,
+    ``optimization`` (if ``optimize``), ``save`` (if ``filename``). A failing step raises
+    :class:`ExportStepError` naming the step with a hint.
+
+    Inputs are ordered as the forward signature orders them (``kwargs`` are sorted that way)
+    and named after the arguments, nested values joined with dots, caches
+    ``past_key_values.N.key`` / ``past_key_values.N.value`` (``.N.decoder.key`` /
+    ``.N.encoder.key`` for an encoder-decoder cache). Outputs of a ``ModelOutput`` are named
+    after its fields, its cache ``present.N.key`` / ``present.N.value``; a tensor or a
+    tuple gives ``output_0``, ``output_1``... Dimensions named in ``dynamic_shapes``
+    (strings or ``torch.export.Dim("name")``) keep their names in the ONNX model.
+
+    :param model: the model
+    :param args: positional arguments
+    :param kwargs: keyword arguments
+    :param dynamic_shapes: dynamic shapes as :func:`torch.export.export` takes them, strings
+        (``{0: "batch"}``) are accepted and converted to ``Dim.DYNAMIC``
+    :param filename: saves the model there if not None
+    :param verbose: prints the steps and their durations if > 0
+    :param exporter: one of :data:`EXPORTERS` (``"onnx-dynamo"``)
+    :param optimize: runs the optimizer of the exporter
+    :param output_names: overrides the output names (as many as outputs)
+    :param target_opset: ONNX opset, None for the default of the exporter
+    :param input_names: overrides the input names (as many as tensor inputs)
+    :param external_data: saves the weights in ``<filename>.data``;
+        None does it only for models over 2GB
+    :return: the ONNX model
+
+    >>> import torch
+    >>> from onnx_diagnostic.helpers.torch_helper import dummy_llm
+    >>> model, inputs = dummy_llm()
+    >>> onx = to_onnx(model, inputs)
+    >>> [o.name for o in onx.graph.output]
+    ['output_0']
+    """
+    kwargs = {} if kwargs is None else kwargs
+    _check_arguments(model, args, kwargs, exporter, input_names, output_names)
+    args = tuple(args)
+    arg_names, kwargs = _signature_order(model, args, kwargs)
+    dynamic_shapes = _reorder_dynamic_shapes(dynamic_shapes, kwargs, arg_names)
+    steps = _Steps(exporter, verbose)
+    export_ds = _to_export_dims(dynamic_shapes)
+
+    ep = steps.run(
+        "torch.export",
+        lambda: torch.export.export(
+            model, args, kwargs=kwargs, dynamic_shapes=export_ds, strict=False
+        ),
+    )
+    translator = EXPORTERS[exporter]
+    program = steps.run("translation", lambda: translator.translate(ep, target_opset, verbose))
+    input_map = _default_input_names(ep, arg_names, args, kwargs)
+    _rename_io(program.model, input_map, _default_output_names(ep), input_names, output_names)
+    axes = _axes_mapping(program.model, dynamic_shapes, arg_names, args, kwargs)
+    if axes:
+        program.rename_axes(axes)
+    if optimize:
+        steps.run("optimization", program.optimize)
+    if filename is not None:
+        steps.run("save", lambda: program.save(filename, external_data=external_data))
+        if verbose:
+            print(f"[to_onnx] saved {str(filename)!r}")
+    return program.model_proto

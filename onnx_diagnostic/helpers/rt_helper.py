@@ -1,0 +1,504 @@
+"""
+Runs exported LLMs with :epkg:`onnxruntime`: :func:`onnx_generate` generates tokens
+with an ONNX model taking ``input_ids``, optionally ``attention_mask``, ``position_ids``,
+``cache_position``, and a cache ``past_key_values.N.key`` / ``past_key_values.N.value``
+returned as ``present.N.key`` / ``present.N.value`` (the names
+:func:`onnx_diagnostic.export.api.to_onnx` gives).
+
+The cache never leaves onnxruntime between two steps: the outputs of one step are
+bound (:class:`onnxruntime.IOBinding`) as the inputs of the next one, on the device of the
+session (CPU or CUDA); only the logits of the last position are read by :epkg:`torch`
+(a dlpack view, no copy on CPU).
+
+>>> import torch
+>>> from onnx_diagnostic.helpers.rt_helper import onnx_generate
+>>> # tokens = onnx_generate("model.onnx", torch.tensor([[1, 2, 3]]), eos_token_id=2)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+    import onnxruntime
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GenerationLayout", "make_session", "model_layout", "onnx_generate"]
+
+#: ONNX element type of every onnxruntime type string.
+_ORT_ELEM_TYPES = {
+    "tensor(float)": 1,
+    "tensor(uint8)": 2,
+    "tensor(int8)": 3,
+    "tensor(int32)": 6,
+    "tensor(int64)": 7,
+    "tensor(bool)": 9,
+    "tensor(float16)": 10,
+    "tensor(double)": 11,
+    "tensor(bfloat16)": 16,
+}
+_TORCH_DTYPES = {
+    1: torch.float32,
+    2: torch.uint8,
+    3: torch.int8,
+    6: torch.int32,
+    7: torch.int64,
+    9: torch.bool,
+    10: torch.float16,
+    11: torch.float64,
+    16: torch.bfloat16,
+}
+_PAST = re.compile(r"^past_key_values[._](\d+)[._](?:(decoder|encoder)[._])?(key|value)$")
+_PAST_TORCH = re.compile(r"^past_key_values_(key|value)_(\d+)$")
+_FED = ("input_ids", "attention_mask", "position_ids", "cache_position")
+
+
+@dataclass
+class GenerationLayout:
+    """
+    What :func:`onnx_generate` needs to know about a model, read from its inputs
+    and outputs (see :func:`model_layout`).
+
+    :param input_ids: name of the input receiving the tokens
+    :param attention_mask: name of the attention mask input or None
+    :param position_ids: name of the position ids input or None
+    :param cache_position: name of the cache position input or None
+    :param token_type: ONNX element type of ``input_ids``
+    :param cache_inputs: names of the cache inputs
+    :param cache_outputs: names of the outputs feeding them at the next step
+    :param cache_shapes: ``(heads, head_dim)`` of every cache input
+    :param cache_types: ONNX element type of every cache input
+    :param logits: name of the logits output
+    :param outputs: names of all outputs, in the model order
+    """
+
+    input_ids: str
+    attention_mask: str | None
+    position_ids: str | None
+    cache_position: str | None
+    token_type: int
+    mask_type: int | None
+    position_type: int | None
+    cache_inputs: list[str] = field(default_factory=list)
+    cache_outputs: list[str] = field(default_factory=list)
+    cache_shapes: list[tuple[int, int]] = field(default_factory=list)
+    cache_types: list[int] = field(default_factory=list)
+    logits: str = "logits"
+    outputs: list[str] = field(default_factory=list)
+
+
+def _elem_type(arg: Any) -> int:
+    if arg.type not in _ORT_ELEM_TYPES:
+        raise ValueError(f"onnx_generate: input {arg.name!r} has an unsupported type {arg.type}")
+    return _ORT_ELEM_TYPES[arg.type]
+
+
+def _cache_index(name: str) -> tuple[int, str, str] | None:
+    m = _PAST.match(name)
+    if m:
+        return int(m.group(1)), m.group(2) or "", m.group(3)
+    m = _PAST_TORCH.match(name)
+    if m:
+        return int(m.group(2)), "", m.group(1)
+    return None
+
+
+def model_layout(session: onnxruntime.InferenceSession) -> GenerationLayout:
+    """
+    Discovers the inputs and outputs a generation loop feeds and reads.
+    Cache inputs ``past_key_values.N.key`` are paired with outputs ``present.N.key``,
+    or, if the outputs are named otherwise, with the outputs following the logits in order.
+
+    :param session: an inference session
+    :return: a :class:`GenerationLayout`
+    :raises ValueError: when the model has inputs it cannot feed or a cache input
+        whose number of heads or head dimension is not static
+
+    >>> # layout = model_layout(onnxruntime.InferenceSession("model.onnx"))
+    >>> # layout.cache_inputs  # ['past_key_values.0.key', 'past_key_values.0.value']
+    """
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    if "input_ids" not in inputs:
+        raise ValueError(
+            f"onnx_generate: the model has no input named 'input_ids', its inputs are "
+            f"{list(inputs)}"
+        )
+    cache = []
+    unknown = []
+    for name, arg in inputs.items():
+        if name in _FED:
+            continue
+        idx = _cache_index(name)
+        if idx is None:
+            unknown.append(name)
+        elif idx[1] == "encoder":
+            raise ValueError(
+                f"onnx_generate: input {name!r} is a cross-attention cache, "
+                "encoder-decoder models are not supported"
+            )
+        else:
+            cache.append((idx, name, arg))
+    if unknown:
+        raise ValueError(
+            f"onnx_generate: the model has inputs it cannot feed: {unknown}; it feeds "
+            f"{list(_FED)} and past_key_values.N.key / past_key_values.N.value"
+        )
+    cache.sort(key=lambda x: (x[0][0], x[0][2] != "key"))
+    logits = "logits" if "logits" in outputs else outputs[0]
+    others = [o for o in outputs if o != logits]
+    cache_outputs = []
+    for (layer, part, kind), _name, _ in cache:
+        sub = f".{part}" if part else ""
+        expected = f"present.{layer}{sub}.{kind}"
+        cache_outputs.append(expected if expected in outputs else None)
+    if any(c is None for c in cache_outputs):
+        if len(others) != len(cache):
+            raise ValueError(
+                f"onnx_generate: cannot pair the cache inputs {[c[1] for c in cache]} "
+                f"with the outputs {others}: expected outputs named present.N.key / "
+                "present.N.value or as many outputs after the logits as cache inputs"
+            )
+        cache_outputs = others
+    shapes, types = [], []
+    for _, name, arg in cache:
+        shape = arg.shape
+        if len(shape) != 4 or not isinstance(shape[1], int) or not isinstance(shape[3], int):
+            raise ValueError(
+                f"onnx_generate: cache input {name!r} has shape {shape}, expected "
+                "(batch, heads, sequence, head_dim) with static heads and head_dim "
+                "to build the empty cache of the first step"
+            )
+        shapes.append((shape[1], shape[3]))
+        types.append(_elem_type(arg))
+    return GenerationLayout(
+        input_ids="input_ids",
+        attention_mask="attention_mask" if "attention_mask" in inputs else None,
+        position_ids="position_ids" if "position_ids" in inputs else None,
+        cache_position="cache_position" if "cache_position" in inputs else None,
+        token_type=_elem_type(inputs["input_ids"]),
+        mask_type=_elem_type(inputs["attention_mask"]) if "attention_mask" in inputs else None,
+        position_type=_elem_type(inputs["position_ids"]) if "position_ids" in inputs else None,
+        cache_inputs=[c[1] for c in cache],
+        cache_outputs=cache_outputs,
+        cache_shapes=shapes,
+        cache_types=types,
+        logits=logits,
+        outputs=outputs,
+    )
+
+
+def make_session(
+    model: str | os.PathLike | onnx.ModelProto | bytes,
+    session_options: onnxruntime.SessionOptions | None = None,
+    providers: Sequence[Any] | None = None,
+) -> onnxruntime.InferenceSession:
+    """
+    Creates an :class:`onnxruntime.InferenceSession` from a file name, a serialized model
+    or a :class:`onnx.ModelProto`, on CPU if ``providers`` is None.
+
+    >>> from onnx_diagnostic.helpers.mini_onnx_builder import create_onnx_model_from_input_tensors
+    >>> import torch
+    >>> sess = make_session(create_onnx_model_from_input_tensors(torch.ones(2)))
+    >>> sess.get_providers()
+    ['CPUExecutionProvider']
+    """
+    import onnxruntime
+
+    if providers is None:
+        providers = ["CPUExecutionProvider"]
+    if isinstance(model, (str, os.PathLike)):
+        if not os.path.exists(model):
+            raise FileNotFoundError(f"onnx_generate: model file {str(model)!r} does not exist")
+        source: Any = str(model)
+    elif isinstance(model, bytes):
+        source = model
+    elif hasattr(model, "SerializeToString"):
+        source = model.SerializeToString()
+    else:
+        raise TypeError(
+            "model_or_session must be an onnxruntime.InferenceSession, a file name, "
+            f"bytes or an onnx.ModelProto, not {type(model).__name__}"
+        )
+    return onnxruntime.InferenceSession(
+        source, sess_options=session_options, providers=list(providers)
+    )
+
+
+def _session_device(session: Any) -> tuple[str, int]:
+    providers = session.get_providers()
+    if providers and providers[0] == "CUDAExecutionProvider":
+        opts = session.get_provider_options().get("CUDAExecutionProvider", {})
+        return "cuda", int(opts.get("device_id", 0))
+    return "cpu", 0
+
+
+def _ortvalue(tensor: torch.Tensor, device: tuple[str, int]) -> Any:
+    """An OrtValue on ``device`` holding ``tensor`` (no copy when already there)."""
+    from onnxruntime import OrtValue
+
+    tensor = tensor.contiguous()
+    if device[0] == "cpu":
+        tensor = tensor.cpu()
+        if tensor.dtype != torch.bfloat16:
+            return OrtValue.ortvalue_from_numpy(tensor.numpy())
+    else:
+        tensor = tensor.to(f"cuda:{device[1]}")
+    try:
+        return OrtValue.from_dlpack(tensor)
+    except TypeError:  # onnxruntime < 1.23 takes a capsule and a flag
+        return OrtValue.from_dlpack(tensor.__dlpack__(), tensor.dtype == torch.bool)
+
+
+def _to_torch(value: Any) -> torch.Tensor:
+    """A torch view of an OrtValue (dlpack, no copy)."""
+    return torch.from_dlpack(value)
+
+
+def _empty_cache(layout: GenerationLayout, batch: int, device: tuple[str, int]) -> list[Any]:
+    from onnxruntime import OrtValue
+
+    return [
+        OrtValue.ortvalue_from_shape_and_type([batch, h, 0, d], t, device[0], device[1])
+        for (h, d), t in zip(layout.cache_shapes, layout.cache_types)
+    ]
+
+
+def _select_tokens(
+    logits: torch.Tensor,
+    do_sample: bool,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Picks one token per row of ``logits`` (batch, vocab): argmax or sampling."""
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    scores = logits.float() / temperature
+    if top_k is not None and top_k < scores.shape[-1]:
+        kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, -float("inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_scores, sorted_idx = torch.sort(scores, descending=False, dim=-1)
+        cumulated = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+        remove = cumulated <= (1 - top_p)
+        remove[:, -1] = False  # keeps at least one token
+        scores = scores.masked_fill(remove.scatter(1, sorted_idx, remove), -float("inf"))
+    probs = scores.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def _check_generate_args(
+    input_ids: Any,
+    attention_mask: Any,
+    eos_token_id: Any,
+    pad_token_id: Any,
+    max_new_tokens: Any,
+    temperature: float,
+    top_k: Any,
+    top_p: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
+    if isinstance(input_ids, np.ndarray):
+        input_ids = torch.from_numpy(input_ids)
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(
+            f"onnx_generate: input_ids must be a torch.Tensor, not {type(input_ids).__name__}"
+        )
+    if input_ids.dim() != 2 or input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError(
+            "onnx_generate: input_ids must have a shape (batch, sequence) with batch >= 1 and "
+            f"sequence >= 1, got {tuple(input_ids.shape)}"
+        )
+    if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+        raise TypeError(f"onnx_generate: input_ids must be integers, not {input_ids.dtype}")
+    if attention_mask is not None:
+        if isinstance(attention_mask, np.ndarray):
+            attention_mask = torch.from_numpy(attention_mask)
+        if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != tuple(
+            input_ids.shape
+        ):
+            shape = getattr(attention_mask, "shape", type(attention_mask).__name__)
+            raise ValueError(
+                f"onnx_generate: attention_mask must be a tensor of the shape of input_ids "
+                f"{tuple(input_ids.shape)}, got {shape}"
+            )
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(
+            f"onnx_generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}"
+        )
+    if eos_token_id is None:
+        eos = []
+    elif isinstance(eos_token_id, (int, np.integer)):
+        eos = [int(eos_token_id)]
+    elif isinstance(eos_token_id, torch.Tensor) and eos_token_id.numel() >= 1:
+        eos = [int(i) for i in eos_token_id.flatten().tolist()]
+    elif isinstance(eos_token_id, (list, tuple)) and all(
+        isinstance(i, (int, np.integer)) for i in eos_token_id
+    ):
+        eos = [int(i) for i in eos_token_id]
+    else:
+        raise TypeError(
+            f"onnx_generate: eos_token_id must be None, an int or a list of ints, "
+            f"got {eos_token_id!r}"
+        )
+    if pad_token_id is not None and not isinstance(pad_token_id, (int, np.integer)):
+        raise TypeError(f"onnx_generate: pad_token_id must be None or an int, got {pad_token_id!r}")
+    if not temperature > 0:
+        raise ValueError(f"onnx_generate: temperature must be > 0, got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k <= 0):
+        raise ValueError(f"onnx_generate: top_k must be None or an int > 0, got {top_k!r}")
+    if top_p is not None and not (0 < top_p <= 1):
+        raise ValueError(f"onnx_generate: top_p must be None or in (0, 1], got {top_p!r}")
+    return input_ids, attention_mask, eos
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids as transformers computes them from an attention mask (left padding)."""
+    pos = mask.long().cumsum(-1) - 1
+    return pos.masked_fill(mask == 0, 1)
+
+
+def onnx_generate(
+    model_or_session: str | os.PathLike | onnx.ModelProto | onnxruntime.InferenceSession,
+    input_ids: torch.Tensor,
+    eos_token_id: int | Sequence[int] | None = None,
+    max_new_tokens: int = 100,
+    return_session: bool = False,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    session_options: onnxruntime.SessionOptions | None = None,
+    providers: Sequence[Any] | None = None,
+    attention_mask: torch.Tensor | None = None,
+    pad_token_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, onnxruntime.InferenceSession, dict[str, torch.Tensor]]:
+    """
+    Generates tokens with an ONNX model and :epkg:`onnxruntime`.
+
+    The prompt is processed once with an empty cache (``batch x heads x 0 x head_dim``, the
+    dimensions and types read from the model inputs), then one token at a time is fed with
+    the cache the previous step returned, which stays in onnxruntime's memory (on the
+    device of the session). It stops after ``max_new_tokens`` or when every row has produced
+    one of ``eos_token_id``; a finished row then receives ``pad_token_id`` (``eos_token_id``
+    if None), like :meth:`transformers.GenerationMixin.generate`, whose greedy output
+    (``do_sample=False``) this function reproduces.
+
+    :param model_or_session: a file name, an :class:`onnx.ModelProto` or an
+        :class:`onnxruntime.InferenceSession` (returned by a previous call)
+    :param input_ids: prompt tokens, shape ``(batch, sequence)``
+    :param eos_token_id: end of sequence token(s), None to generate ``max_new_tokens`` tokens
+    :param max_new_tokens: maximum number of generated tokens
+    :param return_session: returns ``(tokens, session, feeds)`` instead of ``tokens``,
+        ``feeds`` are the inputs of the last call to the session (torch tensors sharing
+        onnxruntime's memory)
+    :param do_sample: samples the next token instead of taking the most probable one
+    :param temperature: divides the logits before sampling
+    :param top_k: samples among the ``top_k`` most probable tokens
+    :param top_p: samples among the most probable tokens whose probabilities sum to ``top_p``
+    :param session_options: options of the session if one is created
+    :param providers: providers of the session if one is created (CPU if None)
+    :param attention_mask: mask of the prompt (0 on left padding), ones if None
+    :param pad_token_id: token given to finished rows, ``eos_token_id`` if None
+    :param generator: random generator used when sampling
+    :return: ``input_ids`` followed by the generated tokens, on the device of ``input_ids``
+
+    >>> import torch
+    >>> from onnx_diagnostic.helpers.torch_helper import dummy_llm  # doctest: +SKIP
+    >>> # tokens = onnx_generate("model.onnx", torch.tensor([[5, 7, 9]]), max_new_tokens=10)
+    """
+    input_ids, attention_mask, eos = _check_generate_args(
+        input_ids,
+        attention_mask,
+        eos_token_id,
+        pad_token_id,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+    )
+    if hasattr(model_or_session, "run_with_iobinding"):
+        session = model_or_session
+    else:
+        session = make_session(model_or_session, session_options, providers)
+    layout = model_layout(session)
+    device = _session_device(session)
+    tdevice = torch.device("cpu") if device[0] == "cpu" else torch.device(f"cuda:{device[1]}")
+
+    batch, seq = input_ids.shape
+    pad = int(pad_token_id) if pad_token_id is not None else (eos[0] if eos else 0)
+    mask = (
+        torch.ones(input_ids.shape, dtype=torch.int64)
+        if attention_mask is None
+        else attention_mask.to(torch.int64)
+    ).to(tdevice)
+    tokens = input_ids.to(tdevice, torch.int64)
+    generated = [tokens]
+    eos_t = torch.tensor(eos, dtype=torch.int64, device=tdevice)
+    finished = torch.zeros(batch, dtype=torch.bool, device=tdevice)
+
+    token_dtype = _TORCH_DTYPES[layout.token_type]
+    cache = _empty_cache(layout, batch, device)
+    binding = session.io_binding()
+    current = tokens
+    past = 0
+    feeds: dict[str, Any] = {}
+    for _step in range(max_new_tokens):
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
+        feeds = {layout.input_ids: _ortvalue(current.to(token_dtype), device)}
+        if layout.attention_mask:
+            feeds[layout.attention_mask] = _ortvalue(
+                mask.to(_TORCH_DTYPES[layout.mask_type]), device
+            )
+        if layout.position_ids:
+            positions = _positions(mask)[:, past:]
+            feeds[layout.position_ids] = _ortvalue(
+                positions.to(_TORCH_DTYPES[layout.position_type]), device
+            )
+        if layout.cache_position:
+            feeds[layout.cache_position] = _ortvalue(
+                torch.arange(past, past + current.shape[1], dtype=torch.int64), device
+            )
+        feeds.update(zip(layout.cache_inputs, cache))
+        for name, value in feeds.items():
+            binding.bind_ortvalue_input(name, value)
+        for name in layout.outputs:
+            binding.bind_output(name, device[0], device[1])
+        session.run_with_iobinding(binding)
+        results = dict(zip(layout.outputs, binding.get_outputs()))
+        cache = [results[name] for name in layout.cache_outputs]
+        logits = _to_torch(results[layout.logits])[:, -1, :]
+        next_tokens = _select_tokens(logits, do_sample, temperature, top_k, top_p, generator)
+        next_tokens = next_tokens.to(torch.int64)
+        if eos:
+            next_tokens = torch.where(finished, pad, next_tokens)
+            finished |= torch.isin(next_tokens, eos_t)
+        generated.append(next_tokens[:, None])
+        past += current.shape[1]
+        if eos and bool(finished.all()):
+            break
+        current = next_tokens[:, None]
+        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=tdevice)], 1)
+    result = torch.cat(generated, dim=1).to(input_ids.device)
+    if not return_session:
+        return result
+    cache_names = set(layout.cache_inputs)
+    # The cache lives in buffers onnxruntime allocated (shared), the small inputs
+    # in buffers owned by this function (copied).
+    last_feeds = {
+        k: _to_torch(v) if k in cache_names else _to_torch(v).clone() for k, v in feeds.items()
+    }
+    return result, session, last_feeds
