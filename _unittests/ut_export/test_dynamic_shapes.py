@@ -1,0 +1,294 @@
+import unittest
+import warnings
+
+import torch
+
+from onnx_diagnostic.cache_helpers import (
+    make_dynamic_cache,
+    make_encoder_decoder_cache,
+)
+from onnx_diagnostic.ext_test_case import ExtTestCase
+from onnx_diagnostic.export import ModelInputs
+from onnx_diagnostic.export.dynamic_shapes import DynamicShapesError
+from onnx_diagnostic.helpers.compat import cache_class
+
+DYN = torch.export.Dim.DYNAMIC
+
+
+class AddModel(torch.nn.Module):
+    def forward(self, x, y):
+        return x + y
+
+
+class CacheModel(torch.nn.Module):
+    def forward(self, cache, z):
+        return (
+            z
+            + cache.key_cache[0]
+            + cache.key_cache[1]
+            + cache.value_cache[0]
+            + cache.value_cache[1]
+        )
+
+
+def _cache(n_layers, *shape):
+    return make_dynamic_cache([(torch.randn(*shape), torch.randn(*shape)) for _ in range(n_layers)])
+
+
+def _dims(ep):
+    """Shapes of the placeholders of an exported program, as strings."""
+    return [
+        tuple(str(d) for d in n.meta["val"].shape)
+        for n in ep.graph.nodes
+        if n.op == "placeholder" and "val" in n.meta
+    ]
+
+
+class TestModelInputs(ExtTestCase):
+    def test_inputs_are_normalized(self):
+        x, y = torch.randn(5, 6), torch.randn(1, 6)
+        mi = ModelInputs(AddModel(), [(x, y), dict(x=x, y=y), ((x,), dict(y=y)), [x, y]])
+        self.assertEqual(len(mi.inputs), 4)
+        self.assertEqual([len(a) for a, _ in mi.inputs], [2, 0, 1, 2])
+        self.assertEqual([list(k) for _, k in mi.inputs], [[], ["x", "y"], ["y"], []])
+        self.assertIs(mi.inputs[2][0][0], x)
+
+    def test_positional_seed(self):
+        x, y = torch.randn(5, 6), torch.randn(1, 6)
+        inputs = [(x, y), (torch.randn((7, 8)), torch.randn((1, 8)))]
+        ds = ModelInputs(AddModel(), inputs).guess_dynamic_shapes()
+        self.assertEqual(ds, (({0: DYN, 1: DYN}, {1: DYN}), {}))
+        ep = torch.export.export(AddModel(), (x, y), dynamic_shapes=ds[0])
+        x_shape, y_shape = _dims(ep)
+        self.assertEqual(y_shape[0], "1")
+        self.assertEqual(x_shape[1], y_shape[1])
+        self.assertFalse(x_shape[0].isdigit())
+
+    def test_named_seed(self):
+        x, y = torch.randn(5, 6), torch.randn(1, 6)
+        inputs = [dict(x=x, y=y), dict(x=torch.randn((7, 8)), y=torch.randn((1, 8)))]
+        ds = ModelInputs(AddModel(), inputs).guess_dynamic_shapes()
+        self.assertEqual(ds, ((), {"x": {0: DYN, 1: DYN}, "y": {1: DYN}}))
+        torch.export.export(AddModel(), (), kwargs=dict(x=x, y=y), dynamic_shapes=ds[1])
+
+    def test_mixed_seed_and_move_to_kwargs(self):
+        x, y = torch.randn(5, 6), torch.randn(1, 6)
+        inputs = [((x,), dict(y=y)), ((torch.randn((7, 8)),), dict(y=torch.randn((1, 8))))]
+        mi = ModelInputs(AddModel(), inputs)
+        ds = mi.guess_dynamic_shapes()
+        self.assertEqual(ds, (({0: DYN, 1: DYN},), {"y": {1: DYN}}))
+        new_args, new_kwargs, new_ds = mi.move_to_kwargs(*mi.inputs[0], ds)
+        self.assertEqual(new_args, ())
+        self.assertEqual(list(new_kwargs), ["x", "y"])
+        self.assertIs(new_kwargs["x"], x)
+        self.assertEqual(new_ds, ((), {"x": {0: DYN, 1: DYN}, "y": {1: DYN}}))
+        torch.export.export(AddModel(), new_args, kwargs=new_kwargs, dynamic_shapes=new_ds[1])
+
+    def test_cache_seed_flat_layout(self):
+        cache = _cache(2, 2, 4, 3, 7)
+        cache2 = _cache(2, 3, 4, 4, 8)
+        inputs = [(cache, torch.randn((1, 1, 1, 7))), (cache2, torch.randn((1, 1, 1, 8)))]
+        ds = ModelInputs(CacheModel(), inputs).guess_dynamic_shapes()
+        self.assertEqual(ds, (([{0: DYN, 2: DYN, 3: DYN}] * 4, {3: DYN}), {}))
+        ep = torch.export.export(CacheModel(), inputs[0], dynamic_shapes=ds[0], strict=False)
+        shapes = _dims(ep)
+        self.assertEqual(len(shapes), 5)
+        self.assertEqual(shapes[0][1], "4")
+        self.assertEqual(shapes[0], shapes[3])
+
+    def test_nested_structures_and_model_output(self):
+        from transformers.modeling_outputs import BaseModelOutput
+
+        def make(n):
+            return dict(
+                a=[torch.randn(n, 2), {"b": torch.randn(3, n), "c": None}],
+                o=BaseModelOutput(last_hidden_state=torch.randn(1, n)),
+                s=torch.tensor(float(n)),
+                k=3,
+            )
+
+        ds = ModelInputs(lambda a, o, s, k: None, [make(2), make(5)]).guess_dynamic_shapes()
+        self.assertEqual(
+            ds[1],
+            {
+                "a": [{0: DYN}, {"b": {1: DYN}, "c": None}],
+                "o": [{1: DYN}],
+                "s": {},
+                "k": None,
+            },
+        )
+
+    def test_encoder_decoder_cache(self):
+        def make(n):
+            return make_encoder_decoder_cache(_cache(1, 1, 2, n, 4), _cache(1, 1, 2, 5, 4))
+
+        ds = ModelInputs(lambda c: None, [(make(3),), (make(6),)]).guess_dynamic_shapes()
+        self.assertEqual(ds[0], ([[{2: DYN}, {2: DYN}], [{}, {}]],))
+
+    @unittest.skipIf(cache_class("DynamicSlidingWindowLayer") is None, "no sliding layers")
+    def test_mixed_layer_types_error_names_children(self):
+        def make(n, types):
+            pairs = [(torch.randn(1, 2, n, 4), torch.randn(1, 2, n, 4)) for _ in types]
+            return make_dynamic_cache(pairs, layer_types=types, sliding_window=4)
+
+        full, sliding = "full_attention", "sliding_attention"
+        ds = ModelInputs(
+            lambda c: None, [(make(3, [sliding, full]),), (make(5, [sliding, full]),)]
+        ).guess_dynamic_shapes()
+        self.assertEqual(ds, (([{2: DYN}] * 4,), {}))
+        mi = ModelInputs(lambda c: None, [(make(3, [sliding, full]),), (make(5, [full, full]),)])
+        with self.assertRaises(DynamicShapesError) as cm:
+            mi.guess_dynamic_shapes()
+        self.assertIn("inputs[1][0]", str(cm.exception))
+        self.assertIn("sliding_key_0", str(cm.exception))
+
+    def test_auto_true_gives_auto(self):
+        inputs = [(torch.randn(2, 3), torch.randn(1, 3)), (torch.randn(4, 5), torch.randn(1, 5))]
+        ds = ModelInputs(AddModel(), inputs).guess_dynamic_shapes(auto=True)
+        auto = torch.export.Dim.AUTO
+        self.assertEqual(ds, (({0: auto, 1: auto}, {1: auto}), {}))
+
+    def test_auto_dim_shares_dims(self):
+        inputs = [(torch.randn(2, 3), torch.randn(1, 3)), (torch.randn(4, 5), torch.randn(1, 5))]
+        (dx, dy), _ = ModelInputs(AddModel(), inputs).guess_dynamic_shapes(auto="dim")
+        self.assertEqual(dx[0].__name__, "batch")
+        self.assertEqual(dx[1].__name__, "x_1")
+        self.assertIs(dx[1], dy[1])
+        ep = torch.export.export(AddModel(), inputs[0], dynamic_shapes=(dx, dy))
+        self.assertEqual(len(ep.range_constraints), 2)
+
+    def test_auto_dim_cache_plus_seq_exports(self):
+        import transformers
+
+        config = transformers.LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            vocab_size=1000,
+            max_position_embeddings=256,
+        )
+        model = transformers.LlamaForCausalLM(config).eval()
+
+        def make(batch, seq, past):
+            return dict(
+                input_ids=torch.randint(0, 1000, (batch, seq)),
+                attention_mask=torch.ones(batch, seq + past, dtype=torch.int64),
+                position_ids=torch.arange(past, past + seq)[None].expand(batch, seq).contiguous(),
+                past_key_values=_cache(1, batch, 1, past, 16),
+            )
+
+        sets = [make(2, 3, 5), make(3, 4, 7)]
+        _, ds = ModelInputs(model, sets).guess_dynamic_shapes(auto="dim")
+        batch, seq = ds["input_ids"][0], ds["input_ids"][1]
+        self.assertEqual(batch.__name__, "batch")
+        self.assertIs(ds["position_ids"][1], seq)
+        self.assertIs(ds["past_key_values"][0][0], batch)
+        self.assertIs(ds["past_key_values"][1][2], ds["past_key_values"][0][2])
+        mask = ds["attention_mask"][1]
+        self.assertEqual(mask.__name__, "input_ids_1_plus_past_key_values_2")
+        ep = torch.export.export(model, (), kwargs=sets[0], dynamic_shapes=ds, strict=False)
+        got = ep.module()(**make(4, 2, 9))
+        self.assertEqual(got.logits.shape, (4, 2, 1000))
+
+    def test_one_input_set_is_static_with_warning(self):
+        cache = _cache(1, 1, 2, 3, 4)
+        mi = ModelInputs(lambda x, c: None, [(torch.randn(2, 3), cache)])
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            ds = mi.guess_dynamic_shapes()
+        self.assertEqual(ds, (({}, [{}, {}]), {}))
+        self.assertTrue(any("only one input set" in str(x.message) for x in w))
+
+    def test_zero_dim_and_empty_tensors(self):
+        inputs = [(torch.tensor(1.0), torch.empty(0, 3)), (torch.tensor(2.0), torch.empty(4, 3))]
+        ds = ModelInputs(lambda a, b: None, inputs).guess_dynamic_shapes()
+        self.assertEqual(ds, (({}, {0: DYN}), {}))
+
+    def test_different_cache_structures_name_path_and_both(self):
+        inputs = [dict(x=torch.randn(2), past_key_values=_cache(2, 1, 2, 3, 4))]
+        inputs.append(dict(x=torch.randn(3), past_key_values=_cache(1, 1, 2, 5, 4)))
+        with self.assertRaises(DynamicShapesError) as cm:
+            ModelInputs(lambda x, past_key_values: None, inputs).guess_dynamic_shapes()
+        msg = str(cm.exception)
+        self.assertIn("inputs[1]['past_key_values']", msg)
+        self.assertIn("DynamicCache(key_cache=#1[T1s1x2x5x4]", msg)
+        self.assertIn("DynamicCache(key_cache=#2[T1s1x2x3x4,T1s1x2x3x4]", msg)
+
+    def test_rank_and_none_differences(self):
+        cases = [
+            ([dict(a=[torch.randn(2)])], [dict(a=[torch.randn(2, 2)])], "inputs[1]['a'][0]: rank"),
+            ([(None,)], [(torch.randn(2),)], "inputs[1][0]: type NoneType vs Tensor"),
+            ([({"a": 1},)], [({"b": 1},)], "inputs[1][0]: keys"),
+            ([([1, 2],)], [([1],)], "inputs[1][0]: 2 vs 1 elements"),
+            ([(1,)], [(torch.randn(1),)], "inputs[1][0]: type int vs Tensor"),
+        ]
+        for first, second, expected in cases:
+            with self.subTest(expected=expected):
+                with self.assertRaises(DynamicShapesError) as cm:
+                    ModelInputs(lambda a: None, first + second).guess_dynamic_shapes()
+                self.assertIn(expected, str(cm.exception))
+
+    def test_different_arguments(self):
+        x = torch.randn(2)
+        with self.assertRaises(DynamicShapesError) as cm:
+            ModelInputs(AddModel(), [(x, x), (x,)]).guess_dynamic_shapes()
+        self.assertIn("positional", str(cm.exception))
+        with self.assertRaises(DynamicShapesError) as cm:
+            ModelInputs(AddModel(), [dict(x=x, y=x), dict(x=x)]).guess_dynamic_shapes()
+        self.assertIn("inputs[1]: named arguments ['x'] vs ['x', 'y']", str(cm.exception))
+
+    def test_unregistered_class(self):
+        class Custom:
+            pass
+
+        with self.assertRaises(DynamicShapesError) as cm:
+            ModelInputs(lambda a: None, [(Custom(),), (Custom(),)]).guess_dynamic_shapes()
+        self.assertIn("inputs[0][0]: type Custom is not registered", str(cm.exception))
+
+    def test_bad_arguments(self):
+        with self.assertRaises(TypeError):
+            ModelInputs(AddModel(), torch.randn(2))
+        with self.assertRaises(ValueError):
+            ModelInputs(AddModel(), [])
+        with self.assertRaises(TypeError) as cm:
+            ModelInputs(AddModel(), [(torch.randn(1),), 3])
+        self.assertIn("inputs[1]", str(cm.exception))
+        mi = ModelInputs(AddModel(), [(torch.randn(1), torch.randn(1))] * 2)
+        with self.assertRaises(ValueError):
+            mi.guess_dynamic_shapes(auto="dims")
+
+    def test_move_to_kwargs_errors(self):
+        class VarArgs(torch.nn.Module):
+            def forward(self, *args):
+                return args[0]
+
+        x = torch.randn(2)
+        mi = ModelInputs(VarArgs(), [(x,), (x,)])
+        with self.assertRaises(ValueError) as cm:
+            mi.move_to_kwargs((x,), {}, (({},), {}))
+        self.assertIn("args[0] cannot be moved", str(cm.exception))
+        mi = ModelInputs(AddModel(), [((x,), dict(y=x))])
+        with self.assertRaises(ValueError) as cm:
+            mi.move_to_kwargs((x,), dict(x=x), (({},), {"x": {}}))
+        self.assertIn("'x'", str(cm.exception))
+        with self.assertRaises(TypeError):
+            mi.move_to_kwargs((x,), {}, [{}])
+        with self.assertRaises(ValueError):
+            mi.move_to_kwargs((x,), {}, ((), {}))
+
+    def test_inputs_are_not_modified(self):
+        cache = _cache(1, 1, 2, 3, 4)
+        first = dict(x=torch.randn(2), c=cache)
+        mi = ModelInputs(
+            lambda x, c: None, [first, dict(x=torch.randn(3), c=_cache(1, 1, 2, 4, 4))]
+        )
+        mi.guess_dynamic_shapes(auto="dim")
+        self.assertEqual(list(first), ["x", "c"])
+        self.assertIs(first["c"], cache)
+        self.assertEqual(len(cache.layers), 1)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
