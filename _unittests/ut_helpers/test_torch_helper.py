@@ -1,0 +1,348 @@
+import collections
+import os
+import tempfile
+import unittest
+
+import numpy as np
+import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from onnx_diagnostic.cache_helpers import (
+    get_cache_kv,
+    get_cache_layer_types,
+    make_dynamic_cache,
+    make_encoder_decoder_cache,
+    make_sliding_window_cache,
+    make_static_cache,
+)
+from onnx_diagnostic.ext_test_case import (
+    ExtTestCase,
+    has_onnxruntime,
+    hide_stdout,
+    ignore_warnings,
+)
+from onnx_diagnostic.helpers import max_diff, string_type
+from onnx_diagnostic.helpers.torch_helper import (
+    dummy_llm,
+    get_weight_type,
+    to_any,
+    torch_deepcopy,
+)
+
+
+def _pair(*shape):
+    return torch.rand(shape), torch.rand(shape)
+
+
+class TestToAny(ExtTestCase):
+    def test_dtype_casts_only_floating_tensors(self):
+        inputs = dict(
+            input_ids=torch.zeros((2, 3), dtype=torch.int64),
+            mask=torch.ones((2, 3), dtype=torch.bool),
+            x=torch.rand(2, 3),
+        )
+        res = to_any(inputs, torch.float16)
+        self.assertEqual(string_type(res), "dict(input_ids:T7r2,mask:T9r2,x:T10r2)")
+        self.assertIs(res["input_ids"], inputs["input_ids"])
+        self.assertEqual(inputs["x"].dtype, torch.float32)
+        self.assertEqualArray(res["x"], inputs["x"].to(torch.float16))
+
+    def test_returns_new_containers(self):
+        inputs = [dict(a=torch.zeros(1)), (torch.zeros(1),)]
+        res = to_any(inputs, torch.float64)
+        self.assertIsNot(res, inputs)
+        self.assertIsNot(res[0], inputs[0])
+        self.assertEqual(string_type(res), "#2[dict(a:T11r1),(T11r1,)]")
+        self.assertEqual(string_type(inputs), "#2[dict(a:T1r1),(T1r1,)]")
+
+    def test_dtype_as_string_and_device(self):
+        self.assertEqual(to_any(torch.zeros(1), "bfloat16").dtype, torch.bfloat16)
+        self.assertEqual(to_any(torch.zeros(1), "torch.float16").dtype, torch.float16)
+        res = to_any([torch.zeros(1)], "cpu")
+        self.assertEqual(res[0].device, torch.device("cpu"))
+        res = to_any([torch.zeros(1)], torch.device("meta"))
+        self.assertEqual(res[0].device.type, "meta")
+
+    def test_leaves_untouched(self):
+        a = np.zeros(2)
+        res = to_any((1, "s", None, a, 0.5), torch.float16)
+        self.assertEqual(res[:3], (1, "s", None))
+        self.assertIs(res[3], a)
+
+    def test_namedtuple_and_sets(self):
+        Point = collections.namedtuple("Point", ["x", "y"])
+        res = to_any(Point(torch.zeros(1), 2), torch.float16)
+        self.assertIsInstance(res, Point)
+        self.assertEqual(res.x.dtype, torch.float16)
+        self.assertEqual(to_any({1, 2}, torch.float16), {1, 2})
+
+    def test_dynamic_cache(self):
+        cache = make_dynamic_cache([_pair(1, 2, 3, 4), _pair(1, 2, 3, 4)])
+        res = to_any(cache, torch.float16)
+        self.assertIs(type(res), type(cache))
+        self.assertEqual(
+            string_type(res, with_shape=True),
+            "DynamicCache(key_cache=#2[T10s1x2x3x4,T10s1x2x3x4], "
+            "value_cache=#2[T10s1x2x3x4,T10s1x2x3x4])",
+        )
+        self.assertEqual(
+            string_type(cache), string_type(make_dynamic_cache([_pair(1, 2, 3, 4)] * 2))
+        )
+        k, v = get_cache_kv(cache)
+        k2, v2 = get_cache_kv(res)
+        self.assertEqualArray(k[1].to(torch.float16), k2[1])
+        self.assertEqualArray(v[0].to(torch.float16), v2[0])
+
+    def test_empty_dynamic_cache(self):
+        res = to_any(make_dynamic_cache([]), torch.float16)
+        self.assertEqual(string_type(res), "DynamicCache(key_cache=#0[], value_cache=#0[])")
+
+    def test_sliding_window_cache_keeps_layer_types(self):
+        t = _pair(1, 2, 3, 4)
+        cache = make_dynamic_cache(
+            [t, t], layer_types=["sliding_attention", "full_attention"], sliding_window=5
+        )
+        res = to_any(cache, torch.float64)
+        self.assertEqual(get_cache_layer_types(res), ["sliding_attention", "full_attention"])
+        self.assertEqual(res.layers[0].sliding_window, 5)
+        self.assertEqual(res.layers[0].keys.dtype, torch.float64)
+        res = to_any(make_sliding_window_cache([t], 8), torch.float16)
+        self.assertEqual(get_cache_layer_types(res), ["sliding_attention"])
+
+    def test_encoder_decoder_cache(self):
+        cache = make_encoder_decoder_cache(
+            make_dynamic_cache([_pair(1, 2, 3, 4)]), make_dynamic_cache([_pair(1, 2, 5, 4)])
+        )
+        res = to_any(cache, torch.bfloat16)
+        self.assertEqual(
+            string_type(res, with_shape=True),
+            "EncoderDecoderCache(self_attention_cache=DynamicCache(key_cache=#1[T16s1x2x3x4], "
+            "value_cache=#1[T16s1x2x3x4]), cross_attention_cache=DynamicCache("
+            "key_cache=#1[T16s1x2x5x4], value_cache=#1[T16s1x2x5x4]))",
+        )
+        self.assertEqual(
+            string_type(cache.self_attention_cache),
+            "DynamicCache(key_cache=#1[T1r4], value_cache=#1[T1r4])",
+        )
+
+    def test_static_cache(self):
+        cache = make_static_cache([_pair(1, 2, 3, 4)], 6)
+        res = to_any(cache, torch.float16)
+        self.assertIs(type(res), type(cache))
+        self.assertIsNot(res.layers[0], cache.layers[0])
+        self.assertEqual(
+            string_type(res, with_shape=True),
+            "StaticCache(key_cache=#1[T10s1x2x6x4], value_cache=#1[T10s1x2x6x4])",
+        )
+        self.assertEqual(res.layers[0].dtype, torch.float16)
+        self.assertEqual(cache.layers[0].keys.dtype, torch.float32)
+        self.assertEqual(cache.layers[0].dtype, torch.float32)
+
+    def test_model_output(self):
+        out = CausalLMOutputWithPast(
+            logits=torch.rand(2, 3), past_key_values=make_dynamic_cache([_pair(1, 2, 3, 4)])
+        )
+        res = to_any(out, torch.float16)
+        self.assertIs(type(res), CausalLMOutputWithPast)
+        self.assertEqual(
+            string_type(res),
+            "CausalLMOutputWithPast(logits:T10r2,past_key_values:"
+            "DynamicCache(key_cache=#1[T10r4], value_cache=#1[T10r4]))",
+        )
+
+    def test_module_is_moved(self):
+        model = torch.nn.Linear(2, 2)
+        res = to_any(model, torch.float16)
+        self.assertIs(res, model)
+        self.assertEqual(model.weight.dtype, torch.float16)
+
+    def test_bad_target(self):
+        with self.assertRaises(TypeError) as cm:
+            to_any(torch.zeros(1), 3)
+        self.assertIn("dtype_or_device", str(cm.exception))
+        with self.assertRaises(ValueError) as cm:
+            to_any(torch.zeros(1), "not-a-device")
+        self.assertIn("dtype_or_device='not-a-device'", str(cm.exception))
+
+
+class TestTorchDeepcopy(ExtTestCase):
+    def test_nested(self):
+        obj = dict(a=[torch.rand(2), (torch.rand(3), 5, "s", None)], b=np.zeros(2))
+        res = torch_deepcopy(obj)
+        self.assertEqualAny(obj, res)
+        self.assertIsNot(res["a"][0], obj["a"][0])
+        self.assertIsNot(res["b"], obj["b"])
+        res["a"][0][0] = 100
+        self.assertNotEqual(float(obj["a"][0][0]), 100)
+
+    def test_cache_copy_is_independent(self):
+        cache = make_dynamic_cache([_pair(1, 2, 3, 4), _pair(1, 2, 3, 4)])
+        keep = get_cache_kv(cache)[0][0].clone()
+        res = torch_deepcopy(cache)
+        self.assertEqualAny(cache, res)
+        get_cache_kv(res)[0][0].add_(1)
+        res.update(torch.rand(1, 2, 1, 4), torch.rand(1, 2, 1, 4), 0)
+        self.assertEqualArray(get_cache_kv(cache)[0][0], keep)
+        self.assertEqual(
+            string_type(cache, with_shape=True),
+            "DynamicCache(key_cache=#2[T1s1x2x3x4,T1s1x2x3x4], "
+            "value_cache=#2[T1s1x2x3x4,T1s1x2x3x4])",
+        )
+
+    def test_encoder_decoder_and_static_caches(self):
+        ed = make_encoder_decoder_cache(
+            make_dynamic_cache([_pair(1, 2, 3, 4)]), make_dynamic_cache([_pair(1, 2, 5, 4)])
+        )
+        self.assertEqualAny(ed, torch_deepcopy(ed))
+        st = make_static_cache([_pair(1, 2, 3, 4)], 6)
+        res = torch_deepcopy(st)
+        self.assertEqualAny(st, res)
+        self.assertIsNot(res.layers[0].keys, st.layers[0].keys)
+
+    def test_model_output(self):
+        out = CausalLMOutputWithPast(
+            logits=torch.rand(2, 3), past_key_values=make_dynamic_cache([_pair(1, 2, 3, 4)])
+        )
+        res = torch_deepcopy(out)
+        self.assertEqualAny(out, res)
+        self.assertIsNot(res.logits, out.logits)
+
+    def test_tensor_with_graph(self):
+        x = torch.rand(2, requires_grad=True)
+        y = x * 2  # not a leaf: copy.deepcopy refuses it
+        res = torch_deepcopy([y])
+        self.assertTrue(res[0].requires_grad)
+        self.assertEqualArray(res[0].detach(), y.detach())
+
+    def test_other_objects_are_deep_copied(self):
+        class Holder:
+            def __init__(self):
+                self.values = [1, 2]
+
+        h = Holder()
+        res = torch_deepcopy([h])
+        self.assertIsNot(res[0], h)
+        self.assertIsNot(res[0].values, h.values)
+        self.assertEqual(res[0].values, [1, 2])
+
+
+class TestGetWeightType(ExtTestCase):
+    def test_float16(self):
+        self.assertEqual(get_weight_type(torch.nn.Linear(4, 4).to(torch.float16)), torch.float16)
+
+    def test_dominant_type(self):
+        model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(20, 20))
+        model[0].to(torch.float64)
+        self.assertEqual(get_weight_type(model), torch.float32)
+        model[1].to(torch.bfloat16)
+        self.assertEqual(get_weight_type(model), torch.bfloat16)
+
+    def test_buffers_only(self):
+        model = torch.nn.Module()
+        model.register_buffer("b", torch.zeros(3, dtype=torch.float16))
+        self.assertEqual(get_weight_type(model), torch.float16)
+
+    def test_no_floating_weight(self):
+        with self.assertRaises(ValueError) as cm:
+            get_weight_type(torch.nn.ReLU())
+        self.assertIn("ReLU", str(cm.exception))
+
+    def test_not_a_module(self):
+        with self.assertRaises(TypeError) as cm:
+            get_weight_type(torch.zeros(2))
+        self.assertIn("model must be a torch.nn.Module", str(cm.exception))
+
+
+class TestDummyLLM(ExtTestCase):
+    def test_submodules_as_seed_002(self):
+        model, inputs = dummy_llm()
+        prefix = "onnx_diagnostic.helpers.torch_helper.dummy_llm.<locals>."
+        expected = [
+            ("", prefix + "LLM"),
+            ("embedding", prefix + "Embedding"),
+            ("embedding.embedding", "torch.nn.modules.sparse.Embedding"),
+            ("embedding.pe", "torch.nn.modules.sparse.Embedding"),
+            ("decoder", prefix + "DecoderLayer"),
+            ("decoder.attention", prefix + "MultiAttentionBlock"),
+            ("decoder.attention.attention", "torch.nn.modules.container.ModuleList"),
+            ("decoder.attention.attention.0", prefix + "AttentionBlock"),
+            ("decoder.attention.attention.0.query", "torch.nn.modules.linear.Linear"),
+            ("decoder.attention.attention.0.key", "torch.nn.modules.linear.Linear"),
+            ("decoder.attention.attention.0.value", "torch.nn.modules.linear.Linear"),
+            ("decoder.attention.attention.1", prefix + "AttentionBlock"),
+            ("decoder.attention.attention.1.query", "torch.nn.modules.linear.Linear"),
+            ("decoder.attention.attention.1.key", "torch.nn.modules.linear.Linear"),
+            ("decoder.attention.attention.1.value", "torch.nn.modules.linear.Linear"),
+            ("decoder.attention.linear", "torch.nn.modules.linear.Linear"),
+            ("decoder.feed_forward", prefix + "FeedForward"),
+            ("decoder.feed_forward.linear_1", "torch.nn.modules.linear.Linear"),
+            ("decoder.feed_forward.relu", "torch.nn.modules.activation.ReLU"),
+            ("decoder.feed_forward.linear_2", "torch.nn.modules.linear.Linear"),
+            ("decoder.norm_1", "torch.nn.modules.normalization.LayerNorm"),
+            ("decoder.norm_2", "torch.nn.modules.normalization.LayerNorm"),
+        ]
+        got = [
+            (name, f"{type(m).__module__}.{type(m).__qualname__}")
+            for name, m in model.named_modules()
+        ]
+        self.assertEqual(got, expected)
+        self.assertEqual(
+            str(type(model)),
+            "<class 'onnx_diagnostic.helpers.torch_helper.dummy_llm.<locals>.LLM'>",
+        )
+
+    def test_inputs_and_dynamic_shapes(self):
+        model, inputs, ds = dummy_llm(dynamic_shapes=True)
+        self.assertEqual(string_type(inputs, with_shape=True), "(T7s2x30,)")
+        self.assertEqual(
+            string_type(ds, with_shape=True), "dict(input_ids:{0:Dim(batch),1:Dim(length)})"
+        )
+        self.assertLess(int(inputs[0].max()), 1024)
+        self.assertGreaterEqual(int(inputs[0].min()), 0)
+        self.assertEqual(model.embedding.embedding.num_embeddings, 1024)
+        self.assertEqual(len(dummy_llm()), 2)
+
+    def test_forward(self):
+        model, inputs = dummy_llm()
+        with torch.no_grad():
+            out = model(*inputs)
+        self.assertEqual(string_type(out, with_shape=True), "T1s2x30x16")
+        self.assertFalse(torch.isnan(out).any())
+        # causal: the first positions do not depend on the last tokens
+        other = inputs[0].clone()
+        other[:, -1] = (other[:, -1] + 1) % 1024
+        with torch.no_grad():
+            out2 = model(other)
+        self.assertEqualArray(out[:, :-1], out2[:, :-1], atol=1e-6)
+        self.assertGreater(float((out[:, -1] - out2[:, -1]).abs().max()), 0)
+
+    def test_torch_export_dynamic(self):
+        model, inputs, ds = dummy_llm(dynamic_shapes=True)
+        ep = torch.export.export(model, inputs, dynamic_shapes=ds)
+        x = torch.randint(0, 1024, (3, 7))
+        self.assertEqualArray(model(x), ep.module()(x), atol=1e-5)
+
+    @unittest.skipIf(not has_onnxruntime("1.18"), "onnxruntime is needed")
+    @ignore_warnings((UserWarning, FutureWarning, DeprecationWarning))
+    @hide_stdout()
+    def test_onnx_export_dynamo_and_onnxruntime(self):
+        import onnxruntime
+
+        model, inputs, ds = dummy_llm(dynamic_shapes=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            name = os.path.join(tmp, "dummy_llm.onnx")
+            epo = torch.onnx.export(model, inputs, dynamic_shapes=ds, dynamo=True)
+            epo.save(name)
+            self.assertExists(name)
+            sess = onnxruntime.InferenceSession(name, providers=["CPUExecutionProvider"])
+        self.assertEqual([i.name for i in sess.get_inputs()], ["input_ids"])
+        for shape in [(2, 30), (3, 7), (1, 1)]:
+            x = torch.randint(0, 1024, shape)
+            got = sess.run(None, {"input_ids": x.numpy()})
+            diff = max_diff(model(x), got)
+            self.assertNotIn("error", diff)
+            self.assertLess(diff["abs"], 1e-4)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
