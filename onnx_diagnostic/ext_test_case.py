@@ -249,7 +249,9 @@ def _array_mismatch(expected: Any, value: Any, atol: float, rtol: float) -> str 
     if not torch.equal(en, vn):
         return f"NaN at different positions ({int((en ^ vn).sum())} positions)"
     diff = (e - v).abs()
-    bad = (diff > atol + rtol * e.abs()) & (e != v) & ~en
+    allowed = atol + rtol * e.abs() if rtol else atol
+    # infinite values must be equal whatever the tolerance (rtol * inf would accept anything)
+    bad = ((diff > allowed) | torch.isinf(e) | torch.isinf(v)) & (e != v) & ~en
     nbad = int(bad.sum())
     if nbad == 0:
         return None
