@@ -1,0 +1,250 @@
+"""
+Spies on the ``forward`` method of modules to see what they really receive,
+and optionally keeps a copy of every input and output in an ONNX file.
+
+An LLM's ``forward`` is called by ``generate`` with arguments the user never writes,
+:func:`steal_forward` shows them::
+
+    +model -- stolen forward for class LLM -- iteration 0
+      <- args=(T7s2x30,) --- kwargs={}
+      -> T1s2x30x16
+    -model.
+
+>>> import torch
+>>> from onnx_diagnostic.helpers.steal import steal_forward
+>>> model = torch.nn.Linear(4, 2)
+>>> with steal_forward(model):
+...     _ = model(torch.ones(3, 4))
++ -- stolen forward for class Linear -- iteration 0
+  <- args=(T1s3x4,) --- kwargs={}
+  -> T1s3x2
+-.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .helper import flatten_object, string_type
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["steal_forward"]
+
+
+def _nbytes(obj: Any) -> int:
+    try:
+        tensors = flatten_object(obj)
+    except Exception:  # an object flatten_object does not know holds no tensor we count
+        return 0
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def _cpu_copy(obj: Any) -> Any:
+    from .torch_helper import to_any, torch_deepcopy
+
+    return to_any(torch_deepcopy(obj), "cpu")
+
+
+def _is_exporting() -> bool:
+    comp = torch.compiler
+    return bool(
+        (hasattr(comp, "is_exporting") and comp.is_exporting())
+        or (hasattr(comp, "is_compiling") and comp.is_compiling())
+    )
+
+
+@dataclass
+class _Storage:
+    """Copies of the inputs and outputs, up to ``limit`` bytes."""
+
+    limit: int
+    verbose: int
+    fprint: Callable[[Any], str]
+    objects: dict[tuple[str, int, str], Any] = field(default_factory=dict)
+    size: int = 0
+    stopped: bool = False
+
+    def store(self, key: tuple[str, int, str], obj: Any) -> int | None:
+        """Stores a CPU copy of ``obj``, returns its size or None if nothing was stored."""
+        if self.stopped:
+            return None
+        size = _nbytes(obj)
+        if self.size + size > self.limit:
+            self.stopped = True
+            print(
+                f"-- stops storing, storage_limit={self.limit} bytes reached "
+                f"({len(self.objects)} objects stored, {self.size} bytes, "
+                f"{key} would need {size} more)"
+            )
+            logger.warning("storage limit %d reached at key %s", self.limit, key)
+            return None
+        self.objects[key] = _cpu_copy(obj)
+        self.size += size
+        return size
+
+
+def _check_models(model_or_list: Any) -> list[tuple[str, torch.nn.Module]]:
+    if isinstance(model_or_list, torch.nn.Module):
+        return [("", model_or_list)]
+    if not isinstance(model_or_list, (list, tuple)):
+        raise TypeError(
+            "model_or_list must be a torch.nn.Module or a list of (name, module), "
+            f"not {type(model_or_list).__name__}"
+        )
+    pairs = []
+    for i, item in enumerate(model_or_list):
+        if (
+            not isinstance(item, (tuple, list))
+            or len(item) != 2
+            or not isinstance(item[0], str)
+            or not isinstance(item[1], torch.nn.Module)
+        ):
+            raise TypeError(
+                f"model_or_list[{i}] must be a pair (name, torch.nn.Module), "
+                f"not {string_type(item)}"
+            )
+        pairs.append((item[0], item[1]))
+    return pairs
+
+
+def _make_wrapper(
+    name: str,
+    module: torch.nn.Module,
+    original: Callable,
+    counters: dict[str, int],
+    show: Callable[[Any], str],
+    storage: _Storage | None,
+    verbose: int,
+) -> Callable:
+    cls_name = type(module).__name__
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _is_exporting():
+            return original(*args, **kwargs)
+        iteration = counters.get(name, 0)
+        counters[name] = iteration + 1
+        print(f"+{name} -- stolen forward for class {cls_name} -- iteration {iteration}")
+        print(f"  <- args={show(args)} --- kwargs={show(kwargs)}")
+        if storage is not None:
+            storage.store((name, iteration, "I"), (args, kwargs))
+        res = original(*args, **kwargs)
+        print(f"  -> {show(res)}")
+        print(f"-{name}.")
+        if storage is not None:
+            size = storage.store((name, iteration, "O"), res)
+            if verbose and size is not None:
+                print(f"-- stores key={(name, iteration)}, size {size // 2**10}Kb -- {show(res)}")
+        return res
+
+    # generate inspects the signature of forward to decide which arguments it sends
+    wrapper.__signature__ = inspect.signature(original)  # type: ignore[attr-defined]
+    return wrapper
+
+
+@contextlib.contextmanager
+def steal_forward(
+    model_or_list: torch.nn.Module | list[tuple[str, torch.nn.Module]],
+    fprint: Callable[..., str] = string_type,
+    dump_file: str | None = None,
+    verbose: int = 0,
+    storage_limit: int = 2**27,
+    with_min_max: bool = False,
+    **kwargs: Any,
+) -> Iterator[dict[tuple[str, int, str], Any]]:
+    """
+    Replaces the ``forward`` method of one module or several named modules to print
+    what each call receives and returns. Nothing is printed while the model is being
+    exported or compiled. The original methods are restored on exit, also when an
+    exception escapes.
+
+    :param model_or_list: a module, or a list of ``(name, module)``
+    :param fprint: function describing an object, called with ``with_shape=True``,
+        ``with_min_max`` and ``kwargs`` when it is :func:`string_type`,
+        with ``kwargs`` only otherwise
+    :param dump_file: if given, a copy (moved to CPU) of every input and output is kept,
+        keyed ``(name, iteration, "I")`` for ``(args, kwargs)`` and ``(name, iteration,
+        "O")`` for the output, and saved in that ONNX file on exit
+        (read it with :func:`create_input_tensors_from_onnx_model
+        <onnx_diagnostic.helpers.mini_onnx_builder.create_input_tensors_from_onnx_model>`)
+    :param verbose: prints what is stored and dumped if > 0
+    :param storage_limit: the copies stop (with a message, never an error) when they would
+        take more than this number of bytes
+    :param with_min_max: prints min, max and mean of every tensor
+    :param kwargs: sent to ``fprint``
+    :return: the dictionary of the stored copies (empty without ``dump_file``)
+
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.ReLU())
+    >>> with steal_forward([("first", model[0])], with_min_max=True):
+    ...     _ = model(torch.zeros(1, 4))  # doctest: +ELLIPSIS
+    +first -- stolen forward for class Linear -- iteration 0
+      <- args=(T1s1x4[0.0,0.0:A0.0],) --- kwargs={}
+      -> T1s1x2[...]
+    -first.
+    """
+    models = _check_models(model_or_list)
+    if not isinstance(storage_limit, int) or storage_limit < 0:
+        raise ValueError(f"storage_limit must be a non-negative int, not {storage_limit!r}")
+    if fprint is string_type:
+        options = dict(with_shape=True, with_min_max=with_min_max, **kwargs)
+    else:
+        options = dict(kwargs)
+
+    def show(obj: Any) -> str:
+        return fprint(obj, **options)
+
+    storage = _Storage(storage_limit, verbose, show) if dump_file else None
+    counters: dict[str, int] = {}
+    saved: list[tuple[torch.nn.Module, bool, Any]] = []
+    failing = False
+    try:
+        for name, module in models:
+            had = "forward" in module.__dict__
+            previous = module.__dict__.get("forward", None)
+            saved.append((module, had, previous))
+            module.forward = _make_wrapper(
+                name, module, module.forward, counters, show, storage, verbose
+            )
+        yield storage.objects if storage is not None else {}
+    except BaseException:
+        failing = True
+        raise
+    finally:
+        for module, had, previous in reversed(saved):
+            if had:
+                module.__dict__["forward"] = previous
+            else:
+                module.__dict__.pop("forward", None)
+        if storage is not None:
+            _dump(storage, dump_file, verbose, failing=failing)
+
+
+def _dump(storage: _Storage, dump_file: str, verbose: int, failing: bool) -> None:
+    from .mini_onnx_builder import create_onnx_model_from_input_tensors, save_onnx_dump
+
+    if verbose:
+        print(f"-- gather stored {len(storage.objects)} objects, size={storage.size // 2**20} Mb")
+    try:
+        proto = create_onnx_model_from_input_tensors(storage.objects)
+        if verbose:
+            print("-- dumps stored objects")
+        save_onnx_dump(proto, dump_file)
+    except Exception as e:
+        if not failing:
+            raise
+        # the exception raised inside the context matters more
+        logger.error("unable to dump the stored objects into %r: %s", dump_file, e)
+        print(f"-- unable to dump stored objects into {dump_file!r}: {e}")
+        return
+    if verbose:
+        print("-- done dump stored objects")
