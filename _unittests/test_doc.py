@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import doctest
 import unittest
 
 from onnx_diagnostic.ext_test_case import ExtTestCase
@@ -74,6 +75,15 @@ class TestPlotLegend(ExtTestCase):
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
         ).stdout
         self.assertEqual(out.split(), ["False", "Axes"])
+
+
+class TestDocstrings(ExtTestCase):
+    def test_examples_in_docstrings_run(self):
+        from onnx_diagnostic import doc as module_under_test
+
+        res = doctest.testmod(module_under_test, optionflags=doctest.ELLIPSIS, verbose=False)
+        self.assertGreater(res.attempted, 0)
+        self.assertEqual(res.failed, 0)
 
 
 if __name__ == "__main__":

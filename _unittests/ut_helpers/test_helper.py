@@ -2,6 +2,7 @@ import collections
 import math
 import subprocess
 import sys
+import doctest
 import unittest
 
 import numpy as np
@@ -641,6 +642,15 @@ class TestMaxDiff(ExtTestCase):
         max_diff(e, g)
         self.assertEqualArray(e[0], torch.tensor([1.0, 2.0]))
         self.assertEqualArray(g[0], np.array([1.0, 3.0], dtype=np.float32))
+
+
+class TestDocstrings(ExtTestCase):
+    def test_examples_in_docstrings_run(self):
+        from onnx_diagnostic.helpers import helper as module_under_test
+
+        res = doctest.testmod(module_under_test, optionflags=doctest.ELLIPSIS, verbose=False)
+        self.assertGreater(res.attempted, 0)
+        self.assertEqual(res.failed, 0)
 
 
 if __name__ == "__main__":

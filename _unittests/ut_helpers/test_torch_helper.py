@@ -1,6 +1,7 @@
 import collections
 import os
 import tempfile
+import doctest
 import unittest
 
 import numpy as np
@@ -342,6 +343,15 @@ class TestDummyLLM(ExtTestCase):
             diff = max_diff(model(x), got)
             self.assertNotIn("error", diff)
             self.assertLess(diff["abs"], 1e-4)
+
+
+class TestDocstrings(ExtTestCase):
+    def test_examples_in_docstrings_run(self):
+        from onnx_diagnostic.helpers import torch_helper as module_under_test
+
+        res = doctest.testmod(module_under_test, optionflags=doctest.ELLIPSIS, verbose=False)
+        self.assertGreater(res.attempted, 0)
+        self.assertEqual(res.failed, 0)
 
 
 if __name__ == "__main__":
