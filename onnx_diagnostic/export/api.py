@@ -252,10 +252,12 @@ def _axis_name(axis: Any) -> str | None:
     """Returns the user name of a dynamic axis or None (int, None, Dim.DYNAMIC...)."""
     if isinstance(axis, str):
         return axis
-    if isinstance(axis, type) and hasattr(axis, "__name__") and hasattr(axis, "min"):
-        # torch.export.Dim("batch") is a class named "batch"
-        return axis.__name__
-    return None
+    hint = getattr(torch.export.dynamic_shapes, "_DimHint", None)
+    if hint is not None and isinstance(axis, hint):
+        return None
+    # torch.export.Dim("batch") is named "batch" (an instance or a class depending on torch)
+    name = getattr(axis, "__name__", None)
+    return name if isinstance(name, str) else None
 
 
 def _path_name(path: Sequence[Any]) -> str:
