@@ -325,4 +325,6 @@ def dummy_llm(
         return model, inputs
     ds = dict(input_ids={0: torch.export.Dim("batch"), 1: torch.export.Dim("length")})
     return model, inputs, ds
+
+
 from .steal import steal_forward  # noqa: E402, F401
