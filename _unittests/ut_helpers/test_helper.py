@@ -164,6 +164,28 @@ class TestStringTypeTensors(ExtTestCase):
         t = torch.zeros((2, 3), device="meta")
         self.assertEqual(string_type(t, with_shape=True, with_min_max=True), "T1s2x3")
 
+    def test_no_statistics_while_exporting(self):
+        seen = []
+
+        class Model(torch.nn.Module):
+            def forward(self, x):
+                seen.append(string_type((x, x.shape[0]), with_shape=True, with_min_max=True))
+                return x + 1
+
+        ep = torch.export.export(Model(), (torch.rand(3, 4),), dynamic_shapes=({0: Dim.DYNAMIC},))
+        self.assertEqual(len(seen), 1)
+        self.assertRegex(seen[0], r"^\(T1ss[0-9]+x4,SymInt\(s[0-9]+\)\)$")
+        # nothing but the addition in the graph
+        targets = [n.target for n in ep.graph.nodes if n.op == "call_function"]
+        self.assertEqual(targets, [torch.ops.aten.add.Tensor])
+
+    def test_fake_tensor_has_no_statistics(self):
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        with FakeTensorMode():
+            t = torch.rand(2, 3)
+        self.assertEqual(string_type(t, with_shape=True, with_min_max=True), "T1s2x3")
+
     def test_parameter(self):
         p = torch.nn.Parameter(torch.zeros(2, 3))
         self.assertEqual(string_type(p, with_shape=True), "T1s2x3")

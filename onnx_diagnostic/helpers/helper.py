@@ -97,12 +97,26 @@ def _fmt_number(value: Any) -> str:
     return str(value)
 
 
+def _is_traced(t: torch.Tensor) -> bool:
+    """
+    True for a tensor seen while :func:`torch.export.export` or :func:`torch.compile`
+    traces a model: computing statistics would add nodes and symbols to the graph.
+    """
+    if type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:
+        from torch._subclasses.fake_tensor import FakeTensor
+        from torch._subclasses.functional_tensor import FunctionalTensor
+
+        if isinstance(t, (FakeTensor, FunctionalTensor)):
+            return True
+    return torch.compiler.is_compiling()
+
+
 def _stats_torch(t: torch.Tensor) -> str:
     """``[min,max:Amean]``, computed on the values which are not NaN."""
+    if t.is_complex() or t.device.type == "meta" or _is_traced(t):
+        return ""
     if t.numel() == 0:
         return "[empty]"
-    if t.is_complex() or t.device.type == "meta":
-        return ""
     try:
         x = t.detach()
         if x.dtype == torch.bool:
@@ -362,7 +376,9 @@ def string_type(obj: Any, with_shape: bool = False, with_min_max: bool = False) 
       ``with_min_max`` appends ``[min,max:Amean]`` (``T7s8[0,7:A3.5]``), integers and booleans
       as integers, the mean in float64; an empty tensor gives ``[empty]``; NaN are ignored by
       the statistics and counted at the end: ``[1.0,2.0:A1.5N2nans]``
-      (``[nan,nan:AnanN3nans]`` when all values are NaN). Complex tensors get no statistics.
+      (``[nan,nan:AnanN3nans]`` when all values are NaN). Complex tensors, tensors on
+      device meta and tensors seen while a model is traced (fake tensors, inside
+      :func:`torch.export.export`) get no statistics.
     * tuple ``(a,b)``, ``(a,)``, ``()``; list ``#2[a,b]``, ``#0[]``;
       dict with str keys ``dict(a:T1r2,b:int)``, other dicts ``{0:Dim(batch)}``,
       empty dict ``{}``; set ``{a,b}`` (items sorted), empty set ``set()``
