@@ -4,7 +4,8 @@ the same way on transformers 4.57 and 5.x.
 
 Importing this module also makes the caches exportable: it registers, with
 :mod:`torch.utils._pytree`, the cache classes that the installed transformers leaves
-unregistered (see :func:`onnx_diagnostic.torch_export_patches.serialization.register_cache_serialization`),
+unregistered (see
+:func:`onnx_diagnostic.torch_export_patches.serialization.register_cache_serialization`),
 with the canonical flattening ``[key_0, value_0, key_1, value_1, ...]``.
 It never replaces a registration made by someone else. It also gives caches read-only
 ``key_cache`` / ``value_cache`` properties where transformers removed them (4.56+), so that
@@ -94,8 +95,7 @@ def _check_pairs(key_value_pairs: Any, argname: str = "key_value_pairs") -> list
             )
         if key.dtype != value.dtype:
             raise CacheInputError(
-                f"{argname}[{i}]: key and value have different dtypes: "
-                f"{key.dtype} vs {value.dtype}"
+                f"{argname}[{i}]: key and value have different dtypes: {key.dtype} vs {value.dtype}"
             )
         if ref is None:
             ref = (i, key)

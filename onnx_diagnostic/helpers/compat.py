@@ -142,3 +142,45 @@ def new_sliding_window_layer(sliding_window: int) -> Any:
     if cls is None:
         return None
     return cls(sliding_window=sliding_window)
+
+
+def dynamic_rope_wrapper(fct: Any) -> Any:
+    """
+    Returns the function created by ``transformers.modeling_rope_utils.dynamic_rope_update``
+    in the chain of decorators of ``fct`` (``torch.no_grad()`` often wraps it),
+    None if there is none.
+    """
+    seen = 0
+    while fct is not None and seen < 8:
+        code = getattr(fct, "__code__", None)
+        if (
+            code is not None
+            and hasattr(fct, "__wrapped__")
+            and code.co_filename.replace("\\", "/").endswith("transformers/modeling_rope_utils.py")
+        ):
+            return fct
+        fct = getattr(fct, "__wrapped__", None)
+        seen += 1
+    return None
+
+
+def rope_init_function(rope_type: str) -> Any:
+    """Returns the function transformers uses to compute inverse frequencies of ``rope_type``."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    return ROPE_INIT_FUNCTIONS[rope_type]
+
+
+def rope_original_max_position(config: Any, layer_type: str | None = None) -> int:
+    """
+    Returns ``original_max_position_embeddings`` of a rope configuration:
+    ``config.rope_parameters[...]`` in transformers>=5, a config attribute before,
+    ``max_position_embeddings`` if neither exists.
+    """
+    params = getattr(config, "rope_parameters", None)
+    if isinstance(params, dict):
+        sub = params.get(layer_type, params) if layer_type is not None else params
+        if isinstance(sub, dict) and sub.get("original_max_position_embeddings"):
+            return int(sub["original_max_position_embeddings"])
+    value = getattr(config, "original_max_position_embeddings", None)
+    return int(value) if value else int(config.max_position_embeddings)

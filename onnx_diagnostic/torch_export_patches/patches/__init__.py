@@ -1,0 +1,41 @@
+"""
+The registry of patches, one file per patched library.
+
+>>> from onnx_diagnostic.torch_export_patches.patches import list_patches
+>>> any(row["library"] == "transformers" for row in list_patches())
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .registry import AppliedPatch, PatchSpec, apply_patch, describe
+
+__all__ = ["AppliedPatch", "PatchSpec", "apply_patch", "known_patches", "list_patches"]
+
+
+def known_patches(patch_transformers: bool = True, patch_torch: bool = True) -> list[PatchSpec]:
+    """
+    Returns the declared patches of the selected libraries, whether or not they apply to the
+    installed versions. :epkg:`torch` needs no patch for the supported models with
+    torch>=2.9, the list of torch patches is empty.
+    """
+    specs: list[PatchSpec] = []
+    if patch_transformers:
+        from .patch_transformers import PATCHES
+
+        specs.extend(PATCHES)
+    return specs
+
+
+def list_patches(patch_transformers: bool = True, patch_torch: bool = True) -> list[dict[str, Any]]:
+    """
+    Describes every known patch for the installed versions: name, library, whether it
+    applies, the versions, the reason, the error it fixes and the resolved targets.
+
+    >>> rows = list_patches()
+    >>> rows[0]["name"]
+    'transformers:DynamicLayer.lazy_initialization'
+    """
+    return [describe(s) for s in known_patches(patch_transformers, patch_torch)]
