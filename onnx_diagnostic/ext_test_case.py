@@ -124,7 +124,14 @@ def requires_transformers(version: str, msg: str = "") -> Callable:
 
 
 def requires_torch(version: str, msg: str = "") -> Callable:
-    """Skips a test if :epkg:`torch` is older than ``version``."""
+    """
+    Skips a test if :epkg:`torch` is older than ``version``.
+
+    >>> @requires_torch("99.0", "needs a future version")
+    ... def test_future(self): ...
+    >>> test_future.__unittest_skip__
+    True
+    """
     installed = compat.torch_version()
     return unittest.skipIf(
         not has_torch(version), f"torch {installed} < {version}{': ' + msg if msg else ''}"
@@ -132,7 +139,14 @@ def requires_torch(version: str, msg: str = "") -> Callable:
 
 
 def requires_onnxruntime(version: str, msg: str = "") -> Callable:
-    """Skips a test if :epkg:`onnxruntime` is missing or older than ``version``."""
+    """
+    Skips a test if :epkg:`onnxruntime` is missing or older than ``version``.
+
+    >>> @requires_onnxruntime("1.0")
+    ... def test_ort(self): ...
+    >>> getattr(test_ort, "__unittest_skip__", False)
+    False
+    """
     return unittest.skipIf(
         not has_onnxruntime(version),
         f"onnxruntime missing or < {version}{': ' + msg if msg else ''}",
@@ -286,6 +300,10 @@ class ExtTestCase(unittest.TestCase):
         Checks that two tensors (torch or numpy, they can be mixed) have the same element
         type, the same shape and values within ``|expected - value| <= atol + rtol *
         |expected|``; NaN must be at the same positions.
+
+        >>> import numpy as np, torch
+        >>> ExtTestCase().assertEqualArray(torch.tensor([1.0, 2.0]), np.array([1.0, 2.01],
+        ...     dtype=np.float32), atol=0.1)
         """
         if not isinstance(expected, _ARRAY_TYPES):
             expected = np.asarray(expected)
@@ -311,6 +329,9 @@ class ExtTestCase(unittest.TestCase):
         ``atol`` (default ``delta`` or ``0.5 * 10**-places``, ``places=7``).
         Element types are not compared: ``second`` is cast to the type of ``first``.
         For numbers, ``atol`` and ``rtol`` may replace ``places`` or ``delta``.
+
+        >>> import torch
+        >>> ExtTestCase().assertAlmostEqual(torch.tensor([1.0]), [1.00000001])
         """
         if isinstance(first, _ARRAY_TYPES) or isinstance(second, _ARRAY_TYPES):
             if atol is None:
@@ -343,19 +364,33 @@ class ExtTestCase(unittest.TestCase):
         containers and tensors within tolerance (see :meth:`assertEqualArray`).
         The error names the place where they differ,
         e.g. ``expected[1]['past_key_values'].key_0: shape (2, 4, 3, 7) vs (3, 4, 4, 8)``.
+
+        >>> import torch
+        >>> ExtTestCase().assertEqualAny(dict(a=[torch.zeros(2)]), dict(a=[torch.ones(2)]))
+        Traceback (most recent call last):
+            ...
+        AssertionError: expected['a'][0]: 2/2 values differ, max abs diff 1.0 at (0,): ...
         """
         err = _any_mismatch(expected, value, "expected", atol, rtol)
         if err is not None:
             raise AssertionError(f"{msg}: {err}" if msg else err)
 
     def assertExists(self, path: str | os.PathLike) -> None:
-        """Checks that a file or a folder exists."""
+        """
+        Checks that a file or a folder exists.
+
+        >>> import os
+        >>> ExtTestCase().assertExists(os.getcwd())
+        """
         if not os.path.exists(path):
             raise AssertionError(f"{os.fspath(path)!r} does not exist")
 
     def capture(self, fct: Callable[[], Any]) -> tuple[Any, str, str]:
         """
         Runs ``fct()`` and returns ``(result, stdout, stderr)`` with what it printed.
+
+        >>> ExtTestCase().capture(lambda: print("hello") or 3)
+        (3, 'hello\\n', '')
         """
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
