@@ -42,7 +42,15 @@ __all__ = [
 ]
 
 _TASKS = {
+    "automatic-speech-recognition": "automatic_speech_recognition",
+    "feature-extraction": "feature_extraction",
+    "fill-mask": "fill_mask",
+    "image-classification": "image_classification",
+    "image-text-to-text": "image_text_to_text",
+    "sentence-similarity": "sentence_similarity",
+    "text-classification": "text_classification",
     "text-generation": "text_generation",
+    "text2text-generation": "text2text_generation",
 }
 
 

@@ -201,3 +201,34 @@ def check_inputs2(
                         )
                     sizes[i].setdefault(name, (place, s))
     return problems
+
+
+def decoder_geometry(config: Any) -> tuple[int, int, int]:
+    """
+    Returns ``(layers, heads, head_dim)`` of the decoder of an encoder-decoder
+    configuration (T5, BART, Whisper).
+    """
+    layers = int(
+        cfg_get(config, "num_decoder_layers", "decoder_layers", "num_layers", "num_hidden_layers")
+    )
+    heads = int(cfg_get(config, "decoder_attention_heads", "num_heads", "num_attention_heads"))
+    dim = getattr(config, "d_kv", None) or int(cfg_get(config, "d_model", "hidden_size")) // heads
+    return layers, heads, int(dim)
+
+
+def make_encoder_decoder_cache(
+    num_layers: int,
+    batch: int,
+    heads: int,
+    self_length: int,
+    cross_length: int,
+    dim: int,
+    dtype: torch.dtype,
+) -> Any:
+    """An EncoderDecoderCache filled with random tensors."""
+    from ..cache_helpers import make_dynamic_cache, make_encoder_decoder_cache
+
+    return make_encoder_decoder_cache(
+        make_dynamic_cache(random_kv_pairs(num_layers, batch, heads, self_length, dim, dtype)),
+        make_dynamic_cache(random_kv_pairs(num_layers, batch, heads, cross_length, dim, dtype)),
+    )

@@ -27,11 +27,34 @@ LAYERS = 2
 MAX_VOCAB = 50000
 REDUCED_VOCAB = 32000
 
-_LAYERS = ("num_hidden_layers", "n_layer", "num_layers")
-_HIDDEN = ("hidden_size", "n_embd", "d_model")
-_HEADS = ("num_attention_heads", "n_head", "num_heads")
+_LAYERS = (
+    "num_hidden_layers",
+    "n_layer",
+    "num_layers",
+    "n_layers",
+    "num_decoder_layers",
+    "encoder_layers",
+    "decoder_layers",
+)
+_HIDDEN = ("hidden_size", "n_embd", "d_model", "dim")
+_HEADS = (
+    "num_attention_heads",
+    "n_head",
+    "num_heads",
+    "n_heads",
+    "encoder_attention_heads",
+    "decoder_attention_heads",
+)
 _KV_HEADS = ("num_key_value_heads", "num_kv_heads")
-_INTERMEDIATE = ("intermediate_size", "ffn_hidden_size", "n_inner", "d_ff")
+_INTERMEDIATE = (
+    "intermediate_size",
+    "ffn_hidden_size",
+    "n_inner",
+    "d_ff",
+    "hidden_dim",
+    "encoder_ffn_dim",
+    "decoder_ffn_dim",
+)
 #: Lists of values indexed by token id, filtered when the vocabulary shrinks.
 _TOKEN_LISTS = ("suppress_tokens", "begin_suppress_tokens")
 
@@ -153,7 +176,9 @@ def reduce_attention(d: dict[str, Any], hidden: int = HIDDEN, heads: int = HEADS
         return over
     old_heads = d[k_heads]
     over[k_hidden] = hidden
-    over[k_heads] = heads
+    for k in _HEADS:
+        if isinstance(d.get(k, None), int):
+            over[k] = heads
     k_kv = first_key(d, _KV_HEADS)
     if k_kv is not None:
         old_kv = d[k_kv]
@@ -169,7 +194,7 @@ def reduce_attention(d: dict[str, Any], hidden: int = HIDDEN, heads: int = HEADS
 def reduce_intermediate(d: dict[str, Any], size: int = INTERMEDIATE) -> dict[str, Any]:
     """Overrides shrinking the feed-forward layers."""
     over = {}
-    for key in (*_INTERMEDIATE, "encoder_ffn_dim", "decoder_ffn_dim"):
+    for key in _INTERMEDIATE:
         if isinstance(d.get(key, None), int):
             over[key] = size
     return over
@@ -244,18 +269,35 @@ def reduce_vocabulary(
     return over
 
 
+def reduce_sizes(
+    d: dict[str, Any],
+    hidden: int = HIDDEN,
+    heads: int = HEADS,
+    intermediate: int = INTERMEDIATE,
+    layers: int = LAYERS,
+) -> dict[str, Any]:
+    """
+    Overrides shrinking the layers (every layer count: encoder, decoder...),
+    the attention and the feed-forward layers of a flat configuration.
+    """
+    over: dict[str, Any] = {}
+    layer_keys = [k for k in _LAYERS if isinstance(d.get(k, None), int)]
+    if layer_keys:
+        over.update(reduce_layers(d, layer_keys[0], layers))
+        for k in layer_keys[1:]:
+            if d[k] > layers:
+                over[k] = layers
+    over.update(reduce_attention(d, hidden, heads))
+    over.update(reduce_intermediate(d, intermediate))
+    return over
+
+
 def reduce_decoder_config(config: Any) -> dict[str, Any]:
     """
-    Overrides giving a small decoder-only language model: 2 layers (one of every kind
+    Overrides giving a small language model: 2 layers (one of every kind
     of ``layer_types`` at least), hidden size 64, 4 heads, feed-forward 128,
     vocabulary reduced to 32000 if larger than 50000.
+    It works for encoders and encoder-decoders as well (BERT, T5, BART).
     """
     d = as_dict(config)
-    over: dict[str, Any] = {}
-    k_layers = first_key(d, _LAYERS)
-    if k_layers is not None:
-        over.update(reduce_layers(d, k_layers))
-    over.update(reduce_attention(d))
-    over.update(reduce_intermediate(d))
-    over = merge_overrides(over, reduce_vocabulary(d))
-    return over
+    return merge_overrides(reduce_sizes(d), reduce_vocabulary(d))

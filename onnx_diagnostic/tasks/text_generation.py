@@ -42,6 +42,8 @@ from ._common import (
 from ._reduce import reduce_decoder_config
 
 __TASK__ = "text-generation"
+#: Class used when the architecture is unknown to the installed transformers.
+AUTO_CLASS = "AutoModelForCausalLM"
 
 
 def reduce_model_config(config: Any) -> dict[str, Any]:

@@ -1,0 +1,155 @@
+"""
+Builds an untrained model of a model id, with inputs and dynamic shapes, offline.
+
+>>> from onnx_diagnostic.torch_models.hghub import get_untrained_model_with_inputs
+>>> data = get_untrained_model_with_inputs("arnir0/Tiny-LLM")
+>>> data["task"], sorted(data["inputs"])
+('text-generation', ['attention_mask', 'input_ids', 'past_key_values', 'position_ids'])
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ...tasks import get_task_module
+from ...tasks._reduce import as_dict, merge_overrides
+from ..model_data import ModelData, weights_size
+from .hub_api import (
+    _shipped,
+    _load_shipped,
+    config_from_dict,
+    load_config_dict,
+    task_from_architecture,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["get_untrained_model_with_inputs"]
+
+
+def _model_class(config_dict: dict[str, Any], task: str) -> type:
+    import transformers
+
+    archs = config_dict.get("architectures", None) or []
+    for arch in archs:
+        cls = getattr(transformers, arch, None)
+        if cls is not None:
+            return cls
+    auto = get_task_module(task).AUTO_CLASS
+    model_type = config_dict.get("model_type", None)
+    if archs:
+        logger.info(
+            "transformers %s has no class %s, falls back on %s",
+            transformers.__version__,
+            archs,
+            auto,
+        )
+    if auto is None:
+        raise ValueError(
+            f"transformers {transformers.__version__} has none of the classes {archs} "
+            f"(model_type={model_type!r}) and task {task!r} has no default class"
+        )
+    return getattr(transformers, auto)
+
+
+def get_untrained_model_with_inputs(
+    model_id: str,
+    add_second_input: bool = False,
+    same_as_trained: bool = False,
+    model_kwargs: dict[str, Any] | None = None,
+    verbose: int = 0,
+    config: Any = None,
+    task: str | None = None,
+    inputs_kwargs: dict[str, Any] | None = None,
+    use_hub: bool = False,
+) -> ModelData:
+    """
+    Builds an untrained model with the architecture of ``model_id``, random inputs for its
+    task and their dynamic shapes, without downloading anything.
+
+    :param model_id: a shipped model id
+        (:func:`onnx_diagnostic.torch_models.hghub.hub_api.shipped_model_ids`),
+        or a local path to a ``config.json`` (or to a folder holding one)
+    :param add_second_input: also returns ``inputs2``, a second set of inputs which
+        differs from ``inputs`` in every dynamic dimension
+    :param same_as_trained: keeps the sizes of the trained model (layers, hidden size,
+        vocabulary...), by default the model is reduced to a few layers and small sizes
+        (see :func:`onnx_diagnostic.tasks.reduce_model_config`)
+    :param model_kwargs: attributes of the configuration to change, applied last
+        (``{"num_hidden_layers": 1}``, ``{"text_config": {"num_hidden_layers": 1}}``)
+    :param verbose: prints what it does if > 0
+    :param config: the configuration to use instead of the shipped one
+        (a :epkg:`transformers` configuration or a dictionary)
+    :param task: the task, by default the one of ``model_id`` or guessed from the
+        architecture
+    :param inputs_kwargs: arguments of the function building the inputs
+        (``{"batch_size": 1, "past_length": 8}``...)
+    :param use_hub: asks the hub for the configuration of an id neither shipped nor
+        local, only if ``HF_HUB_OFFLINE`` is not set
+    :return: a :class:`onnx_diagnostic.torch_models.model_data.ModelData` (it supports
+        ``data["model"]``): model, inputs, dynamic_shapes, configuration, task, size
+        (bytes), n_weights, inputs2
+
+    >>> data = get_untrained_model_with_inputs("google/gemma-3-1b-it", add_second_input=True)
+    >>> data.configuration.num_hidden_layers, data.configuration.layer_types
+    (2, ['sliding_attention', 'full_attention'])
+    """
+    if config is not None:
+        config_dict = dict(as_dict(config))
+    else:
+        config_dict = load_config_dict(model_id, use_hub=use_hub)
+    if task is None:
+        if config is None and model_id in _shipped():
+            task = _load_shipped(model_id)["task"]
+        else:
+            archs = config_dict.get("architectures", None) or []
+            if not archs:
+                raise ValueError(
+                    f"the configuration of {model_id!r} has no 'architectures', "
+                    f"the task cannot be guessed, pass task=..."
+                )
+            task = task_from_architecture(archs[0], config_dict.get("model_type", None))
+    module = get_task_module(task)
+    if verbose:
+        print(f"[get_untrained_model_with_inputs] model_id={model_id!r}, task={task!r}")
+    if not same_as_trained:
+        overrides = module.reduce_model_config(config_dict)
+        if verbose:
+            print(f"[get_untrained_model_with_inputs] reduces the model with {overrides}")
+        config_dict = merge_overrides(config_dict, overrides)
+    if model_kwargs:
+        config_dict = merge_overrides(config_dict, model_kwargs)
+    configuration = config_from_dict(config_dict)
+    cls = _model_class(config_dict, task)
+    if verbose:
+        print(f"[get_untrained_model_with_inputs] creates {cls.__name__}")
+    model = cls(configuration)
+    model.eval()
+    kwargs, fct = module.random_input_kwargs(configuration)
+    if inputs_kwargs:
+        unknown = set(inputs_kwargs) - set(kwargs)
+        if unknown:
+            raise TypeError(
+                f"inputs_kwargs has unexpected keys {sorted(unknown)} for task {task!r}, "
+                f"expected some of {sorted(kwargs)}"
+            )
+        kwargs.update(inputs_kwargs)
+    res = fct(model, configuration, add_second_input=add_second_input, **kwargs)
+    size, n_weights = weights_size(model)
+    if verbose:
+        print(
+            f"[get_untrained_model_with_inputs] done, {n_weights} weights, "
+            f"{size / 2**20:.1f} Mb, inputs {sorted(res['inputs'])}"
+        )
+    return ModelData(
+        model=model,
+        inputs=res["inputs"],
+        dynamic_shapes=res["dynamic_shapes"],
+        configuration=configuration,
+        task=task,
+        model_id=model_id,
+        size=size,
+        n_weights=n_weights,
+        inputs2=res.get("inputs2", None),
+    )
