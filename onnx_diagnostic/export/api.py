@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXPORTERS", "ExportStepError", "Exporter", "to_onnx"]
+__all__ = ["EXPORTERS", "ExportStepError", "Exporter", "onnx_feeds", "to_onnx"]
 
 #: Names of the steps reported by :class:`ExportStepError`.
 STEPS = ("torch.export", "translation", "optimization", "save")
@@ -535,6 +535,40 @@ def _axes_mapping(
                     continue
                 mapping[sym.value] = user
     return mapping
+
+
+def onnx_feeds(
+    model: torch.nn.Module, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+) -> dict[str, torch.Tensor]:
+    """
+    Returns the tensors of ``(args, kwargs)`` named and ordered as the inputs of the
+    model :func:`to_onnx` exports with these arguments (kwargs follow the forward signature,
+    caches are flattened into ``past_key_values.N.key``... values which are not tensors,
+    None or integers, are left out as the export turns them into constants).
+
+    :param model: the model, its forward signature orders the kwargs
+    :param args: positional arguments
+    :param kwargs: keyword arguments
+    :return: ordered dictionary ``{onnx input name: tensor}``
+
+    >>> import torch
+    >>> from onnx_diagnostic.cache_helpers import make_dynamic_cache
+    >>> class M(torch.nn.Module):
+    ...     def forward(self, input_ids, past_key_values=None):
+    ...         return input_ids
+    >>> cache = make_dynamic_cache([(torch.zeros(1, 2, 3, 4), torch.ones(1, 2, 3, 4))])
+    >>> list(onnx_feeds(M(), kwargs=dict(past_key_values=cache, input_ids=torch.ones(1, 2))))
+    ['input_ids', 'past_key_values.0.key', 'past_key_values.0.value']
+    """
+    kwargs = {} if kwargs is None else kwargs
+    _check_arguments(model, args, kwargs, "onnx-dynamo", None, None)
+    args = tuple(args)
+    arg_names, kwargs = _signature_order(model, args, kwargs)
+    named: list[tuple[str, Any]] = []
+    for name, value in [*zip(arg_names, args), *kwargs.items()]:
+        named.extend(_leaf_names(value, name, None))
+    names = _dedup([n for n, _ in named])
+    return {n: t for n, (_, t) in zip(names, named) if isinstance(t, torch.Tensor)}
 
 
 class _Steps:

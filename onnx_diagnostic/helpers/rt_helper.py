@@ -10,9 +10,7 @@ bound (:class:`onnxruntime.IOBinding`) as the inputs of the next one, on the dev
 session (CPU or CUDA); only the logits of the last position are read by :epkg:`torch`
 (a dlpack view, no copy on CPU).
 
->>> import torch
->>> from onnx_diagnostic.helpers.rt_helper import onnx_generate
->>> # tokens = onnx_generate("model.onnx", torch.tensor([[1, 2, 3]]), eos_token_id=2)
+See :func:`onnx_generate` for an example.
 """
 
 from __future__ import annotations
@@ -33,7 +31,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GenerationLayout", "make_session", "model_layout", "onnx_generate"]
+__all__ = [
+    "GenerationLayout",
+    "make_session",
+    "model_layout",
+    "onnx_generate",
+    "run_session",
+]
 
 #: ONNX element type of every onnxruntime type string.
 _ORT_ELEM_TYPES = {
@@ -124,8 +128,18 @@ def model_layout(session: onnxruntime.InferenceSession) -> GenerationLayout:
     :raises ValueError: when the model has inputs it cannot feed or a cache input
         whose number of heads or head dimension is not static
 
-    >>> # layout = model_layout(onnxruntime.InferenceSession("model.onnx"))
-    >>> # layout.cache_inputs  # ['past_key_values.0.key', 'past_key_values.0.value']
+    >>> import torch
+    >>> from onnx_diagnostic.export.api import to_onnx
+    >>> from onnx_diagnostic.torch_export_patches import torch_export_patches
+    >>> from onnx_diagnostic.torch_models.llms import get_tiny_llm
+    >>> data = get_tiny_llm()
+    >>> with torch_export_patches(patch_transformers=True):
+    ...     onx = to_onnx(data.model, kwargs=data.inputs, dynamic_shapes=data.dynamic_shapes)
+    >>> layout = model_layout(make_session(onx))
+    >>> layout.cache_inputs
+    ['past_key_values.0.key', 'past_key_values.0.value']
+    >>> layout.cache_outputs, layout.cache_shapes
+    (['present.0.key', 'present.0.value'], [(1, 96), (1, 96)])
     """
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = [o.name for o in session.get_outputs()]
@@ -207,8 +221,10 @@ def make_session(
     Creates an :class:`onnxruntime.InferenceSession` from a file name, a serialized model
     or a :class:`onnx.ModelProto`, on CPU if ``providers`` is None.
 
-    >>> from onnx_diagnostic.helpers.mini_onnx_builder import create_onnx_model_from_input_tensors
     >>> import torch
+    >>> from onnx_diagnostic.helpers.mini_onnx_builder import (
+    ...     create_onnx_model_from_input_tensors,
+    ... )
     >>> sess = make_session(create_onnx_model_from_input_tensors(torch.ones(2)))
     >>> sess.get_providers()
     ['CPUExecutionProvider']
@@ -263,6 +279,41 @@ def _ortvalue(tensor: torch.Tensor, device: tuple[str, int]) -> Any:
 def _to_torch(value: Any) -> torch.Tensor:
     """A torch view of an OrtValue (dlpack, no copy)."""
     return torch.from_dlpack(value)
+
+
+def run_session(
+    session: onnxruntime.InferenceSession, feeds: dict[str, torch.Tensor]
+) -> list[torch.Tensor]:
+    """
+    Runs a session on torch tensors of any type (bfloat16 included) and returns torch
+    tensors: inputs and outputs go through :class:`onnxruntime.OrtValue` and dlpack,
+    they stay on the device of the session, nothing is copied on CPU.
+
+    :param session: an inference session
+    :param feeds: one tensor per input of the model
+    :return: the outputs in the order of the model
+
+    >>> import torch
+    >>> from onnx_diagnostic.helpers.mini_onnx_builder import (
+    ...     create_onnx_model_from_input_tensors,
+    ... )
+    >>> sess = make_session(create_onnx_model_from_input_tensors(torch.ones(2)))
+    >>> run_session(sess, {})
+    [tensor([1., 1.])]
+    """
+    expected = [i.name for i in session.get_inputs()]
+    if not isinstance(feeds, dict) or set(feeds) != set(expected):
+        given = list(feeds) if isinstance(feeds, dict) else type(feeds).__name__
+        raise ValueError(f"run_session: feeds has keys {given}, the model expects {expected}")
+    device = _session_device(session)
+    for name, value in feeds.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"run_session: feeds[{name!r}] must be a torch.Tensor, not {type(value).__name__}"
+            )
+    ort_feeds = {name: _ortvalue(value, device) for name, value in feeds.items()}
+    outputs = session.run_with_ort_values(None, ort_feeds)
+    return [_to_torch(o) for o in outputs]
 
 
 def _empty_cache(layout: GenerationLayout, batch: int, device: tuple[str, int]) -> list[Any]:
@@ -416,8 +467,15 @@ def onnx_generate(
     :return: ``input_ids`` followed by the generated tokens, on the device of ``input_ids``
 
     >>> import torch
-    >>> from onnx_diagnostic.helpers.torch_helper import dummy_llm  # doctest: +SKIP
-    >>> # tokens = onnx_generate("model.onnx", torch.tensor([[5, 7, 9]]), max_new_tokens=10)
+    >>> from onnx_diagnostic.export.api import to_onnx
+    >>> from onnx_diagnostic.torch_export_patches import torch_export_patches
+    >>> from onnx_diagnostic.torch_models.llms import get_tiny_llm
+    >>> data = get_tiny_llm()
+    >>> with torch_export_patches(patch_transformers=True):
+    ...     onx = to_onnx(data.model, kwargs=data.inputs, dynamic_shapes=data.dynamic_shapes)
+    >>> tokens = onnx_generate(onx, torch.tensor([[1, 2, 3]]), max_new_tokens=5)
+    >>> tokens.shape
+    torch.Size([1, 8])
     """
     input_ids, attention_mask, eos = _check_generate_args(
         input_ids,

@@ -95,9 +95,10 @@ class _Recorder:
             self.bar.close()
 
 
-def _latency(fct: Callable[[], Any], repeat: int) -> float:
-    """Median duration of ``repeat`` calls after one warm-up call."""
-    fct()
+def _latency(fct: Callable[[], Any], repeat: int, warmup: int = 2) -> float:
+    """Median duration of ``repeat`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fct()
     durations = []
     for _ in range(repeat):
         begin = time.perf_counter()
@@ -138,7 +139,7 @@ def validate_model(
     device: str = "cpu",
     dump_folder: str | None = None,
     verbose: int = 0,
-    repeat: int = 3,
+    repeat: int = 5,
     model_kwargs: dict[str, Any] | None = None,
     patch: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -176,6 +177,7 @@ def validate_model(
     """
     from ..helpers.torch_helper import get_weight_type, to_any
     from .hghub import get_untrained_model_with_inputs
+    from .model_data import weights_size
 
     if not isinstance(model_id, str) or not model_id:
         raise TypeError(f"validate_model: model_id must be a non empty string, got {model_id!r}")
@@ -208,11 +210,12 @@ def validate_model(
                 model = to_any(model, device)
                 inputs, inputs2 = to_any(inputs, device), to_any(inputs2, device)
             weight_type = get_weight_type(model)
+            size, n_weights = weights_size(model)
             summary.update(
                 task=md.task,
                 model_class=type(model).__name__,
-                n_weights=md.n_weights,
-                size_mb=md.size / 2**20,
+                n_weights=n_weights,
+                size_mb=size / 2**20,
                 dtype=str(weight_type).replace("torch.", ""),
                 threshold=threshold_for(weight_type),
             )
