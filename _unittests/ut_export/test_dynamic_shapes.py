@@ -192,6 +192,24 @@ class TestModelInputs(ExtTestCase):
         got = ep.module()(**make(4, 2, 9))
         self.assertEqual(got.logits.shape, (4, 2, 1000))
 
+    def test_var_keyword_arguments_are_nested(self):
+        def forward(x, **kwargs):
+            return x
+
+        inputs = [
+            dict(x=torch.ones(2), extra=torch.ones(3)),
+            dict(x=torch.ones(4), extra=torch.ones(5)),
+        ]
+        ds = ModelInputs(forward, inputs).guess_dynamic_shapes()
+        self.assertEqual(ds, ((), {"x": {0: DYN}, "kwargs": {"extra": {0: DYN}}}))
+
+        def clash(x, **kwargs):
+            return x
+
+        inputs = [dict(x=torch.ones(2), kwargs=torch.ones(3), y=torch.ones(1))] * 2
+        with self.assertRaises(DynamicShapesError):
+            ModelInputs(clash, inputs).guess_dynamic_shapes()
+
     def test_one_input_set_is_static_with_warning(self):
         cache = _cache(1, 1, 2, 3, 4)
         mi = ModelInputs(lambda x, c: None, [(torch.randn(2, 3), cache)])

@@ -54,14 +54,27 @@ class _DynamicDim:
     arg_name: str
     axis: int
     sizes: tuple[int, ...]
+    tensor_index: int = 0
 
 
 @dataclass
 class _Collector:
-    """Walks the input sets in parallel and records every dynamic dimension."""
+    """
+    Walks the input sets in parallel and records every dynamic dimension.
+    ``labels[i]`` names the input set ``i`` in error messages (``inputs[i]`` by default).
+    With ``force_first_axis``, the first dimension of every tensor of rank >= 1 is
+    dynamic even if it never changes. ``n_tensors`` counts the tensors met so far
+    (``_DynamicDim.tensor_index`` is their order in :func:`torch.utils._pytree.tree_flatten`).
+    """
 
     n_sets: int
+    labels: list[str] | None = None
+    force_first_axis: bool = False
     dims: list[_DynamicDim] = field(default_factory=list)
+    n_tensors: int = 0
+
+    def label(self, i: int) -> str:
+        return self.labels[i] if self.labels else f"inputs[{i}]"
 
     def walk(self, values: list[Any], path: str, arg_name: str) -> Any:
         first = values[0]
@@ -78,7 +91,7 @@ class _Collector:
             return type(first)(specs)
         if type(first) is dict:
             return {k: self.walk([v[k] for v in values], f"{path}[{k!r}]", arg_name) for k in first}
-        children = [_node_children(v, f"inputs[{i}]{path}") for i, v in enumerate(values)]
+        children = [_node_children(v, f"{self.label(i)}{path}") for i, v in enumerate(values)]
         names = [n for n, _ in children[0]]
         return [
             self.walk([c[i][1] for c in children], f"{path}{names[i]}", arg_name)
@@ -88,26 +101,28 @@ class _Collector:
     def _check_same_kind(self, values: list[Any], path: str) -> None:
         first = values[0]
         for i, v in enumerate(values[1:], start=1):
-            problem = _kind_difference(first, v, path, i)
+            problem = _kind_difference(first, v, f"{self.label(0)}{path}", f"{self.label(i)}{path}")
             if problem:
                 raise DynamicShapesError(
-                    f"inputs[{i}]{path}: {problem}: {string_type(v, with_shape=True)} vs "
-                    f"{string_type(first, with_shape=True)} in inputs[0]"
+                    f"{self.label(i)}{path}: {problem}: {string_type(v, with_shape=True)} vs "
+                    f"{string_type(first, with_shape=True)} in {self.label(0)}"
                 )
 
     def _tensor(self, values: list[torch.Tensor], path: str, arg_name: str) -> dict:
         spec = {}
+        index = self.n_tensors
+        self.n_tensors += 1
         for axis in range(values[0].dim()):
             sizes = tuple(int(v.shape[axis]) for v in values)
-            if len(set(sizes)) > 1:
-                dim = _DynamicDim(path, arg_name, axis, sizes)
+            if len(set(sizes)) > 1 or (axis == 0 and self.force_first_axis):
+                dim = _DynamicDim(path, arg_name, axis, sizes, index)
                 self.dims.append(dim)
                 spec[axis] = dim
         return spec
 
 
-def _kind_difference(a: Any, b: Any, path: str, index: int) -> str | None:
-    """Tells why ``a`` (in ``inputs[0]``) and ``b`` (in ``inputs[index]``)
+def _kind_difference(a: Any, b: Any, path_a: str, path_b: str) -> str | None:
+    """Tells why ``a`` (at ``path_a``) and ``b`` (at ``path_b``)
     cannot be compared, None if they can."""
     scalar = (type(None), *_SCALARS)
     if isinstance(a, scalar) and isinstance(b, scalar):
@@ -128,8 +143,8 @@ def _kind_difference(a: Any, b: Any, path: str, index: int) -> str | None:
         if set(a) != set(b):
             return f"keys {sorted(map(str, a))} vs {sorted(map(str, b))}"
         return None
-    na = [n for n, _ in _node_children(a, f"inputs[0]{path}")]
-    nb = [n for n, _ in _node_children(b, f"inputs[{index}]{path}")]
+    na = [n for n, _ in _node_children(a, path_a)]
+    nb = [n for n, _ in _node_children(b, path_b)]
     if na != nb:
         return f"children {na} vs {nb}"
     return None
@@ -237,6 +252,25 @@ def _name_dims(dims: list[_DynamicDim]) -> dict[int, Any]:
     return {id(d): by_name[names[d.sizes]] for d in dims}
 
 
+def _nest_var_keyword(signature: inspect.Signature | None, kwargs: dict[str, Any]) -> dict:
+    """
+    :func:`torch.export.export` wants the dynamic shapes of the arguments caught by
+    ``**kwargs`` nested under its name: ``{"kwargs": {"extra": {0: Dim.DYNAMIC}}}``.
+    """
+    if signature is None:
+        return kwargs
+    params = signature.parameters
+    var_kw = [p.name for p in params.values() if p.kind == p.VAR_KEYWORD]
+    extra = {k: v for k, v in kwargs.items() if k not in params}
+    if not extra or not var_kw:
+        return kwargs
+    if var_kw[0] in kwargs:
+        raise DynamicShapesError(
+            f"an argument is named {var_kw[0]!r} like the **{var_kw[0]} of {signature}"
+        )
+    return {**{k: v for k, v in kwargs.items() if k in params}, var_kw[0]: extra}
+
+
 class ModelInputs:
     """
     Holds several sets of valid inputs of a model and guesses its dynamic shapes from them.
@@ -318,7 +352,9 @@ class ModelInputs:
             sizes in every input set (``batch`` for the first dimensions, ``<arg>_<axis>``
             for the others, ``<a>_plus_<b>`` for a dimension equal to the sum of two others,
             such as an attention mask covering the cache and the new tokens)
-        :return: ``(args_dynamic_shapes, kwargs_dynamic_shapes)``
+        :return: ``(args_dynamic_shapes, kwargs_dynamic_shapes)``, the named arguments
+            caught by ``**kwargs`` are nested under its name as :func:`torch.export.export`
+            expects (it cannot match a Python constant there, leave them out)
 
         With only one input set, every dimension is static (and a warning says so).
         Input sets of different structures raise a :class:`DynamicShapesError` naming
@@ -362,7 +398,10 @@ class ModelInputs:
         else:
             value = torch.export.Dim.AUTO if auto else torch.export.Dim.DYNAMIC
             mapping = lambda d: value
-        return _replace(args_ds, mapping), _replace(kwargs_ds, mapping)
+        return (
+            _replace(args_ds, mapping),
+            _nest_var_keyword(self.signature, _replace(kwargs_ds, mapping)),
+        )
 
     def move_to_kwargs(
         self, args: tuple, kwargs: dict[str, Any], dynamic_shapes: tuple[tuple, dict]

@@ -1,0 +1,632 @@
+"""
+Records what a model's ``forward`` really receives (usually through ``generate``) and
+infers from it the arguments and the dynamic shapes to export the model, then checks
+the exported ONNX model on every recorded call.
+
+It handles the prefill / decode pattern of LLMs: the first call has no cache
+(and possibly ``pixel_values``), the next ones have a cache (and no ``pixel_values``).
+An argument missing in a call is replaced by the value given in ``value_if_missing``
+or, when arguments are inferred, by an empty tensor.
+
+>>> import torch
+>>> from onnx_diagnostic.investigate.input_observer import InputObserver
+>>> class AddModel(torch.nn.Module):
+...     def forward(self, x, y):
+...         return x + y
+>>> model, observer = AddModel(), InputObserver()
+>>> with observer(model):
+...     for n in (2, 3, 4):
+...         _ = model(torch.randn(n, n + 4), torch.randn(1, n + 4))
+>>> observer.num_obs()
+3
+>>> observer.infer_dynamic_shapes()
+({0: DimHint(DYNAMIC), 1: DimHint(DYNAMIC)}, {1: DimHint(DYNAMIC)})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from ..export.dynamic_shapes import (
+    DynamicShapesError,
+    _Collector,
+    _DynamicDim,
+    _nest_var_keyword,
+    _replace,
+)
+from ..helpers.helper import max_diff, string_type
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["InputObserver"]
+
+_CONSTANTS = (bool, int, float, str)
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    _ensure_registered(obj)
+    return [t for t in pytree.tree_flatten(obj)[0] if isinstance(t, torch.Tensor)]
+
+
+def _ensure_registered(obj: Any) -> None:
+    from ..helpers import compat
+
+    if compat.loaded_cache_module() is not None:
+        # importing it registers the caches with the canonical flattening
+        from .. import cache_helpers  # noqa: F401
+
+
+def _is_present(value: Any) -> bool:
+    """An argument counts when it holds at least one tensor
+    (None, an empty cache, an empty list count as missing)."""
+    if value is None or isinstance(value, _CONSTANTS):
+        return False
+    if isinstance(value, torch.Tensor):
+        return True
+    try:
+        return bool(_tensors(value))
+    except Exception:  # not flattenable, kept as it is, the structure check reports it
+        return True
+
+
+@dataclass
+class _Call:
+    """One recorded call: tensor arguments by name, constants, output, latency."""
+
+    values: dict[str, Any]
+    constants: dict[str, Any]
+    positional: bool
+    output: Any
+    latency: float
+
+
+def _copy(obj: Any) -> Any:
+    from ..helpers.torch_helper import torch_deepcopy
+
+    return torch_deepcopy(obj)
+
+
+def _is_exporting() -> bool:
+    comp = torch.compiler
+    return bool(
+        (hasattr(comp, "is_exporting") and comp.is_exporting())
+        or (hasattr(comp, "is_compiling") and comp.is_compiling())
+    )
+
+
+class InputObserver:
+    """
+    Replaces a method of a model (``forward`` by default) to record the arguments and
+    outputs of its first calls.
+
+    :param store_n_calls: number of calls recorded each time the observer is entered
+    :param value_if_missing: values of the arguments absent from some calls, by name
+        (or by position in the signature), typically an empty tensor with the right
+        dtype and rank, ``dict(pixel_values=torch.empty((0, 3, 224, 224)))``
+
+    Usage::
+
+        observer = InputObserver()
+        with observer(model):
+            model.generate(input_ids, max_new_tokens=5)
+        kwargs = observer.infer_arguments()
+        ds = observer.infer_dynamic_shapes(set_batch_dimension_for=True)
+        ep = torch.export.export(model, (), kwargs=kwargs, dynamic_shapes=ds)
+
+    Arguments holding no tensor (None, an empty cache) count as missing.
+    Python scalars are constants: the ones differing from the default value of the
+    signature are part of the inferred arguments (their dynamic shape is None),
+    except those caught by ``**kwargs`` (``return_dict=True`` sent by ``generate``),
+    :func:`torch.export.export` cannot match them with dynamic shapes.
+    """
+
+    def __init__(
+        self, store_n_calls: int = 3, value_if_missing: dict[str | int, Any] | None = None
+    ):
+        if not isinstance(store_n_calls, int) or store_n_calls < 1:
+            raise ValueError(f"store_n_calls must be a positive int, not {store_n_calls!r}")
+        if value_if_missing is not None and not isinstance(value_if_missing, dict):
+            raise TypeError(
+                f"value_if_missing must be a dict, not {type(value_if_missing).__name__}"
+            )
+        self.store_n_calls = store_n_calls
+        self.value_if_missing: dict[str | int, Any] = dict(value_if_missing or {})
+        self._calls: list[_Call] = []
+        self._signature: inspect.Signature | None = None
+        self._missing: dict[str, Any] = {}
+
+    # recording
+
+    def num_obs(self) -> int:
+        """Returns the number of recorded calls."""
+        return len(self._calls)
+
+    @contextlib.contextmanager
+    def __call__(
+        self,
+        model: torch.nn.Module,
+        method_name: str = "forward",
+        store_n_calls: int | None = None,
+    ) -> Iterator[InputObserver]:
+        """
+        Records the calls to ``model.<method_name>`` while the context is active,
+        at most ``store_n_calls`` (the constructor's value by default) new ones.
+        The method is restored on exit, also when an exception escapes.
+        """
+        if not callable(getattr(model, method_name, None)):
+            raise ValueError(f"model of type {type(model).__name__} has no method {method_name!r}")
+        original = getattr(model, method_name)
+        signature = inspect.signature(original)
+        if self._signature is not None and self._signature != signature:
+            raise ValueError(
+                f"this observer already recorded calls of a method with signature "
+                f"{self._signature}, it cannot observe {signature}"
+            )
+        self._signature = signature
+        self._missing = self._check_value_if_missing(signature)
+        limit = len(self._calls) + (store_n_calls or self.store_n_calls)
+
+        def observed(*args: Any, **kwargs: Any) -> Any:
+            if _is_exporting() or len(self._calls) >= limit:
+                return original(*args, **kwargs)
+            try:
+                values, constants, positional = self._bind(args, kwargs)
+            except TypeError:
+                # a call the signature rejects, the method raises the usual error
+                return original(*args, **kwargs)
+            begin = time.perf_counter()
+            res = original(*args, **kwargs)
+            latency = time.perf_counter() - begin
+            self._calls.append(_Call(values, constants, positional, _copy(res), latency))
+            return res
+
+        # generate inspects the signature of forward to decide which arguments it sends
+        observed.__signature__ = signature  # type: ignore[attr-defined]
+        had = method_name in vars(model)
+        previous = vars(model).get(method_name, None)
+        setattr(model, method_name, observed)
+        try:
+            yield self
+        finally:
+            if had:
+                vars(model)[method_name] = previous
+            else:
+                vars(model).pop(method_name, None)
+
+    def _check_value_if_missing(self, signature: inspect.Signature) -> dict[str, Any]:
+        params = list(signature.parameters.values())
+        var_kw = any(p.kind == p.VAR_KEYWORD for p in params)
+        names = [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        out = {}
+        for key, value in self.value_if_missing.items():
+            if isinstance(key, int) and not isinstance(key, bool):
+                if not 0 <= key < len(names):
+                    raise ValueError(
+                        f"value_if_missing[{key}]: the signature {signature} has no "
+                        f"argument at position {key}"
+                    )
+                out[names[key]] = value
+            elif isinstance(key, str):
+                if key not in names and not var_kw:
+                    raise ValueError(
+                        f"value_if_missing[{key!r}]: {key!r} is not an argument of {signature}"
+                    )
+                out[key] = value
+            else:
+                raise TypeError(
+                    f"value_if_missing keys must be argument names or positions, not {key!r}"
+                )
+        return out
+
+    def _bind(self, args: tuple, kwargs: dict) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        assert self._signature is not None
+        bound = self._signature.bind_partial(*args, **kwargs)
+        values: dict[str, Any] = {}
+        constants: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            param = self._signature.parameters[name]
+            if param.kind == param.VAR_KEYWORD:
+                items = value.items()
+            elif param.kind == param.VAR_POSITIONAL:
+                items = [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+            else:
+                items = [(name, value)]
+            for key, v in items:
+                if isinstance(v, _CONSTANTS):
+                    default = param.default if key in self._signature.parameters else None
+                    if type(v) is not type(default) or v != default:
+                        constants[key] = v
+                elif _is_present(v):
+                    values[key] = _copy(v)
+        return values, constants, not kwargs
+
+    def _check_captured(self) -> None:
+        if not self._calls:
+            raise RuntimeError("no call was recorded, run the model inside 'with observer(model)'")
+
+    # inference
+
+    def _names(self) -> list[str]:
+        """Names of the tensor arguments, signature order, then the others as they came."""
+        assert self._signature is not None
+        seen: dict[str, None] = {}
+        for call in self._calls:
+            for name in call.values:
+                seen[name] = None
+        for name in self._missing:
+            seen[name] = None
+        order = list(self._signature.parameters)
+        known = [n for n in order if n in seen]
+        return known + [n for n in seen if n not in known]
+
+    def _value(self, call: _Call, name: str) -> Any:
+        if name in call.values:
+            return call.values[name]
+        return self._missing.get(name, None)
+
+    def _positional_style(self) -> bool:
+        """True if every call used only positional arguments and no constant."""
+        return all(c.positional and not c.constants for c in self._calls)
+
+    def _as_tuple(self, values: dict[str, Any]) -> tuple:
+        """Positional arguments in signature order, None where one was never given."""
+        assert self._signature is not None
+        order = [
+            p.name
+            for p in self._signature.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        order += [n for n in values if n not in order]  # *args
+        last = max(i for i, n in enumerate(order) if n in values)
+        return tuple(values.get(n, None) for n in order[: last + 1])
+
+    def _as_kwargs(self, values: dict[str, Any]) -> dict[str, Any]:
+        var = [n for n in values if "[" in n]
+        if var:
+            raise DynamicShapesError(
+                f"arguments {var} were given through *args in calls also using named "
+                "arguments, they cannot be expressed as named arguments"
+            )
+        return values
+
+    def _batch_for(self, name: str, set_batch_dimension_for: Any) -> bool:
+        if set_batch_dimension_for is None or set_batch_dimension_for is False:
+            return False
+        if set_batch_dimension_for is True:
+            return True
+        if not isinstance(set_batch_dimension_for, (set, list, tuple, frozenset)):
+            raise TypeError(
+                "set_batch_dimension_for must be None, a bool or a set of names or "
+                f"positions, not {type(set_batch_dimension_for).__name__}"
+            )
+        assert self._signature is not None
+        params = list(self._signature.parameters)
+        position = params.index(name) if name in params else -1
+        return name in set_batch_dimension_for or position in set_batch_dimension_for
+
+    def _collect(self, set_batch_dimension_for: Any) -> tuple[dict[str, Any], list[_DynamicDim]]:
+        """Dynamic shapes (with :class:`_DynamicDim` markers) of every argument."""
+        self._check_captured()
+        specs: dict[str, Any] = {}
+        dims: list[_DynamicDim] = []
+        for name in self._names():
+            present = [
+                (i, self._value(c, name))
+                for i, c in enumerate(self._calls)
+                if self._value(c, name) is not None
+            ]
+            collector = _Collector(
+                len(present),
+                labels=[f"calls[{i}]" for i, _ in present],
+                force_first_axis=self._batch_for(name, set_batch_dimension_for),
+            )
+            specs[name] = collector.walk([v for _, v in present], f"[{name!r}]", name)
+            for d in collector.dims:
+                d.sizes = _expand_sizes(d.sizes, [i for i, _ in present], len(self._calls))
+            dims.extend(collector.dims)
+        return specs, dims
+
+    def infer_dynamic_shapes(
+        self, set_batch_dimension_for: set[int | str] | bool | None = None
+    ) -> tuple[Any, ...] | dict[str, Any]:
+        """
+        Infers the dynamic shapes: a dimension is dynamic when its size differs between
+        the calls where the argument is present (``value_if_missing`` counts as one).
+        Caches follow the canonical flat layout ``[key_0, value_0, key_1, ...]``.
+
+        :param set_batch_dimension_for: the first dimension of these arguments (names or
+            positions, True for all) is dynamic even if it never changed
+        :return: a tuple if every call was made with positional arguments only,
+            a dict by argument name otherwise (constants get None, arguments caught by
+            ``**kwargs`` are nested under its name as :func:`torch.export.export` wants)
+
+        >>> import torch
+        >>> class M(torch.nn.Module):
+        ...     def forward(self, x, mask=None):
+        ...         return x if mask is None else x * mask
+        >>> model, obs = M(), InputObserver()
+        >>> with obs(model):
+        ...     _ = model(torch.ones(2, 3))
+        ...     _ = model(torch.ones(2, 4), mask=torch.ones(2, 4))
+        >>> obs.infer_dynamic_shapes(set_batch_dimension_for={"x"})
+        {'x': {0: DimHint(DYNAMIC), 1: DimHint(DYNAMIC)}, 'mask': {}}
+        """
+        specs, _ = self._collect(set_batch_dimension_for)
+        specs = _replace(specs, lambda d: torch.export.Dim.DYNAMIC)
+        if self._positional_style():
+            return self._as_tuple(specs)
+        constants = self._chosen_constants(self._default_index())
+        return _nest_var_keyword(
+            self._signature, self._as_kwargs({**specs, **dict.fromkeys(constants)})
+        )
+
+    def _default_index(self) -> int:
+        names = self._names()
+        counts = [sum(self._value(c, n) is not None for n in names) for c in self._calls]
+        return counts.index(max(counts))
+
+    def _chosen_constants(self, index: int) -> dict[str, Any]:
+        constants = self._calls[index].constants
+        for i, call in enumerate(self._calls):
+            if call.constants != constants:
+                logger.warning(
+                    "calls[%d] has constants %s but calls[%d] has %s, the inferred "
+                    "arguments keep the latter",
+                    i,
+                    call.constants,
+                    index,
+                    constants,
+                )
+        assert self._signature is not None
+        dropped = [k for k in constants if k not in self._signature.parameters]
+        if dropped:
+            # torch.export cannot match a constant caught by **kwargs with a dynamic shape
+            logger.info("constants %s given through **kwargs are left out", dropped)
+        return {k: v for k, v in constants.items() if k in self._signature.parameters}
+
+    def infer_arguments(
+        self,
+        index: int | None = None,
+        for_export: bool = False,
+        set_batch_dimension_for: set[int | str] | bool | None = None,
+    ) -> tuple[Any, ...] | dict[str, Any]:
+        """
+        Returns one set of arguments: the first call where every argument is present
+        (after ``value_if_missing``), or the call holding the most arguments,
+        or call ``index``. A missing argument is replaced by an empty tensor shaped like
+        the ones seen in other calls, the last dynamic dimension set to 0 (an empty cache).
+
+        :param index: call to use
+        :param for_export: :func:`torch.export.export` specializes dimensions of size 1:
+            when True, every dynamic dimension of size 1 becomes 2, along with the
+            dimensions taking the same sizes in every call and those equal to its sum
+            with another one (an attention mask covering the cache and the new tokens);
+            the added values repeat the last ones (dimensions of size 0, which mark absent
+            inputs, are left as they are)
+        :param set_batch_dimension_for: see :meth:`infer_dynamic_shapes`, it tells
+            ``for_export`` which first dimensions are dynamic
+        :return: a tuple if every call was made with positional arguments only,
+            a dictionary otherwise (with the constants differing from their default)
+        """
+        self._check_captured()
+        if index is None:
+            index = self._default_index()
+        elif not isinstance(index, int) or not -len(self._calls) <= index < len(self._calls):
+            raise IndexError(f"index={index!r} but {len(self._calls)} calls were recorded")
+        index %= len(self._calls)
+        specs, dims = self._collect(set_batch_dimension_for)
+        call = self._calls[index]
+        args: dict[str, Any] = {}
+        for name in self._names():
+            value = self._value(call, name)
+            if value is None:
+                value = self._empty_like(name, specs[name])
+            args[name] = value
+        if for_export:
+            args = _grow(args, dims, index)
+        if self._positional_style():
+            return self._as_tuple(args)
+        return self._as_kwargs({**args, **self._chosen_constants(index)})
+
+    def _empty_like(self, name: str, spec: Any) -> Any:
+        template = next(
+            self._value(c, name) for c in reversed(self._calls) if self._value(c, name) is not None
+        )
+        leaves, treespec = pytree.tree_flatten(template)
+        dyn_leaves = iter(_spec_leaves(spec))
+        new_leaves = []
+        for leaf in leaves:
+            if not isinstance(leaf, torch.Tensor):
+                new_leaves.append(leaf)
+                continue
+            axes = sorted(next(dyn_leaves))
+            shape = list(leaf.shape)
+            if axes:
+                shape[axes[-1]] = 0
+                new_leaves.append(torch.empty(shape, dtype=leaf.dtype, device=leaf.device))
+            else:
+                new_leaves.append(torch.zeros(shape, dtype=leaf.dtype, device=leaf.device))
+        return pytree.tree_unflatten(new_leaves, treespec)
+
+    # checking
+
+    def check_discrepancies(
+        self,
+        onnx_model_or_path: Any,
+        atol: float = 1e-4,
+        rtol: float = 1e-4,
+        progress_bar: bool = False,
+        providers: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """
+        Runs an exported ONNX model with :epkg:`onnxruntime` on every recorded call
+        and compares its outputs with the recorded ones.
+        The arguments of each call are completed as :meth:`infer_arguments` does,
+        flattened in the order :func:`torch.export.export` uses (caches as
+        ``key_0, value_0, ...``) and fed in the order of the model inputs.
+
+        :param onnx_model_or_path: ModelProto, file name, or an ``onnxruntime.InferenceSession``
+        :param atol: absolute tolerance
+        :param rtol: relative tolerance, a call succeeds when every output satisfies
+            ``|expected - got| <= atol + rtol * |expected|``
+        :param progress_bar: shows a progress bar (:epkg:`tqdm`)
+        :param providers: onnxruntime providers, CPU by default
+        :return: one dictionary per call: ``index``, ``SUCCESS``, ``abs``, ``rel``
+            (from :func:`max_diff`), ``n_inputs``, ``n_empty`` (empty input tensors),
+            ``duration_torch``, ``duration_ort``, ``error`` when something failed
+        """
+        self._check_captured()
+        sess = _session(onnx_model_or_path, providers)
+        input_names = [i.name for i in sess.get_inputs()]
+        indices: Any = range(len(self._calls))
+        if progress_bar:
+            from tqdm import tqdm
+
+            indices = tqdm(indices)
+        data = []
+        for index in indices:
+            call = self._calls[index]
+            row: dict[str, Any] = dict(index=index, duration_torch=call.latency)
+            args = self.infer_arguments(index)
+            flat = _tensors(args)
+            row.update(n_inputs=len(flat), n_empty=sum(t.numel() == 0 for t in flat))
+            if len(flat) != len(input_names):
+                row.update(
+                    SUCCESS=False,
+                    error=f"the model has {len(input_names)} inputs but calls[{index}] gives "
+                    f"{len(flat)} tensors: {string_type(args, with_shape=True)}",
+                )
+                data.append(row)
+                continue
+            feeds = {n: t.detach().cpu().numpy() for n, t in zip(input_names, flat)}
+            begin = time.perf_counter()
+            try:
+                got = sess.run(None, feeds)
+            except Exception as e:
+                row.update(SUCCESS=False, error=f"onnxruntime failed: {e}")
+                data.append(row)
+                continue
+            row["duration_ort"] = time.perf_counter() - begin
+            expected = _tensors(call.output)
+            diff = max_diff(expected, [torch.from_numpy(g) for g in got])
+            row.update(abs=diff["abs"], rel=diff["rel"])
+            if "error" in diff:
+                row.update(SUCCESS=False, error=diff["error"])
+            else:
+                row["SUCCESS"] = all(
+                    torch.isclose(
+                        torch.from_numpy(g).to(torch.float64),
+                        e.detach().cpu().to(torch.float64),
+                        atol=atol,
+                        rtol=rtol,
+                        equal_nan=True,
+                    ).all()
+                    for e, g in zip(expected, got)
+                )
+            data.append(row)
+        return data
+
+
+def _session(model: Any, providers: list[str] | None) -> Any:
+    import onnxruntime
+
+    providers = providers or ["CPUExecutionProvider"]
+    if isinstance(model, onnxruntime.InferenceSession):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return onnxruntime.InferenceSession(os.fspath(model), providers=providers)
+    serialize = getattr(model, "SerializeToString", None)
+    if serialize is None:
+        raise TypeError(
+            "onnx_model_or_path must be a ModelProto, a file name or an InferenceSession, "
+            f"not {type(model).__name__}"
+        )
+    return onnxruntime.InferenceSession(serialize(), providers=providers)
+
+
+def _expand_sizes(sizes: tuple[int, ...], indices: list[int], n: int) -> tuple[int | None, ...]:
+    """Sizes by call, None for the calls where the argument is missing."""
+    full: list[int | None] = [None] * n
+    for i, s in zip(indices, sizes):
+        full[i] = s
+    return tuple(full)
+
+
+def _spec_leaves(spec: Any) -> list[set[int]]:
+    """Dynamic axes of every tensor of a spec, in flattening order."""
+    if isinstance(spec, dict) and all(isinstance(k, int) for k in spec):
+        return [set(spec)]
+    if isinstance(spec, dict):
+        return [x for v in spec.values() for x in _spec_leaves(v)]
+    if isinstance(spec, (list, tuple)):
+        return [x for v in spec for x in _spec_leaves(v)]
+    return []
+
+
+def _is_sum(target: tuple, a: tuple, groups: dict[tuple, Any]) -> bool:
+    """Tells if ``target = a + b`` for some group ``b`` in at least two calls
+    (an argument missing in a call counts as an empty one, size 0)."""
+    for b in groups:
+        if b in (target, a):
+            continue
+        triples = [(x or 0, y or 0, z) for x, y, z in zip(a, b, target) if z is not None]
+        if len(triples) >= 2 and all(x + y == z for x, y, z in triples):
+            return True
+    return False
+
+
+def _grow(args: dict[str, Any], dims: list[_DynamicDim], index: int) -> dict:
+    """Grows dynamic dimensions of size 1 to 2, see :meth:`InputObserver.infer_arguments`."""
+    groups: dict[tuple, list[_DynamicDim]] = {}
+    for d in dims:
+        groups.setdefault(d.sizes, []).append(d)
+    deltas: dict[tuple, int] = {}
+    for sizes in groups:
+        if sizes[index] == 1:
+            deltas[sizes] = 1
+    # a dimension equal to the sum of two others grows with them (missing counts as 0)
+    grown = list(deltas)
+    for target in groups:
+        if target in deltas:
+            continue
+        for a in grown:
+            if _is_sum(target, a, groups):
+                deltas[target] = deltas[a]
+                break
+    if not deltas:
+        return args
+    out = {}
+    for name, value in args.items():
+        targets = {
+            (d.tensor_index, d.axis): deltas[d.sizes]
+            for d in dims
+            if d.arg_name == name and d.sizes in deltas
+        }
+        if not targets:
+            out[name] = value
+            continue
+        leaves, treespec = pytree.tree_flatten(value)
+        tensor_index = 0
+        new_leaves = []
+        for leaf in leaves:
+            if isinstance(leaf, torch.Tensor):
+                for (ti, axis), delta in targets.items():
+                    if ti == tensor_index and leaf.shape[axis] > 0:
+                        last = leaf.narrow(axis, leaf.shape[axis] - 1, 1)
+                        repeat = [1] * leaf.dim()
+                        repeat[axis] = delta
+                        leaf = torch.cat([leaf, last.repeat(*repeat)], dim=axis)
+                tensor_index += 1
+            new_leaves.append(leaf)
+        out[name] = pytree.tree_unflatten(new_leaves, treespec)
+    return out
