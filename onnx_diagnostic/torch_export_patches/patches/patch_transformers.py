@@ -82,7 +82,12 @@ def _rope_forward_targets() -> list[tuple[Any, str]]:
             if cls.__module__ != name:
                 continue  # imported from another module, patched there
             fwd = cls.__dict__.get("forward", None)
-            if fwd is not None and compat.dynamic_rope_wrapper(fwd) is not None:
+            if fwd is None:
+                continue
+            # A forward already patched (by an enclosing context) is still a target.
+            if getattr(fwd, "__onnx_diagnostic_patch__", False) or (
+                compat.dynamic_rope_wrapper(fwd) is not None
+            ):
                 found.append((cls, "forward"))
     return found
 
