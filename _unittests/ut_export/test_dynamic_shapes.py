@@ -157,6 +157,22 @@ class TestModelInputs(ExtTestCase):
         ep = torch.export.export(AddModel(), inputs[0], dynamic_shapes=(dx, dy))
         self.assertEqual(len(ep.range_constraints), 2)
 
+    def test_auto_dim_derived_dimension_exports(self):
+        class Model(torch.nn.Module):
+            def forward(self, x, mask):
+                return x * mask[:, 1:]
+
+        inputs = [
+            dict(x=torch.randn(2, 3), mask=torch.ones(2, 4)),
+            dict(x=torch.randn(2, 5), mask=torch.ones(2, 6)),
+        ]
+        _, ds = ModelInputs(Model(), inputs).guess_dynamic_shapes(auto="dim")
+        self.assertEqual(ds["x"][1].__name__, "x_1")
+        self.assertEqual(str(ds["mask"][1]), str(ds["x"][1] + 1))
+        ep = torch.export.export(Model(), (), kwargs=inputs[0], dynamic_shapes=ds)
+        got = ep.module()(x=torch.ones(2, 7), mask=torch.ones(2, 8))
+        self.assertEqual(got.shape, (2, 7))
+
     def test_auto_dim_cache_plus_seq_exports(self):
         import transformers
 

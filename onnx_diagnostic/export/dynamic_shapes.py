@@ -204,13 +204,15 @@ def _name_dims(dims: list[_DynamicDim]) -> dict[int, Any]:
     """
     Gives one :class:`torch.export.Dim` to every group of dimensions taking the same
     sizes in every input set. A group containing a first dimension is a batch dimension.
-    A group whose sizes are the sum of the sizes of two other groups (the attention
-    mask covers the cache and the new tokens) is named after both.
+    A group equal to another one plus a constant in every set is a derived dimension
+    (``cache_length + 1`` for an attention mask when one token is added). A group equal
+    to the sum of two others (the attention mask covers the cache and the new tokens)
+    is a separate dimension named after both, torch.export cannot derive a dimension
+    from two others.
     """
     groups: dict[tuple[int, ...], list[_DynamicDim]] = {}
     for d in dims:
         groups.setdefault(d.sizes, []).append(d)
-    names: dict[tuple[int, ...], str] = {}
     used: set[str] = set()
 
     def _unique(name: str) -> str:
@@ -222,20 +224,27 @@ def _name_dims(dims: list[_DynamicDim]) -> dict[int, Any]:
         return candidate
 
     batch = [sizes for sizes, members in groups.items() if any(m.axis == 0 for m in members)]
-    for sizes in batch:
-        names[sizes] = _unique("batch")
-    for sizes, members in groups.items():
-        if sizes not in names:
-            first = members[0]
-            names[sizes] = _unique(_identifier(f"{first.arg_name}_{first.axis}"))
     others = [k for k in groups if k not in batch]
+    roots: list[tuple[int, ...]] = []
+    derived: dict[tuple[int, ...], tuple[tuple[int, ...], int]] = {}
+    for sizes in sorted(others, key=min):
+        root = next((r for r in roots if len({s - x for s, x in zip(sizes, r)}) == 1), None)
+        if root is None:
+            roots.append(sizes)
+        else:
+            derived[sizes] = (root, sizes[0] - root[0])
+    names = {sizes: _unique("batch") for sizes in batch}
+    for sizes in groups:
+        if sizes in roots:
+            first = groups[sizes][0]
+            names[sizes] = _unique(_identifier(f"{first.arg_name}_{first.axis}"))
     sums: set[str] = set()
-    for target in others:
+    for target in roots:
         pair = next(
             (
                 (a, b)
-                for i, a in enumerate(others)
-                for b in others[i:]
+                for i, a in enumerate(roots)
+                for b in roots[i:]
                 if target not in (a, b) and all(x + y == t for x, y, t in zip(a, b, target))
             ),
             None,
@@ -245,11 +254,13 @@ def _name_dims(dims: list[_DynamicDim]) -> dict[int, Any]:
             names[target] = _unique(f"{names[pair[0]]}_plus_{names[pair[1]]}")
             sums.add(names[target])
     # torch.export specializes sizes 0 and 1, both terms of a sum are at least 2
-    by_name = {
-        name: torch.export.Dim(name, min=4) if name in sums else torch.export.Dim(name)
-        for name in names.values()
+    objects: dict[tuple[int, ...], Any] = {
+        sizes: torch.export.Dim(name, min=4) if name in sums else torch.export.Dim(name)
+        for sizes, name in names.items()
     }
-    return {id(d): by_name[names[d.sizes]] for d in dims}
+    for sizes, (root, offset) in derived.items():
+        objects[sizes] = objects[root] + offset
+    return {id(d): objects[d.sizes] for d in dims}
 
 
 def _nest_var_keyword(signature: inspect.Signature | None, kwargs: dict[str, Any]) -> dict:
@@ -350,8 +361,10 @@ class ModelInputs:
         :param auto: False to use ``Dim.DYNAMIC``, True for ``Dim.AUTO``, ``"dim"`` for
             named :class:`torch.export.Dim`, one shared by all dimensions taking the same
             sizes in every input set (``batch`` for the first dimensions, ``<arg>_<axis>``
-            for the others, ``<a>_plus_<b>`` for a dimension equal to the sum of two others,
-            such as an attention mask covering the cache and the new tokens)
+            for the others), a derived dimension ``<dim> + k`` for one always equal to
+            another plus a constant, ``<a>_plus_<b>`` for one equal to the sum of two
+            others (an attention mask covering the cache and the new tokens,
+            torch.export cannot derive a dimension from two others)
         :return: ``(args_dynamic_shapes, kwargs_dynamic_shapes)``, the named arguments
             caught by ``**kwargs`` are nested under its name as :func:`torch.export.export`
             expects (it cannot match a Python constant there, leave them out)

@@ -416,7 +416,9 @@ class InputObserver:
         :param set_batch_dimension_for: see :meth:`infer_dynamic_shapes`, it tells
             ``for_export`` which first dimensions are dynamic
         :return: a tuple if every call was made with positional arguments only,
-            a dictionary otherwise (with the constants differing from their default)
+            a dictionary otherwise (with the constants differing from their default);
+            the tensors are copies, running the model on them (which may update a cache)
+            leaves the recorded calls unchanged
         """
         self._check_captured()
         if index is None:
@@ -432,6 +434,8 @@ class InputObserver:
             if value is None:
                 value = self._empty_like(name, specs[name])
             args[name] = value
+        # a copy: running the model on it must not modify what was recorded (caches)
+        args = _copy(args)
         if for_export:
             args = _grow(args, dims, index)
         if self._positional_style():
