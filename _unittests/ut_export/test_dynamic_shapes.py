@@ -324,5 +324,158 @@ class TestModelInputs(ExtTestCase):
         self.assertEqual(len(cache.layers), 1)
 
 
+class TestSeed001(ExtTestCase):
+    """Seed 001 (plot_export_with_dynamic_cache) runs unchanged."""
+
+    def test_seed_001_runs_unchanged(self):
+        def seed():
+            import pprint
+
+            import torch
+
+            from onnx_diagnostic import doc
+            from onnx_diagnostic.cache_helpers import make_dynamic_cache
+            from onnx_diagnostic.export import ModelInputs
+            from onnx_diagnostic.ext_test_case import has_transformers
+            from onnx_diagnostic.helpers import string_type
+            from onnx_diagnostic.torch_export_patches import bypass_export_some_errors
+
+            results = []
+
+            class Model(torch.nn.Module):
+                def forward(self, x, y):
+                    return x + y
+
+            model = Model()
+            x = torch.randn((5, 6))
+            y = torch.randn((1, 6))
+            model(x, y)  # to check it works
+
+            ep = torch.export.export(model, (x, y))
+            print(ep)
+
+            inputs = [(x, y), (torch.randn((7, 8)), torch.randn((1, 8)))]
+            mi = ModelInputs(Model(), inputs)
+            ds = mi.guess_dynamic_shapes()
+            pprint.pprint(ds)
+            results.append(ds)
+
+            ep = torch.export.export(model, (x, y), dynamic_shapes=ds[0])
+            print(ep)
+
+            class Model(torch.nn.Module):
+                def forward(self, x, y):
+                    return x + y
+
+            model = Model()
+            x = torch.randn((5, 6))
+            y = torch.randn((1, 6))
+            model(x=x, y=y)  # to check it works
+
+            inputs = [dict(x=x, y=y), dict(x=torch.randn((7, 8)), y=torch.randn((1, 8)))]
+            mi = ModelInputs(Model(), inputs)
+            ds = mi.guess_dynamic_shapes()
+            pprint.pprint(ds)
+            results.append(ds)
+
+            ep = torch.export.export(model, (), kwargs=dict(x=x, y=y), dynamic_shapes=ds[1])
+            print(ep)
+
+            class Model(torch.nn.Module):
+                def forward(self, x, y):
+                    return x + y
+
+            model = Model()
+            x = torch.randn((5, 6))
+            y = torch.randn((1, 6))
+            model(x, y=y)  # to check it works
+
+            inputs = [((x,), dict(y=y)), ((torch.randn((7, 8)),), dict(y=torch.randn((1, 8))))]
+            mi = ModelInputs(Model(), inputs)
+            ds = mi.guess_dynamic_shapes()
+            pprint.pprint(ds)
+            results.append(ds)
+
+            new_args, new_kwargs, new_ds = mi.move_to_kwargs(*mi.inputs[0], ds)
+            pprint.pprint(new_ds)
+            results.append(new_ds)
+
+            ep = torch.export.export(model, new_args, kwargs=new_kwargs, dynamic_shapes=new_ds[1])
+            print(ep)
+
+            class Model(torch.nn.Module):
+                def forward(self, cache, z):
+                    return (
+                        z
+                        + cache.key_cache[0]
+                        + cache.key_cache[1]
+                        + cache.value_cache[0]
+                        + cache.value_cache[1]
+                    )
+
+            model = Model()
+
+            n_layers = 2
+            bsize, nheads, slen, dim = 2, 4, 3, 7
+            cache = make_dynamic_cache(
+                [
+                    (torch.randn(bsize, nheads, slen, dim), torch.randn(bsize, nheads, slen, dim))
+                    for i in range(n_layers)
+                ]
+            )
+            z = torch.randn((1, 1, 1, 7))
+            model(cache, z)  # to check it works.
+
+            print(string_type(cache, with_shape=True))
+
+            cache2 = make_dynamic_cache(
+                [
+                    (
+                        torch.randn(bsize + 1, nheads, slen + 1, dim + 1),
+                        torch.randn(bsize + 1, nheads, slen + 1, dim + 1),
+                    )
+                    for i in range(n_layers)
+                ]
+            )
+            inputs = [
+                (cache, z),
+                (cache2, torch.randn((1, 1, 1, 8))),
+            ]
+
+            print(string_type(inputs[0], with_shape=True))
+
+            mi = ModelInputs(Model(), inputs)
+            ds = mi.guess_dynamic_shapes()
+            pprint.pprint(ds)
+            results.append(ds)
+
+            if has_transformers("4.50"):
+                ep = torch.export.export(model, inputs[0], dynamic_shapes=ds[0], strict=False)
+            else:
+                with bypass_export_some_errors(patch_transformers=True) as modificator:
+                    ep = torch.export.export(
+                        model, modificator(inputs[0]), dynamic_shapes=ds[0], strict=False
+                    )
+            print(ep)
+            results.append(ep)
+
+            doc.plot_legend("dynamic shapes\nfor cache", "torch.export.export", "tomato")
+            return results
+
+        results, out, _ = self.capture(seed)
+        self.assertEqual(results[0], (({0: DYN, 1: DYN}, {1: DYN}), {}))
+        self.assertEqual(results[1], ((), {"x": {0: DYN, 1: DYN}, "y": {1: DYN}}))
+        self.assertEqual(results[2], (({0: DYN, 1: DYN},), {"y": {1: DYN}}))
+        self.assertEqual(results[3], ((), {"x": {0: DYN, 1: DYN}, "y": {1: DYN}}))
+        # the canonical flat layout, seed 001 printed an older nested one
+        self.assertEqual(results[4], (([{0: DYN, 2: DYN, 3: DYN}] * 4, {3: DYN}), {}))
+        self.assertIn(
+            "DynamicCache(key_cache=#2[T1s2x4x3x7,T1s2x4x3x7], "
+            "value_cache=#2[T1s2x4x3x7,T1s2x4x3x7])\n",
+            out,
+        )
+        self.assertEqual(len(_dims(results[5])), 5)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

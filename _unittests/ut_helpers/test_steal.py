@@ -112,6 +112,69 @@ class TestStealForward(ExtTestCase):
             saved["model.decoder.norm_1", 0, "O"],
         )
 
+    def test_seed_002_runs_unchanged(self):
+        def seed():
+            import onnx
+            import torch
+
+            from onnx_diagnostic import doc
+            from onnx_diagnostic.helpers import string_type
+            from onnx_diagnostic.helpers.mini_onnx_builder import (
+                create_input_tensors_from_onnx_model,
+            )
+            from onnx_diagnostic.helpers.torch_helper import dummy_llm, steal_forward
+
+            model, inputs, ds = dummy_llm(dynamic_shapes=True)
+
+            print(f"type(model)={type(model)}")
+            print(f"inputs={string_type(inputs, with_shape=True)}")
+            print(f"ds={string_type(ds, with_shape=True)}")
+
+            for name, mod in model.named_modules():
+                print(f"- {name}: {type(mod)}")
+
+            with steal_forward(
+                [
+                    ("model", model),
+                    ("model.decoder", model.decoder),
+                    ("model.decoder.attention", model.decoder.attention),
+                    ("model.decoder.feed_forward", model.decoder.feed_forward),
+                    ("model.decoder.norm_1", model.decoder.norm_1),
+                    ("model.decoder.norm_2", model.decoder.norm_2),
+                ],
+                dump_file="plot_dump_intermediate_results.inputs.onnx",
+                verbose=1,
+                storage_limit=2**28,
+            ):
+                model(*inputs)
+
+            saved_tensors = create_input_tensors_from_onnx_model(
+                "plot_dump_intermediate_results.inputs.onnx"
+            )
+            for k, v in saved_tensors.items():
+                print(f"{k} -- {string_type(v, with_shape=True)}")
+
+            epo = torch.onnx.export(model, inputs, dynamic_shapes=ds, dynamo=True)
+            epo.optimize()
+            epo.save("plot_dump_intermediate_results.onnx")
+
+            onx = onnx.load("plot_dump_intermediate_results.onnx")
+            # plot_dot(onx) (onnx_array_api) is left out
+            doc.plot_legend("steal and dump\nintermediate\nresults", "steal_forward", "blue")
+            return onx
+
+        cwd = os.getcwd()
+        with tempfile.TemporaryDirectory() as tmp:
+            os.chdir(tmp)
+            try:
+                onx, out, _ = self.capture(seed)
+            finally:
+                os.chdir(cwd)
+        self.assertIn("ds=dict(input_ids:{0:Dim(batch),1:Dim(length)})", out)
+        self.assertIn(SEED_002.strip(), out)
+        self.assertIn(SEED_002_RESTORED.strip(), out)
+        self.assertGreater(len(onx.graph.node), 5)
+
     def test_single_model_without_name(self):
         model = KwModel()
         with steal_forward(model):
