@@ -13,7 +13,9 @@ Command lines: ``python -m onnx_diagnostic <command> ...``.
 
 >>> from onnx_diagnostic._command_lines import main
 >>> main(["validate", "--list"])  # doctest: +ELLIPSIS
-                           model_id             task
+model_id ... task
+...
+arnir0/Tiny-LLM ... text-generation
 ...
 0
 """
@@ -105,12 +107,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_list() -> int:
-    import pandas
-
     from .torch_models.hghub import shipped_model_ids, task_from_id
 
-    rows = [(mid, task_from_id(mid)) for mid in shipped_model_ids()]
-    print(pandas.DataFrame(rows, columns=["model_id", "task"]).to_string())
+    rows = [("model_id", "task")] + [(mid, task_from_id(mid)) for mid in shipped_model_ids()]
+    width = max(len(r[0]) for r in rows)
+    for mid, task in rows:
+        print(f"{mid:<{width}}  {task}")
     return 0
 
 

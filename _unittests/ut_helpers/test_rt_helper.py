@@ -1,0 +1,397 @@
+import os
+import tempfile
+import unittest
+from unittest import mock
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+from onnx import TensorProto
+from onnx import helper as oh
+from onnx import numpy_helper as onh
+
+from onnx_diagnostic.ext_test_case import ExtTestCase
+from onnx_diagnostic.helpers.rt_helper import make_session, model_layout, onnx_generate
+
+
+def _counting_model(
+    vocab: int = 20,
+    cache_type: int = TensorProto.FLOAT,
+    layers: int = 1,
+    with_mask: bool = True,
+    with_positions: bool = True,
+    extra_input: str | None = None,
+    symbolic_heads: bool = False,
+    present_names: bool = True,
+) -> onnx.ModelProto:
+    """
+    A handmade model predicting ``token + 1`` (modulo vocab) whose cache accumulates
+    the tokens it received: ``present.i.key[:, h, t, d] == token t``.
+    """
+    weights = np.zeros((vocab, vocab), dtype=np.float32)
+    for i in range(vocab):
+        weights[i, (i + 1) % vocab] = 1
+    nodes = [
+        oh.make_node("Gather", ["W", "input_ids"], ["logits"], axis=0),
+        oh.make_node("Unsqueeze", ["input_ids", "axes"], ["u"]),
+        oh.make_node("Expand", ["u", "shape"], ["ue"]),
+        oh.make_node("Cast", ["ue"], ["new"], to=cache_type),
+    ]
+    inputs = [oh.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
+    if with_mask:
+        inputs.append(
+            oh.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"])
+        )
+    if with_positions:
+        inputs.append(
+            oh.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])
+        )
+    if extra_input:
+        inputs.append(oh.make_tensor_value_info(extra_input, TensorProto.INT64, ["batch"]))
+    outputs = [oh.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab])]
+    heads = "heads" if symbolic_heads else 2
+    for i in range(layers):
+        for kind in ("key", "value"):
+            name_in = f"past_key_values.{i}.{kind}"
+            name_out = f"present.{i}.{kind}" if present_names else f"out_{i}_{kind}"
+            inputs.append(
+                oh.make_tensor_value_info(name_in, cache_type, ["batch", heads, "past", 4])
+            )
+            outputs.append(
+                oh.make_tensor_value_info(name_out, cache_type, ["batch", heads, "total", 4])
+            )
+            nodes.append(oh.make_node("Concat", [name_in, "new"], [name_out], axis=2))
+    graph = oh.make_graph(
+        nodes,
+        "counting",
+        inputs,
+        outputs,
+        [
+            onh.from_array(weights, "W"),
+            onh.from_array(np.array([1, 3], dtype=np.int64), "axes"),
+            onh.from_array(np.array([1, 2, 1, 4], dtype=np.int64), "shape"),
+        ],
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=9)
+
+
+class TestOnnxGenerateMechanics(ExtTestCase):
+    """The generation loop on a handmade model whose answer is known."""
+
+    def test_docstring_examples(self):
+        import doctest
+
+        from onnx_diagnostic.helpers import rt_helper
+
+        res = doctest.testmod(rt_helper, optionflags=doctest.ELLIPSIS, verbose=False)
+        self.assertGreater(res.attempted, 10)
+        self.assertEqual(0, res.failed)
+
+    def test_run_session_any_dtype(self):
+        from onnx_diagnostic.helpers.rt_helper import run_session
+
+        model = _counting_model(cache_type=TensorProto.BFLOAT16)
+        session = make_session(model)
+        feeds = {
+            "input_ids": torch.tensor([[4, 5]]),
+            "attention_mask": torch.ones((1, 3), dtype=torch.int64),
+            "position_ids": torch.tensor([[1, 2]]),
+            "past_key_values.0.key": torch.full((1, 2, 1, 4), 3, dtype=torch.bfloat16),
+            "past_key_values.0.value": torch.zeros((1, 2, 1, 4), dtype=torch.bfloat16),
+        }
+        logits, key, value = run_session(session, feeds)
+        self.assertEqual((1, 2, 20), tuple(logits.shape))
+        self.assertEqualArray(torch.tensor([[5, 6]]), logits.argmax(-1))
+        self.assertEqual(torch.bfloat16, key.dtype)
+        self.assertEqualArray(torch.tensor([3, 4, 5], dtype=torch.bfloat16), key[0, 0, :, 0])
+        self.assertEqualArray(torch.tensor([0, 4, 5], dtype=torch.bfloat16), value[0, 1, :, 2])
+        with self.assertRaisesRegex(ValueError, "feeds has keys"):
+            run_session(session, {"input_ids": feeds["input_ids"]})
+        with self.assertRaisesRegex(TypeError, r"feeds\['input_ids'\] must be a torch.Tensor"):
+            run_session(session, {**feeds, "input_ids": [[4, 5]]})
+
+    def test_counts_until_max_new_tokens(self):
+        tokens = onnx_generate(_counting_model(), torch.tensor([[3, 4, 5]]), max_new_tokens=4)
+        self.assertEqualArray(torch.tensor([[3, 4, 5, 6, 7, 8, 9]]), tokens)
+
+    def test_eos_per_row_then_pad(self):
+        prompt = torch.tensor([[3, 4, 5], [1, 7, 8]])
+        tokens = onnx_generate(_counting_model(), prompt, eos_token_id=10, max_new_tokens=8)
+        # row 1 reaches 10 after two tokens then receives eos (the pad), row 0 after five
+        expected = torch.tensor([[3, 4, 5, 6, 7, 8, 9, 10], [1, 7, 8, 9, 10, 10, 10, 10]])
+        self.assertEqualArray(expected, tokens)
+
+    def test_explicit_pad_and_eos_list(self):
+        prompt = torch.tensor([[3, 4, 5], [1, 7, 8]])
+        tokens = onnx_generate(
+            _counting_model(), prompt, eos_token_id=[10, 12], max_new_tokens=8, pad_token_id=0
+        )
+        expected = torch.tensor([[3, 4, 5, 6, 7, 8, 9, 10], [1, 7, 8, 9, 10, 0, 0, 0]])
+        self.assertEqualArray(expected, tokens)
+
+    def test_eos_in_prompt_is_ignored(self):
+        tokens = onnx_generate(
+            _counting_model(), torch.tensor([[10, 4]]), eos_token_id=10, max_new_tokens=3
+        )
+        self.assertEqualArray(torch.tensor([[10, 4, 5, 6, 7]]), tokens)
+
+    def test_max_new_tokens_zero_returns_prompt(self):
+        prompt = torch.tensor([[3, 4, 5]])
+        tokens = onnx_generate(_counting_model(), prompt, max_new_tokens=0)
+        self.assertEqualArray(prompt, tokens)
+        self.assertIsNot(prompt, tokens)
+
+    def test_cache_round_trip_and_last_feeds(self):
+        for cache_type, dtype in [
+            (TensorProto.FLOAT, torch.float32),
+            (TensorProto.FLOAT16, torch.float16),
+            (TensorProto.BFLOAT16, torch.bfloat16),
+        ]:
+            with self.subTest(dtype=dtype):
+                prompt = torch.tensor([[3, 4, 5], [1, 7, 8]])
+                tokens, session, feeds = onnx_generate(
+                    _counting_model(cache_type=cache_type, layers=2),
+                    prompt,
+                    max_new_tokens=5,
+                    return_session=True,
+                )
+                self.assertIsInstance(session, onnxruntime.InferenceSession)
+                self.assertEqual(
+                    [
+                        "input_ids",
+                        "attention_mask",
+                        "position_ids",
+                        "past_key_values.0.key",
+                        "past_key_values.0.value",
+                        "past_key_values.1.key",
+                        "past_key_values.1.value",
+                    ],
+                    list(feeds),
+                )
+                # the last step receives the last token but one and a cache of all the others
+                self.assertEqualArray(tokens[:, -2:-1], feeds["input_ids"])
+                for name in ("past_key_values.0.key", "past_key_values.1.value"):
+                    self.assertEqual(dtype, feeds[name].dtype)
+                    self.assertEqualArray(
+                        tokens[:, :-2].to(dtype), feeds[name][:, 1, :, 3], msg=name
+                    )
+                self.assertEqualArray(
+                    torch.ones((2, 7), dtype=torch.int64), feeds["attention_mask"]
+                )
+                self.assertEqualArray(torch.tensor([[6], [6]]), feeds["position_ids"])
+
+    def test_left_padding_positions(self):
+        prompt = torch.tensor([[0, 0, 5], [3, 4, 5]])
+        mask = torch.tensor([[0, 0, 1], [1, 1, 1]])
+        tokens, _, feeds = onnx_generate(
+            _counting_model(), prompt, attention_mask=mask, max_new_tokens=3, return_session=True
+        )
+        self.assertEqualArray(torch.tensor([[0, 0, 5, 6, 7, 8], [3, 4, 5, 6, 7, 8]]), tokens)
+        self.assertEqualArray(
+            torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]), feeds["attention_mask"]
+        )
+        self.assertEqualArray(torch.tensor([[2], [4]]), feeds["position_ids"])
+
+    def test_session_passed_back(self):
+        prompt = torch.tensor([[3, 4, 5]])
+        first, session, _ = onnx_generate(
+            _counting_model(), prompt, max_new_tokens=2, return_session=True
+        )
+        second = onnx_generate(session, prompt, max_new_tokens=2)
+        self.assertEqualArray(first, second)
+
+    def test_model_without_mask_nor_positions(self):
+        model = _counting_model(with_mask=False, with_positions=False)
+        tokens = onnx_generate(model, torch.tensor([[1]]), max_new_tokens=3)
+        self.assertEqualArray(torch.tensor([[1, 2, 3, 4]]), tokens)
+
+    def test_outputs_paired_by_order_when_not_named_present(self):
+        model = _counting_model(layers=2, present_names=False)
+        layout = model_layout(make_session(model))
+        self.assertEqual(
+            ["out_0_key", "out_0_value", "out_1_key", "out_1_value"], layout.cache_outputs
+        )
+        tokens = onnx_generate(model, torch.tensor([[1]]), max_new_tokens=3)
+        self.assertEqualArray(torch.tensor([[1, 2, 3, 4]]), tokens)
+
+    def test_file_name_and_int32_tokens(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            name = os.path.join(tmp, "counting.onnx")
+            onnx.save(_counting_model(), name)
+            tokens = onnx_generate(
+                name, torch.tensor([[1, 2]], dtype=torch.int32), max_new_tokens=3
+            )
+        self.assertEqual(torch.int64, tokens.dtype)
+        self.assertEqualArray(torch.tensor([[1, 2, 3, 4, 5]]), tokens)
+
+    def test_cache_never_copied_through_numpy(self):
+        from onnxruntime.capi.onnxruntime_inference_collection import OrtValue
+
+        def _forbidden(*args, **kwargs):
+            raise AssertionError("OrtValue.numpy was called")
+
+        with mock.patch.object(OrtValue, "numpy", _forbidden):
+            tokens = onnx_generate(_counting_model(), torch.tensor([[1]]), max_new_tokens=5)
+        self.assertEqualArray(torch.tensor([[1, 2, 3, 4, 5, 6]]), tokens)
+        self.assertIsNot(OrtValue.numpy, _forbidden)
+
+    def test_sampling(self):
+        model = _counting_model()
+        prompt = torch.tensor([[1, 2]])
+        # top_k=1 keeps the most probable token only: it is greedy decoding
+        sampled = onnx_generate(model, prompt, max_new_tokens=4, do_sample=True, top_k=1)
+        self.assertEqualArray(torch.tensor([[1, 2, 3, 4, 5, 6]]), sampled)
+        # a small top_p keeps the most probable token only
+        sampled = onnx_generate(model, prompt, max_new_tokens=4, do_sample=True, top_p=0.1)
+        self.assertEqualArray(torch.tensor([[1, 2, 3, 4, 5, 6]]), sampled)
+        # a high temperature flattens the distribution, a seeded generator repeats itself
+        runs = [
+            onnx_generate(
+                model,
+                prompt,
+                max_new_tokens=20,
+                do_sample=True,
+                temperature=100.0,
+                generator=torch.Generator().manual_seed(7),
+            )
+            for _ in range(2)
+        ]
+        self.assertEqualArray(runs[0], runs[1])
+        self.assertFalse(torch.equal(runs[0][0, 2:], torch.arange(3, 23) % 20))
+
+    def test_bad_inputs(self):
+        model = _counting_model()
+        with self.assertRaisesRegex(ValueError, "input_ids must have a shape"):
+            onnx_generate(model, torch.tensor([1, 2]))
+        with self.assertRaisesRegex(ValueError, "input_ids must have a shape"):
+            onnx_generate(model, torch.zeros((1, 0), dtype=torch.int64))
+        with self.assertRaisesRegex(TypeError, "input_ids must be integers"):
+            onnx_generate(model, torch.tensor([[1.0]]))
+        with self.assertRaisesRegex(TypeError, "input_ids must be a torch.Tensor"):
+            onnx_generate(model, [[1, 2]])
+        with self.assertRaisesRegex(ValueError, "attention_mask must be a tensor"):
+            onnx_generate(model, torch.tensor([[1, 2]]), attention_mask=torch.ones((1, 3)))
+        with self.assertRaisesRegex(ValueError, "max_new_tokens must be an int >= 0"):
+            onnx_generate(model, torch.tensor([[1]]), max_new_tokens=-1)
+        with self.assertRaisesRegex(TypeError, "eos_token_id must be None"):
+            onnx_generate(model, torch.tensor([[1]]), eos_token_id="2")
+        with self.assertRaisesRegex(ValueError, "temperature must be > 0"):
+            onnx_generate(model, torch.tensor([[1]]), do_sample=True, temperature=0)
+        with self.assertRaisesRegex(ValueError, "top_k must be None"):
+            onnx_generate(model, torch.tensor([[1]]), do_sample=True, top_k=0)
+        with self.assertRaisesRegex(ValueError, "top_p must be None"):
+            onnx_generate(model, torch.tensor([[1]]), do_sample=True, top_p=1.5)
+        with self.assertRaisesRegex(FileNotFoundError, "does not exist"):
+            onnx_generate("does_not_exist.onnx", torch.tensor([[1]]))
+        with self.assertRaisesRegex(TypeError, "model_or_session must be"):
+            onnx_generate(3, torch.tensor([[1]]))
+
+    def test_bad_models(self):
+        with self.assertRaisesRegex(ValueError, r"cannot feed: \['token_type_ids'\]"):
+            onnx_generate(_counting_model(extra_input="token_type_ids"), torch.tensor([[1]]))
+        with self.assertRaisesRegex(ValueError, "static heads and head_dim"):
+            onnx_generate(_counting_model(symbolic_heads=True), torch.tensor([[1]]))
+        model = _counting_model()
+        model.graph.input[0].name = "tokens"
+        model.graph.node[0].input[1] = "tokens"
+        model.graph.node[1].input[0] = "tokens"
+        with self.assertRaisesRegex(ValueError, "no input named 'input_ids'"):
+            onnx_generate(model, torch.tensor([[1]]))
+        model = _counting_model(layers=2, present_names=False)
+        del model.graph.output[-1]
+        with self.assertRaisesRegex(ValueError, "cannot pair the cache inputs"):
+            onnx_generate(model, torch.tensor([[1]]))
+
+
+class TestOnnxGenerateTinyLLM(ExtTestCase):
+    """onnx_generate reproduces transformers' greedy generation on the untrained Tiny-LLM."""
+
+    @classmethod
+    def setUpClass(cls):
+        from onnx_diagnostic.export.api import to_onnx
+        from onnx_diagnostic.torch_export_patches import torch_export_patches
+        from onnx_diagnostic.torch_models.llms import get_tiny_llm
+
+        torch.manual_seed(0)
+        data = get_tiny_llm()
+        cls.model = data["model"]
+        # transformers must not stop on the eos of the configuration unless asked
+        cls.model.generation_config.eos_token_id = None
+        cls.model.generation_config.pad_token_id = None
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.filename = os.path.join(cls.tmp.name, "tiny_llm.onnx")
+        with torch_export_patches(patch_transformers=True):
+            to_onnx(
+                cls.model,
+                (),
+                kwargs=data["inputs"],
+                dynamic_shapes=data["dynamic_shapes"],
+                filename=cls.filename,
+            )
+        cls.session = make_session(cls.filename)
+        cls.vocab = cls.model.config.vocab_size
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def _transformers(self, prompt, max_new_tokens, eos=None, mask=None):
+        kwargs = {} if eos is None else dict(eos_token_id=eos, pad_token_id=eos)
+        with torch.no_grad():
+            return self.model.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt) if mask is None else mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                **kwargs,
+            )
+
+    def test_model_layout(self):
+        layout = model_layout(self.session)
+        self.assertEqual(["past_key_values.0.key", "past_key_values.0.value"], layout.cache_inputs)
+        self.assertEqual(["present.0.key", "present.0.value"], layout.cache_outputs)
+        self.assertEqual([(1, 96), (1, 96)], layout.cache_shapes)
+        self.assertEqual("attention_mask", layout.attention_mask)
+        self.assertEqual("position_ids", layout.position_ids)
+
+    def test_greedy_equals_transformers_without_eos(self):
+        for batch in (1, 2):
+            with self.subTest(batch=batch):
+                prompt = torch.randint(
+                    3, self.vocab, (batch, 8), generator=torch.Generator().manual_seed(batch)
+                )
+                expected = self._transformers(prompt, 20)
+                got = onnx_generate(self.session, prompt, max_new_tokens=20)
+                self.assertEqual((batch, 28), tuple(got.shape))
+                self.assertEqualArray(expected, got)
+
+    def test_greedy_equals_transformers_with_eos_hit(self):
+        for batch in (1, 2):
+            with self.subTest(batch=batch):
+                prompt = torch.randint(
+                    3, self.vocab, (batch, 8), generator=torch.Generator().manual_seed(10 + batch)
+                )
+                free = onnx_generate(self.session, prompt, max_new_tokens=12)
+                # the token row 0 produces at the fifth step becomes the eos token
+                eos = int(free[0, 8 + 4])
+                expected = self._transformers(prompt, 12, eos=eos)
+                got = onnx_generate(self.session, prompt, eos_token_id=eos, max_new_tokens=12)
+                self.assertEqualArray(expected, got)
+                self.assertEqual(eos, int(got[0, 8 + 4]))
+                self.assertLess(got.shape[1], 8 + 12 + 1)
+                if batch == 1:
+                    self.assertEqual(8 + 5, got.shape[1])
+
+    def test_greedy_equals_transformers_left_padding(self):
+        prompt = torch.randint(3, self.vocab, (2, 8), generator=torch.Generator().manual_seed(5))
+        mask = torch.ones_like(prompt)
+        mask[1, :3] = 0
+        prompt[1, :3] = 0
+        expected = self._transformers(prompt, 10, mask=mask)
+        got = onnx_generate(self.session, prompt, attention_mask=mask, max_new_tokens=10)
+        self.assertEqualArray(expected, got)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
