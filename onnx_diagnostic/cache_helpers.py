@@ -256,16 +256,21 @@ def make_static_cache(
     return _new_static_cache(layers)
 
 
-def _static_layer(keys: torch.Tensor, values: torch.Tensor, seq_length: int) -> Any:
-    """A StaticLayer holding ``keys`` and ``values`` (already of size max_cache_len)."""
+def _static_layer(keys: torch.Tensor, values: torch.Tensor, seq_length: Any = None) -> Any:
+    """
+    A StaticLayer holding ``keys`` and ``values`` (already of size max_cache_len).
+    ``seq_length`` is the number of filled positions (an int or a 0-d tensor); transformers 5
+    keeps it in a tensor ``cumulative_length``, transformers 4.57 reads ``cache_position``.
+    """
     layer = _cu.StaticLayer(max_cache_len=keys.shape[2])
     layer.dtype, layer.device = keys.dtype, keys.device
     layer.batch_size, layer.num_heads = keys.shape[:2]
     layer.k_head_dim, layer.v_head_dim = keys.shape[-1], values.shape[-1]
     layer.keys, layer.values = keys, values
-    if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor):
-        layer.cumulative_length = torch.tensor(seq_length, dtype=torch.int64, device=keys.device)
-    else:
+    tensor_length = isinstance(getattr(layer, "cumulative_length", None), torch.Tensor)
+    if tensor_length and seq_length is not None:
+        if not isinstance(seq_length, torch.Tensor):
+            seq_length = torch.tensor(seq_length, dtype=torch.int64, device=keys.device)
         layer.cumulative_length = seq_length
     layer.is_initialized = True
     return layer

@@ -219,7 +219,6 @@ class TestConvertLegacyCaches(ExtTestCase):
     # patch_inputs.py, convert_legacy_caches: the error comes from make_dynamic_cache and
     # names its own argument (``key_value_pairs[0] key must have 4 dimensions``), not the
     # place in the user's inputs (``past_key_values[0]``) as DESIGN.md asks.
-    @unittest.expectedFailure
     def test_bad_legacy_cache_error_names_past_key_values(self):
         k, v = _kv()
         with self.assertRaisesRegex(CacheInputError, r"past_key_values\[1\]"):

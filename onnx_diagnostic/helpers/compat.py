@@ -130,18 +130,42 @@ def init_layer(layer: Any, key: Any, value: Any) -> Any:
     if hasattr(layer, "sliding_window"):
         # DynamicSlidingWindowLayer counts the tokens it has seen.
         layer.cumulative_length = key.shape[-2]
-        if hasattr(layer, "_sliding_window_tensor"):
-            # transformers>=5 keeps a 0-d tensor equal to the window.
-            layer._sliding_window_tensor = layer._sliding_window_tensor.to(key.device)
+        window = getattr(layer, "_sliding_window_tensor", None)
+        if window is not None and window.device != key.device:
+            # transformers>=5 keeps a 0-d tensor equal to the window; calling .to() when
+            # nothing moves would still record an op on a constant while exporting.
+            layer._sliding_window_tensor = window.to(key.device)
     return layer
 
 
+_SLIDING_TEMPLATES: dict[int, Any] = {}
+
+
 def new_sliding_window_layer(sliding_window: int) -> Any:
-    """Creates an empty ``DynamicSlidingWindowLayer`` (None if the class does not exist)."""
+    """
+    Creates an empty ``DynamicSlidingWindowLayer`` (None if the class does not exist).
+
+    transformers 5 creates ``torch.tensor(sliding_window)`` in the constructor; while
+    :func:`torch.export.export` traces, that tensor would become a lifted constant. A layer
+    created outside an export is kept as a template, and the next layers are shallow copies of
+    it: fresh state, no tensor created, while exporting too.
+    """
+    import copy
+
+    import torch
+
     cls = cache_class("DynamicSlidingWindowLayer")
     if cls is None:
         return None
-    return cls(sliding_window=sliding_window)
+    template = _SLIDING_TEMPLATES.get(sliding_window, None)
+    if template is not None:
+        # A shallow copy of a fresh layer is a fresh layer; the 0-d window tensor is shared,
+        # transformers never modifies it in place.
+        return copy.copy(template)
+    layer = cls(sliding_window=sliding_window)
+    if not torch.compiler.is_exporting():
+        _SLIDING_TEMPLATES[sliding_window] = cls(sliding_window=sliding_window)
+    return layer
 
 
 def dynamic_rope_wrapper(fct: Any) -> Any:

@@ -67,10 +67,14 @@ def convert_legacy_caches(inputs: Any) -> Any:
     if isinstance(inputs, dict):
         pkv = inputs.get("past_key_values", None)
         if _is_legacy_cache(pkv):
-            from ..cache_helpers import make_dynamic_cache
+            from ..cache_helpers import CacheInputError, make_dynamic_cache
 
             new = dict(inputs)
-            new["past_key_values"] = make_dynamic_cache([tuple(p) for p in pkv])
+            try:
+                new["past_key_values"] = make_dynamic_cache([tuple(p) for p in pkv])
+            except CacheInputError as e:
+                # Names the user's argument, not the internal one.
+                raise CacheInputError(str(e).replace("key_value_pairs", "past_key_values")) from e
             return new
         return inputs
     if isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], dict):

@@ -23,6 +23,7 @@ they are left as they are.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -50,7 +51,11 @@ _FULL, _SLIDING = "full_attention", "sliding_attention"
 
 def _layer_kind(layer: Any) -> str:
     if getattr(layer, "is_sliding", False):
-        return f"{_SLIDING}:{int(layer.sliding_window)}"
+        window = int(layer.sliding_window)
+        if not torch.compiler.is_exporting():
+            # Keeps a template so that unflattening while exporting creates no constant.
+            compat.new_sliding_window_layer(window)
+        return f"{_SLIDING}:{window}"
     return _FULL
 
 
@@ -111,40 +116,46 @@ def _unflatten_dynamic_cache(values: list, context: tuple[str, ...], cls: type |
 # StaticCache and its subclasses
 
 
-def _concrete_int(value: Any) -> int | None:
-    if isinstance(value, int):
-        return value
-    try:
-        return int(value)
-    except Exception:  # FakeTensor or symbolic value while tracing
-        return None
+def _static_lengths(cache: Any) -> list[torch.Tensor] | None:
+    """The filled lengths (0-d tensors) of transformers 5 static layers, None before."""
+    lengths = [getattr(layer, "cumulative_length", None) for layer in cache.layers]
+    if lengths and all(isinstance(x, torch.Tensor) for x in lengths):
+        return lengths
+    return None
 
 
-def _flatten_static_cache(cache: Any) -> tuple[list[torch.Tensor], tuple]:
-    flat, lengths = [], []
+def _flatten_static_cache(cache: Any) -> tuple[list[torch.Tensor], tuple[int, bool]]:
+    flat = []
     for layer in cache.layers:
-        if not getattr(layer, "is_initialized", True):
-            continue
         flat.extend([layer.keys, layer.values])
-        lengths.append(_concrete_int(getattr(layer, "cumulative_length", 0)))
-    return flat, (type(cache).__name__, tuple(lengths))
+    lengths = _static_lengths(cache)
+    # transformers 5 writes new tokens at cumulative_length, a tensor: it travels as a leaf
+    # after the keys and values, never in the context (it is data, not structure).
+    if lengths is not None:
+        flat.extend(lengths)
+    return flat, (len(cache.layers), lengths is not None)
 
 
 def _flatten_with_keys_static_cache(cache: Any):
     flat, context = _flatten_static_cache(cache)
-    names = flatten_cache_names(tuple(_FULL for _ in context[1]))
+    n, with_lengths = context
+    names = flatten_cache_names(tuple(_FULL for _ in range(n)))
+    if with_lengths:
+        names.extend(f"cumulative_length_{i}" for i in range(n))
     return [(pytree.MappingKey(n), t) for n, t in zip(names, flat)], context
 
 
 def _make_unflatten_static(cls: type) -> Callable:
-    def _unflatten(values: list, context: tuple) -> Any:
+    def _unflatten(values: list, context: tuple[int, bool]) -> Any:
         from ..cache_helpers import _new_static_cache, _static_layer
 
         values = list(values)
-        lengths = context[1]
+        n, with_lengths = context
         layers = [
-            _static_layer(values[2 * i], values[2 * i + 1], lengths[i] or 0)
-            for i in range(len(values) // 2)
+            _static_layer(
+                values[2 * i], values[2 * i + 1], values[2 * n + i] if with_lengths else None
+            )
+            for i in range(n)
         ]
         cache = _new_static_cache(layers)
         cache.__class__ = cls
@@ -241,13 +252,26 @@ def registered_classes() -> set[type]:
     return set(pytree.SUPPORTED_NODES)
 
 
+def _context_to_json(context: Any) -> str:
+    return json.dumps(list(context) if isinstance(context, tuple) else context)
+
+
+def _context_from_json(text: str) -> Any:
+    value = json.loads(text)
+    return tuple(value) if isinstance(value, list) else value
+
+
 def _register(entry: SerializationEntry) -> None:
+    # Contexts are tuples of str/int/bool or None: JSON keeps them once tuples are restored,
+    # which torch.export.save / load needs.
     pytree.register_pytree_node(
         entry.cls,
         entry.flatten,
         entry.unflatten,
         serialized_type_name=entry.serialized_type_name,
         flatten_with_keys_fn=entry.flatten_with_keys,
+        to_dumpable_context=_context_to_json,
+        from_dumpable_context=_context_from_json,
     )
 
 
