@@ -115,7 +115,10 @@ class DumpFormatError(ValueError):
 
 
 def tensor_to_proto(
-    tensor: torch.Tensor, name: str, switch_low_high: bool | None = None
+    tensor: torch.Tensor,
+    name: str,
+    switch_low_high: bool | None = None,
+    out: onnx.TensorProto | None = None,
 ) -> onnx.TensorProto:
     """
     Converts a tensor into a :class:`onnx.TensorProto` holding its bytes (``raw_data``).
@@ -126,7 +129,9 @@ def tensor_to_proto(
     :param name: name of the proto
     :param switch_low_high: ONNX stores little-endian bytes; None swaps the bytes only
         on a big-endian machine, True always swaps them, False never does
-    :return: the TensorProto
+    :param out: an empty TensorProto to fill (one already inside a model avoids copying
+        the data again when it is added to the model)
+    :return: the TensorProto (``out`` if given)
 
     >>> import torch
     >>> p = tensor_to_proto(torch.tensor([1.5], dtype=torch.bfloat16), "t")
@@ -142,7 +147,7 @@ def tensor_to_proto(
     if tensor.device.type == "meta":
         raise TypeError("a tensor on device 'meta' holds no data to store")
     t = tensor.detach().cpu().contiguous()
-    proto = onnx.TensorProto()
+    proto = onnx.TensorProto() if out is None else out
     proto.name = name
     proto.data_type = _TORCH_TO_ONNX[t.dtype]
     proto.dims.extend(t.shape)
@@ -392,22 +397,23 @@ def create_onnx_model_from_input_tensors(
     """
     encoder = _Encoder(switch_low_high)
     encoder.encode(obj, [], "obj")
-    initializers, nodes, outputs = [], [], []
+    # The model is filled in place: onnx.helper.make_graph / make_model copy every
+    # initializer, twice the size of the dump.
+    model = onnx.ModelProto()
+    model.ir_version = _IR_VERSION
+    model.producer_name = "onnx_diagnostic.mini_onnx_builder"
+    model.opset_import.append(onnx.helper.make_opsetid("", _OPSET))
+    onnx.helper.set_model_props(model, {DUMP_METADATA_KEY: _DUMP_VERSION})
+    graph = model.graph
+    graph.name = "dump"
     for i, leaf in enumerate(encoder.leaves):
-        proto = tensor_to_proto(leaf.tensor, f"c{i}", switch_low_high=switch_low_high)
-        initializers.append(proto)
-        nodes.append(onnx.helper.make_node("Identity", [proto.name], [leaf.name]))
-        outputs.append(
+        proto = tensor_to_proto(
+            leaf.tensor, f"c{i}", switch_low_high=switch_low_high, out=graph.initializer.add()
+        )
+        graph.node.append(onnx.helper.make_node("Identity", [proto.name], [leaf.name]))
+        graph.output.append(
             onnx.helper.make_tensor_value_info(leaf.name, proto.data_type, list(proto.dims))
         )
-    graph = onnx.helper.make_graph(nodes, "dump", [], outputs, initializers)
-    model = onnx.helper.make_model(
-        graph,
-        opset_imports=[onnx.helper.make_opsetid("", _OPSET)],
-        ir_version=_IR_VERSION,
-        producer_name="onnx_diagnostic.mini_onnx_builder",
-    )
-    onnx.helper.set_model_props(model, {DUMP_METADATA_KEY: _DUMP_VERSION})
     return model
 
 
@@ -435,7 +441,7 @@ def save_onnx_dump(
     """
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"model must be an onnx.ModelProto, not {type(model).__name__}")
-    size = sum(len(init.raw_data) for init in model.graph.initializer)
+    size = sum(init.ByteSize() for init in model.graph.initializer)
     location = os.path.basename(filename) + ".data"
     data_path = os.path.join(os.path.dirname(os.path.abspath(filename)), location)
     if size < external_data_threshold:
