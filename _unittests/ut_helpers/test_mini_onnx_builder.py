@@ -195,7 +195,7 @@ class TestMiniOnnxBuilder(ExtTestCase):
         cache = make_static_cache([(torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4))] * 2, 6)
         _, got = self.roundtrip(cache)
         self.assertEqual(type(got).__name__, "StaticCache")
-        self.assertEqual(int(got.layers[1].cumulative_length), 3)
+        self.assertEqual(int(got.get_seq_length()), 3)
         self.assertEqual(got.layers[0].keys.shape[2], 6)
 
     def test_model_output_with_cache(self):

@@ -558,6 +558,9 @@ def _build_cache(kind: str, meta: str | None, items: list, where: str) -> Any:
     cache = ch.make_static_cache(pairs, int(max_len_text))
     lengths = [int(x) for x in lengths_text.split(",") if x]
     for layer, length in zip(cache.layers, lengths):
+        if not hasattr(layer, "cumulative_length"):
+            # transformers<5 infers the length from the non-zero positions
+            continue
         if isinstance(layer.cumulative_length, torch.Tensor):
             layer.cumulative_length = torch.tensor(length, dtype=layer.cumulative_length.dtype)
         else:
