@@ -148,5 +148,30 @@ class TestGetTinyLlmOptions(ExtTestCase):
         self.assertIn("past_length must be >= 0", str(cm.exception))
 
 
+class TestGetTinyLlmExport(ExtTestCase):
+    def _export(self, data):
+        from onnx_diagnostic.torch_export_patches import torch_export_patches
+        from onnx_diagnostic.torch_export_patches.patch_inputs import use_dyn_not_str
+
+        with torch_export_patches(patch_transformers=True):
+            return torch.export.export(
+                data.model,
+                (),
+                kwargs=copy.deepcopy(data.inputs),
+                dynamic_shapes=use_dyn_not_str(data.dynamic_shapes),
+                strict=False,
+            )
+
+    def test_export_with_patches_matches_eager_on_inputs2(self):
+        for dynamic_rope in (False, True):
+            with self.subTest(dynamic_rope=dynamic_rope):
+                data = get_tiny_llm(dynamic_rope=dynamic_rope, add_second_input=True)
+                ep = self._export(data)
+                expected = data.model(**copy.deepcopy(data.inputs2))
+                got = ep.module()(**copy.deepcopy(data.inputs2))
+                self.assertEqualAny(expected.logits, got.logits, atol=1e-4)
+                self.assertEqualAny(expected.past_key_values, got.past_key_values, atol=1e-4)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -97,7 +97,7 @@ def pick_layers(d: dict[str, Any], num_layers: int, target: int = LAYERS) -> lis
     """
     Chooses which layers to keep: the first layer of every distinct kind (a kind combines
     the values of every per-layer list: ``layer_types``, ``no_rope_layers``...), then the
-    next layers until ``target`` are kept.
+    next layers until ``target`` are kept (never more than ``target``).
 
     >>> pick_layers({"layer_types": ["sliding_attention"] * 5 + ["full_attention"]}, 6)
     [0, 5]
@@ -107,7 +107,7 @@ def pick_layers(d: dict[str, Any], num_layers: int, target: int = LAYERS) -> lis
     kept: list[int] = []
     seen: set[tuple] = set()
     for i, sig in enumerate(signatures):
-        if sig not in seen:
+        if sig not in seen and len(kept) < target:
             seen.add(sig)
             kept.append(i)
     for i in range(num_layers):
@@ -301,3 +301,26 @@ def reduce_decoder_config(config: Any) -> dict[str, Any]:
     """
     d = as_dict(config)
     return merge_overrides(reduce_sizes(d), reduce_vocabulary(d))
+
+
+def complete_layer_overrides(d: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """
+    Returns ``overrides`` completed so that the configuration stays consistent: when it
+    changes a number of layers to fewer layers without giving the per-layer lists
+    (``layer_types``...), they are reduced as :func:`reduce_layers` does, in
+    sub-configurations as well.
+
+    >>> complete_layer_overrides(
+    ...     {"num_hidden_layers": 2, "layer_types": ["sliding_attention", "full_attention"]},
+    ...     {"num_hidden_layers": 1})
+    {'num_hidden_layers': 1, 'layer_types': ['sliding_attention']}
+    """
+    res = dict(overrides)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(d.get(key, None), dict):
+            res[key] = complete_layer_overrides(d[key], value)
+        elif key in _LAYERS and isinstance(value, int) and isinstance(d.get(key, None), int):
+            if value < d[key]:
+                for k, v in reduce_layers(d, key, value).items():
+                    res.setdefault(k, v)
+    return res

@@ -10,10 +10,11 @@ Builds an untrained model of a model id, with inputs and dynamic shapes, offline
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ...tasks import get_task_module
-from ...tasks._reduce import as_dict, merge_overrides
+from ...tasks._reduce import as_dict, complete_layer_overrides, merge_overrides
 from ..model_data import ModelData, weights_size
 from .hub_api import (
     _shipped,
@@ -28,7 +29,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["get_untrained_model_with_inputs"]
 
 
-def _model_class(config_dict: dict[str, Any], task: str) -> type:
+def _model_factory(config_dict: dict[str, Any], task: str) -> Callable[[Any], Any]:
+    """Returns the class of the first architecture or ``AutoModel...from_config``."""
     import transformers
 
     archs = config_dict.get("architectures", None) or []
@@ -50,7 +52,7 @@ def _model_class(config_dict: dict[str, Any], task: str) -> type:
             f"transformers {transformers.__version__} has none of the classes {archs} "
             f"(model_type={model_type!r}) and task {task!r} has no default class"
         )
-    return getattr(transformers, auto)
+    return getattr(transformers, auto).from_config
 
 
 def get_untrained_model_with_inputs(
@@ -119,12 +121,14 @@ def get_untrained_model_with_inputs(
             print(f"[get_untrained_model_with_inputs] reduces the model with {overrides}")
         config_dict = merge_overrides(config_dict, overrides)
     if model_kwargs:
-        config_dict = merge_overrides(config_dict, model_kwargs)
+        config_dict = merge_overrides(
+            config_dict, complete_layer_overrides(config_dict, model_kwargs)
+        )
     configuration = config_from_dict(config_dict)
-    cls = _model_class(config_dict, task)
+    factory = _model_factory(config_dict, task)
+    model = factory(configuration)
     if verbose:
-        print(f"[get_untrained_model_with_inputs] creates {cls.__name__}")
-    model = cls(configuration)
+        print(f"[get_untrained_model_with_inputs] creates {type(model).__name__}")
     model.eval()
     kwargs, fct = module.random_input_kwargs(configuration)
     if inputs_kwargs:
