@@ -1,0 +1,198 @@
+"""
+Generation speed on CPU, batch 1, greedy: tokens per second of
+:func:`onnx_diagnostic.helpers.rt_helper.onnx_generate` (the exported model run by
+onnxruntime, the cache kept in onnxruntime between steps), of transformers ``generate``
+and of the plain torch loop of the gallery (seed 003), all in the same run, on untrained
+models: Tiny-LLM and a larger shipped causal LM reduced to 4 layers (its other sizes kept).
+Every method must produce the same tokens. Figures are medians of ``--repeat`` runs after a
+warm-up run, the methods taking turns.
+
+::
+
+    python _bench/bench_generate.py [--models tiny,smollm2] [--prompt 16] [--new 100]
+        [--repeat 5] [--variants]
+
+``--variants`` also measures onnx_generate with a few onnxruntime session options
+(threads, spinning, graph optimizations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+#: model name -> (model id, configuration changes); None keeps the shipped sizes.
+MODELS: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "tiny": ("arnir0/Tiny-LLM", None),
+    "smollm2": ("HuggingFaceTB/SmolLM2-135M", {"num_hidden_layers": 4}),
+    "qwen2.5": ("Qwen/Qwen2.5-0.5B-Instruct", {"num_hidden_layers": 4}),
+}
+
+
+def _build(name: str) -> Any:
+    from onnx_diagnostic.torch_models.hghub import get_untrained_model_with_inputs
+    from onnx_diagnostic.torch_models.llms import get_tiny_llm
+
+    model_id, changes = MODELS[name]
+    if changes is None:
+        return get_tiny_llm()
+    return get_untrained_model_with_inputs(model_id, same_as_trained=True, model_kwargs=changes)
+
+
+def _export(data: Any, filename: str) -> float:
+    from onnx_diagnostic.export.api import to_onnx
+    from onnx_diagnostic.torch_export_patches import torch_export_patches
+
+    begin = time.perf_counter()
+    with torch_export_patches(patch_transformers=True):
+        to_onnx(
+            data.model,
+            (),
+            kwargs=data.inputs,
+            dynamic_shapes=data.dynamic_shapes,
+            filename=filename,
+            optimize=True,
+        )
+    return time.perf_counter() - begin
+
+
+def torch_loop(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int) -> Any:
+    """The loop of seed 003 (simple_generate_with_cache) without eos."""
+    outputs = model(input_ids, use_cache=True)
+    for _ in range(max_new_tokens - 1):
+        next_token_id = torch.argmax(outputs.logits[:, -1, :], dim=-1, keepdim=True)
+        input_ids = torch.cat([input_ids, next_token_id], dim=-1)
+        outputs = model(next_token_id, use_cache=True, past_key_values=outputs.past_key_values)
+    next_token_id = torch.argmax(outputs.logits[:, -1, :], dim=-1, keepdim=True)
+    return torch.cat([input_ids, next_token_id], dim=-1)
+
+
+def _measure(
+    fcts: dict[str, Callable[[], torch.Tensor]], repeat: int
+) -> dict[str, tuple[float, torch.Tensor]]:
+    """
+    Median duration of every function and the tokens it returns. The functions run
+    in turns (one run of each, ``repeat`` times) after one warm-up run each, so that a
+    change of the load of the machine affects all of them alike.
+    """
+    tokens = {name: fct() for name, fct in fcts.items()}
+    durations: dict[str, list[float]] = {name: [] for name in fcts}
+    for _ in range(repeat):
+        for name, fct in fcts.items():
+            begin = time.perf_counter()
+            fct()
+            durations[name].append(time.perf_counter() - begin)
+    return {name: (statistics.median(durations[name]), tokens[name]) for name in fcts}
+
+
+def _session_variants() -> dict[str, Any]:
+    import onnxruntime
+
+    variants: dict[str, Any] = {"default": None}
+    for threads in (1, 2):
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = threads
+        variants[f"intra_op={threads}"] = opts
+    for threads in (0, 1, 2):
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        variants[f"intra_op={threads or 'default'}, no spinning"] = opts
+    opts = onnxruntime.SessionOptions()
+    opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    variants["graph opt basic"] = opts
+    return variants
+
+
+def bench_model(
+    name: str, prompt: int, new: int, repeat: int, variants: bool, folder: str
+) -> list[dict[str, Any]]:
+    from onnx_diagnostic.helpers.rt_helper import make_session, onnx_generate
+
+    torch.manual_seed(0)
+    data = _build(name)
+    model = data.model
+    # generate must not stop on the eos of the configuration: every method makes `new` tokens
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = None
+    vocab = model.config.vocab_size
+    filename = os.path.join(folder, f"{name}.onnx")
+    export_time = _export(data, filename)
+    input_ids = torch.randint(3, vocab, (1, prompt), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(input_ids)
+
+    def _generate() -> torch.Tensor:
+        return model.generate(input_ids, attention_mask=mask, max_new_tokens=new, do_sample=False)
+
+    fcts: dict[str, Callable[[], torch.Tensor]] = {
+        "transformers generate": _generate,
+        "torch loop (seed 003)": lambda: torch_loop(model, input_ids, new),
+    }
+    for label, opts in (_session_variants() if variants else {"default": None}).items():
+        session = make_session(filename, session_options=opts)
+        method = "onnx_generate" if label == "default" else f"onnx_generate [{label}]"
+        fcts[method] = lambda session=session: onnx_generate(session, input_ids, max_new_tokens=new)
+    with torch.no_grad():
+        measures = _measure(fcts, repeat)
+    t_generate, ref = measures["transformers generate"]
+    rows = []
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"\n{name}: {data.model_id} {type(model).__name__}, {model.config.num_hidden_layers} "
+        f"layers, {n_params / 1e6:.1f}M parameters, vocabulary {vocab}, export {export_time:.1f}s"
+    )
+    print(f"  prompt {prompt} tokens, {new} new tokens, batch 1, median of {repeat} runs")
+    for method, (duration, tokens) in measures.items():
+        same = torch.equal(tokens, ref)
+        row = dict(
+            model=name,
+            method=method,
+            seconds=duration,
+            tokens_per_s=new / duration,
+            speedup=t_generate / duration,
+            same_tokens=same,
+        )
+        rows.append(row)
+        print(
+            f"  {method:48s} {duration * 1000:9.1f} ms {new / duration:9.1f} tokens/s "
+            f"x{t_generate / duration:5.2f}  same tokens: {same}"
+        )
+    if not all(r["same_tokens"] for r in rows):
+        print("  WARNING: the methods do not produce the same tokens")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="tiny,smollm2", help=f"among {sorted(MODELS)}")
+    parser.add_argument("--prompt", type=int, default=16)
+    parser.add_argument("--new", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--variants", action="store_true", help="onnxruntime session options")
+    args = parser.parse_args(argv)
+    import onnxruntime
+    import transformers
+
+    print(
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers "
+        f"{transformers.__version__}, onnxruntime {onnxruntime.__version__}, "
+        f"{os.cpu_count()} cores"
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.models.split(","):
+            rows.extend(
+                bench_model(name.strip(), args.prompt, args.new, args.repeat, args.variants, folder)
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    main()
