@@ -275,6 +275,8 @@ class TestToOnnxTinyLLM(ExtTestCase):
         cls.filename = os.path.join(cls.tmp.name, "tiny_llm.onnx")
         model = cls.data["model"]
         cls.forward = model.forward
+        cache = cls.data["inputs"]["past_key_values"]
+        cls.cache_before = (cache, cache.layers[0].keys, tuple(cache.layers[0].keys.shape))
         with torch_export_patches(patch_transformers=True):
             cls.onx = to_onnx(
                 model,
@@ -287,6 +289,13 @@ class TestToOnnxTinyLLM(ExtTestCase):
     @classmethod
     def tearDownClass(cls):
         cls.tmp.cleanup()
+
+    def test_inputs_are_left_unchanged(self):
+        cache, keys, shape = self.cache_before
+        self.assertIs(cache, self.data["inputs"]["past_key_values"])
+        self.assertIs(keys, cache.layers[0].keys)
+        self.assertEqual(shape, tuple(cache.layers[0].keys.shape))
+        self.assertEqual((2, 1, 30, 96), shape)
 
     def test_names_follow_the_transformers_convention(self):
         self.assertEqual(
