@@ -305,6 +305,24 @@ class TestStealForward(ExtTestCase):
         self.assertIsNot(stored["", 0, "I"][0][0], x)
         self.assertEqual(stored["", 0, "I"][1]["extra"][0].device.type, "cpu")
 
+    @unittest.skipIf(not torch.cuda.is_available(), "no CUDA device")
+    def test_cuda_tensors_are_stored_on_cpu(self):
+        model = KwModel().to("cuda")
+        with tempfile.TemporaryDirectory() as tmp:
+            dump = os.path.join(tmp, "d.onnx")
+
+            def run():
+                with steal_forward(model, dump_file=dump) as stored:
+                    model(torch.ones(3, device="cuda"), scale=2.0)
+                return stored
+
+            stored, _, _ = self.capture(run)
+            self.assertEqual(stored["", 0, "I"][0][0].device.type, "cpu")
+            self.assertEqual(stored["", 0, "O"].device.type, "cpu")
+            saved = create_input_tensors_from_onnx_model(dump, device="cuda")
+        self.assertEqual(saved["", 0, "O"].device.type, "cuda")
+        self.assertEqual(saved["", 0, "O"].tolist(), [2.0, 2.0, 2.0])
+
     def test_unsupported_object_in_dump(self):
         model = KwModel()
         with tempfile.TemporaryDirectory() as tmp:

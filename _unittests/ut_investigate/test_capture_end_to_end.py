@@ -45,7 +45,7 @@ class TestCaptureEndToEnd(ExtTestCase):
         got = ep.module()(**observer.infer_arguments(2))
         self.assertEqualArray(expected.logits, got.logits, atol=1e-4)
         # and the ONNX model every recorded call, the prefill with an empty cache included
-        res = observer.check_discrepancies(epo.model_proto, atol=1e-4)
+        res = observer.check_discrepancies(epo, atol=1e-4)
         self.assertEqual([r["index"] for r in res], [0, 1, 2])
         self.assertEqual([r["n_empty"] for r in res], [2, 0, 0])
         for r in res:

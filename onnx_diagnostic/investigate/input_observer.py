@@ -479,7 +479,8 @@ class InputObserver:
         flattened in the order :func:`torch.export.export` uses (caches as
         ``key_0, value_0, ...``) and fed in the order of the model inputs.
 
-        :param onnx_model_or_path: ModelProto, file name, or an ``onnxruntime.InferenceSession``
+        :param onnx_model_or_path: ModelProto, file name, ``torch.onnx.ONNXProgram``
+            or an ``onnxruntime.InferenceSession``
         :param atol: absolute tolerance
         :param rtol: relative tolerance, a call succeeds when every output satisfies
             ``|expected - got| <= atol + rtol * |expected|``
@@ -549,10 +550,13 @@ def _session(model: Any, providers: list[str] | None) -> Any:
         return model
     if isinstance(model, (str, os.PathLike)):
         return onnxruntime.InferenceSession(os.fspath(model), providers=providers)
+    # torch.onnx.ONNXProgram
+    model = getattr(model, "model_proto", model)
     serialize = getattr(model, "SerializeToString", None)
     if serialize is None:
         raise TypeError(
-            "onnx_model_or_path must be a ModelProto, a file name or an InferenceSession, "
+            "onnx_model_or_path must be a ModelProto, a file name, an ONNXProgram or an "
+            "InferenceSession, "
             f"not {type(model).__name__}"
         )
     return onnxruntime.InferenceSession(serialize(), providers=providers)
