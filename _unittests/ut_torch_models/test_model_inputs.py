@@ -19,7 +19,10 @@ from onnx_diagnostic.torch_models.hghub.hub_api import load_config_dict
 
 def _missing_class(model_id):
     """Returns the architecture the installed transformers does not have, or None."""
-    for arch in load_config_dict(model_id)["architectures"]:
+    d = load_config_dict(model_id)
+    if d["model_type"] not in transformers.CONFIG_MAPPING:
+        return f"model_type {d['model_type']!r}"
+    for arch in d["architectures"]:
         if getattr(transformers, arch, None) is None:
             return arch
     return None
