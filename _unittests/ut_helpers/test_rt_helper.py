@@ -88,6 +88,17 @@ class TestOnnxGenerateMechanics(ExtTestCase):
         self.assertGreater(res.attempted, 10)
         self.assertEqual(0, res.failed)
 
+    def test_make_session_threads_do_not_spin_by_default(self):
+        key = "session.intra_op.allow_spinning"
+        session = make_session(_counting_model())
+        self.assertEqual("0", session.get_session_options().get_session_config_entry(key))
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = 1
+        session = make_session(_counting_model(), session_options=opts)
+        self.assertEqual(1, session.get_session_options().intra_op_num_threads)
+        with self.assertRaisesRegex(RuntimeError, "does not have configuration"):
+            session.get_session_options().get_session_config_entry(key)
+
     def test_run_session_any_dtype(self):
         from onnx_diagnostic.helpers.rt_helper import run_session
 

@@ -219,7 +219,10 @@ def make_session(
 ) -> onnxruntime.InferenceSession:
     """
     Creates an :class:`onnxruntime.InferenceSession` from a file name, a serialized model
-    or a :class:`onnx.ModelProto`, on CPU if ``providers`` is None.
+    or a :class:`onnx.ModelProto`, on CPU if ``providers`` is None. Without
+    ``session_options``, the threads of onnxruntime do not spin between two runs
+    (``session.intra_op.allow_spinning=0``): a generation loop runs python code between two
+    runs and spinning threads would slow it down on a busy machine.
 
     >>> import torch
     >>> from onnx_diagnostic.helpers.mini_onnx_builder import (
@@ -233,6 +236,12 @@ def make_session(
 
     if providers is None:
         providers = ["CPUExecutionProvider"]
+    if session_options is None:
+        session_options = onnxruntime.SessionOptions()
+        # A generation loop works in python between two runs: threads of onnxruntime
+        # spinning while they wait for the next run compete with it for the cores
+        # (see _bench/bench_generate.py --variants).
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if isinstance(model, (str, os.PathLike)):
         if not os.path.exists(model):
             raise FileNotFoundError(f"onnx_generate: model file {str(model)!r} does not exist")
@@ -497,7 +506,7 @@ def onnx_generate(
 
     batch, seq = input_ids.shape
     pad = int(pad_token_id) if pad_token_id is not None else (eos[0] if eos else 0)
-    mask = (
+    prompt_mask = (
         torch.ones(input_ids.shape, dtype=torch.int64)
         if attention_mask is None
         else attention_mask.to(torch.int64)
@@ -508,6 +517,17 @@ def onnx_generate(
     finished = torch.zeros(batch, dtype=torch.bool, device=tdevice)
 
     token_dtype = _TORCH_DTYPES[layout.token_type]
+    if layout.attention_mask:
+        # every generated token is attended: the mask of step i is a prefix of this one
+        full_mask = torch.ones(
+            (batch, seq + max_new_tokens), dtype=_TORCH_DTYPES[layout.mask_type], device=tdevice
+        )
+        full_mask[:, :seq] = prompt_mask
+    if layout.position_ids:
+        position_dtype = _TORCH_DTYPES[layout.position_type]
+        positions = _positions(prompt_mask).to(position_dtype)
+        # the position of a new token is the number of attended tokens before it
+        attended = prompt_mask.sum(dim=-1, keepdim=True).to(position_dtype)
     cache = _empty_cache(layout, batch, device)
     binding = session.io_binding()
     current = tokens
@@ -516,19 +536,15 @@ def onnx_generate(
     for _step in range(max_new_tokens):
         binding.clear_binding_inputs()
         binding.clear_binding_outputs()
+        length = current.shape[1]
         feeds = {layout.input_ids: _ortvalue(current.to(token_dtype), device)}
         if layout.attention_mask:
-            feeds[layout.attention_mask] = _ortvalue(
-                mask.to(_TORCH_DTYPES[layout.mask_type]), device
-            )
+            feeds[layout.attention_mask] = _ortvalue(full_mask[:, : past + length], device)
         if layout.position_ids:
-            positions = _positions(mask)[:, past:]
-            feeds[layout.position_ids] = _ortvalue(
-                positions.to(_TORCH_DTYPES[layout.position_type]), device
-            )
+            feeds[layout.position_ids] = _ortvalue(positions, device)
         if layout.cache_position:
             feeds[layout.cache_position] = _ortvalue(
-                torch.arange(past, past + current.shape[1], dtype=torch.int64), device
+                torch.arange(past, past + length, dtype=torch.int64), device
             )
         feeds.update(zip(layout.cache_inputs, cache))
         for name, value in feeds.items():
@@ -545,11 +561,13 @@ def onnx_generate(
             next_tokens = torch.where(finished, pad, next_tokens)
             finished |= torch.isin(next_tokens, eos_t)
         generated.append(next_tokens[:, None])
-        past += current.shape[1]
+        past += length
         if eos and bool(finished.all()):
             break
         current = next_tokens[:, None]
-        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=tdevice)], 1)
+        if layout.position_ids:
+            positions = attended.clone()
+            attended += 1
     result = torch.cat(generated, dim=1).to(input_ids.device)
     if not return_session:
         return result
