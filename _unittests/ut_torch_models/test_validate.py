@@ -61,6 +61,14 @@ class TestValidate(ExtTestCase):
         with self.assertRaisesRegex(ValueError, "no threshold for dtype torch.int64"):
             threshold_for(torch.int64)
 
+    def test_verbose_prints_progress_and_failures(self):
+        (summary, _), out, err = self.capture(
+            lambda: validate_model("not/shipped", exporter=None, verbose=1)
+        )
+        self.assertIn("[validate] step 'create' failed", out)
+        self.assertIn("create", err)  # the progress bar names the step
+        self.assertTrue(summary["status"].startswith("FAILED"))
+
     def test_summary_frame_puts_errors_last(self):
         df = summary_frame(dict(ERR_export="a\nb", status="FAILED: export", disc_abs=0.5))
         self.assertEqual(["status", "disc_abs", "ERR_export"], list(df["key"]))
