@@ -24,6 +24,7 @@ from onnx_diagnostic.cache_helpers import (
 from onnx_diagnostic.ext_test_case import ExtTestCase
 from onnx_diagnostic.helpers import compat
 from onnx_diagnostic.torch_export_patches.serialization import (
+    cache_safe_globals,
     flatten_cache_names,
     register_cache_serialization,
     register_flattening_functions,
@@ -505,8 +506,8 @@ class TestExportSaveLoad(ExtTestCase):
         buffer = io.BytesIO()
         torch.export.save(ep, buffer)
         buffer.seek(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        # torch loads example inputs with weights_only=True: the cache classes must be allowed.
+        with torch.serialization.safe_globals(cache_safe_globals()):
             loaded = torch.export.load(buffer)
         x2, c2 = torch.randn(3, 4, 8), _make_cache("dynamic", batch=3, seq=5, seed=7)
         self.assertEqualArray(model(x2, c2), loaded.module()(x2, c2), atol=1e-5)

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "SerializationEntry",
+    "cache_safe_globals",
     "flatten_cache_names",
     "register_cache_serialization",
     "register_flattening_functions",
@@ -245,6 +246,28 @@ def serialization_entries() -> list[SerializationEntry]:
             )
         )
     return entries
+
+
+def cache_safe_globals() -> list[type]:
+    """
+    Returns the cache and layer classes :func:`torch.export.load` must be allowed to
+    unpickle when a saved program took a cache as example input (torch loads them with
+    ``weights_only=True``).
+
+    .. code-block:: python
+
+        with torch.serialization.safe_globals(cache_safe_globals()):
+            ep = torch.export.load("model.pt2")
+    """
+    names = [
+        "DynamicCache",
+        "StaticCache",
+        "EncoderDecoderCache",
+        "DynamicLayer",
+        "DynamicSlidingWindowLayer",
+        "StaticLayer",
+    ]
+    return [c for c in (compat.cache_class(n) for n in names) if c is not None]
 
 
 def registered_classes() -> set[type]:
