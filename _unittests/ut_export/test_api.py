@@ -230,6 +230,28 @@ class TestToOnnxFailures(ExtTestCase):
         finally:
             lib._destroy()
 
+    def test_error_message_first_line_tells_the_cause(self):
+        text = (
+            "Failed to decompose the FX graph. \x1b[96mThis is step 2/3\x1b[0m\n- report\n\n"
+            "## Exception summary\n\n<class 'ValueError'>: Cannot view a tensor\n\nWhile ..."
+        )
+        err = ExportStepError("translation", "onnx-dynamo", RuntimeError(text), "the hint")
+        lines = str(err).splitlines()
+        self.assertEqual(
+            "to_onnx(exporter='onnx-dynamo') failed at step 'translation': RuntimeError: "
+            "Failed to decompose the FX graph. This is step 2/3 "
+            "(<class 'ValueError'>: Cannot view a tensor)",
+            lines[0],
+        )
+        self.assertEqual("Hint: the hint", lines[1])
+        self.assertNotIn("\x1b", str(err))
+        self.assertIn("While ...", str(err))
+        empty = ExportStepError("save", "onnx-dynamo", OSError(), "h")
+        self.assertEqual(
+            "to_onnx(exporter='onnx-dynamo') failed at step 'save': OSError: ",
+            str(empty).splitlines()[0],
+        )
+
     def test_optimization_failure_names_the_step(self):
         def _broken(self):
             raise RuntimeError("optimizer is broken")

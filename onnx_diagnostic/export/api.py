@@ -50,23 +50,45 @@ STEPS = ("torch.export", "translation", "optimization", "save")
 _CACHE_LEAF = re.compile(r"^(?:(?:full|sliding)_)?(key|value)_(\d+)$")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _error_cause(text: str) -> str:
+    """
+    One line telling what went wrong: the first line of the error, followed by the first
+    line of the section ``## Exception summary`` torch.onnx adds to its messages.
+    """
+    lines = [li.strip() for li in text.splitlines() if li.strip()]
+    if not lines:
+        return ""
+    cause = lines[0]
+    if "## Exception summary" in lines:
+        after = lines[lines.index("## Exception summary") + 1 :]
+        if after:
+            cause += f" ({after[0]})"
+    return cause
+
+
 class ExportStepError(RuntimeError):
     """
     Raised by :func:`to_onnx` when one step fails. ``step`` is one of
     ``"torch.export"``, ``"translation"``, ``"optimization"``, ``"save"``, ``hint`` tells
     what usually fixes it, the original exception is chained (``__cause__``).
+    The message starts with one line naming the step and the cause, then the hint,
+    then the original message.
     """
 
     def __init__(self, step: str, exporter: str, exc: BaseException, hint: str):
         self.step = step
         self.exporter = exporter
         self.hint = hint
-        text = str(exc).strip()
+        text = _ANSI.sub("", str(exc)).strip()
         if len(text) > 3000:
             text = text[:3000] + " ..."
         super().__init__(
             f"to_onnx(exporter={exporter!r}) failed at step {step!r}: "
-            f"{type(exc).__name__}: {text}\nHint: {hint}"
+            f"{type(exc).__name__}: {_error_cause(text)}\nHint: {hint}\n"
+            f"{type(exc).__name__}: {text}"
         )
 
 
