@@ -90,7 +90,8 @@ print("-- answer (token ids)", outputs[0].tolist())
 model.forward = keep_model_forward
 
 # %%
-# Another syntax with :func:`onnx_diagnostic.helpers.torch_helper.steal_forward`.
+# Another syntax with :func:`onnx_diagnostic.helpers.torch_helper.steal_forward
+# <onnx_diagnostic.helpers.steal.steal_forward>`.
 
 with steal_forward(model):
     model.generate(
