@@ -54,7 +54,7 @@ def reduce_model_config(config: Any) -> dict[str, Any]:
 
 
 def random_input_kwargs(config: Any) -> tuple[dict[str, Any], Callable]:
-    """Returns the default arguments of :func:`get_inputs` and :func:`get_inputs`."""
+    """Returns the default arguments of :func:`get_inputs`, and that function."""
     image_size = getattr(config, "image_size", None) or DEFAULT_IMAGE_SIZE
     if isinstance(image_size, (tuple, list)):
         image_size = image_size[0]

@@ -74,7 +74,7 @@ def _image_token_id(config: Any) -> int:
 
 
 def random_input_kwargs(config: Any) -> tuple[dict[str, Any], Callable]:
-    """Returns the default arguments of :func:`get_inputs` and :func:`get_inputs`."""
+    """Returns the default arguments of :func:`get_inputs`, and that function."""
     kwargs, _ = text_generation.random_input_kwargs(config)
     vision = cfg_get(config, "vision_config")
     tokens = int(cfg_get(config, "mm_tokens_per_image"))

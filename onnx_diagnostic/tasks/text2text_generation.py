@@ -52,7 +52,7 @@ def reduce_model_config(config: Any) -> dict[str, Any]:
 
 
 def random_input_kwargs(config: Any) -> tuple[dict[str, Any], Callable]:
-    """Returns the default arguments of :func:`get_inputs` and :func:`get_inputs`."""
+    """Returns the default arguments of :func:`get_inputs`, and that function."""
     layers, heads, dim = decoder_geometry(config)
     kwargs = dict(
         batch_size=2,

@@ -33,5 +33,5 @@ AUTO_CLASS = "AutoModelForSequenceClassification"
 
 
 def random_input_kwargs(config: Any) -> tuple[dict[str, Any], Callable]:
-    """Returns the default arguments of :func:`get_inputs` and :func:`get_inputs`."""
+    """Returns the default arguments of :func:`get_inputs`, and that function."""
     return encoder_input_kwargs(config), get_inputs
