@@ -286,6 +286,14 @@ def get_cache_layer_types(cache: Any) -> list[str]:
     """
     Returns the type of every layer of a cache,
     ``"full_attention"`` or ``"sliding_attention"``.
+
+    >>> import torch
+    >>> kv = (torch.rand(1, 2, 3, 4), torch.rand(1, 2, 3, 4))
+    >>> cache = make_dynamic_cache(
+    ...     [kv, kv], layer_types=["sliding_attention", "full_attention"], sliding_window=8
+    ... )
+    >>> get_cache_layer_types(cache)
+    ['sliding_attention', 'full_attention']
     """
     out = []
     for layer in getattr(cache, "layers", []):

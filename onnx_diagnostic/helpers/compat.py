@@ -81,7 +81,12 @@ def _transformers_class(module: str, name: str) -> type | None:
 
 
 def cache_class(name: str) -> type | None:
-    """Returns the class ``transformers.cache_utils.<name>`` or None if it does not exist."""
+    """
+    Returns the class ``transformers.cache_utils.<name>`` or None if it does not exist.
+
+    >>> cache_class("DynamicCache").__name__, cache_class("NoSuchCache")
+    ('DynamicCache', None)
+    """
     return transformers_class("cache_utils", name)
 
 
@@ -90,12 +95,22 @@ def loaded_cache_module() -> Any:
     Returns ``transformers.cache_utils`` only if it was already imported, None otherwise.
     Functions inspecting arbitrary objects use it to avoid importing :epkg:`transformers`:
     an object cannot be a cache if that module was never loaded.
+
+    >>> import transformers.cache_utils
+    >>> loaded_cache_module() is transformers.cache_utils
+    True
     """
     return sys.modules.get("transformers.cache_utils", None)
 
 
 def loaded_model_output_class() -> type | None:
-    """Returns ``transformers.utils.ModelOutput`` if transformers was imported, None otherwise."""
+    """
+    Returns ``transformers.utils.ModelOutput`` if transformers was imported, None otherwise.
+
+    >>> import transformers.utils
+    >>> loaded_model_output_class() is transformers.utils.ModelOutput
+    True
+    """
     mod = sys.modules.get("transformers.utils.generic", None)
     return None if mod is None else getattr(mod, "ModelOutput", None)
 
@@ -122,6 +137,12 @@ def init_layer(layer: Any, key: Any, value: Any) -> Any:
     Fills a cache layer with ``key`` and ``value`` as they are (no concatenation, no window
     truncation) whatever the version of :epkg:`transformers`, and returns it.
     It creates no tensor, so it is safe while :func:`torch.export.export` traces the model.
+
+    >>> import torch
+    >>> kv = torch.ones(1, 2, 3, 4)
+    >>> layer = init_layer(cache_class("DynamicLayer")(), kv, kv)
+    >>> layer.get_seq_length()
+    3
     """
     layer.dtype, layer.device = key.dtype, key.device
     layer.keys = key
@@ -149,6 +170,10 @@ def new_sliding_window_layer(sliding_window: int) -> Any:
     :func:`torch.export.export` traces, that tensor would become a lifted constant. A layer
     created outside an export is kept as a template, and the next layers are shallow copies of
     it: fresh state, no tensor created, while exporting too.
+
+    >>> layer = new_sliding_window_layer(16)
+    >>> layer.sliding_window, layer.is_initialized
+    (16, False)
     """
     import copy
 
@@ -173,6 +198,12 @@ def dynamic_rope_wrapper(fct: Any) -> Any:
     Returns the function created by ``transformers.modeling_rope_utils.dynamic_rope_update``
     in the chain of decorators of ``fct`` (``torch.no_grad()`` often wraps it),
     None if there is none.
+
+    >>> from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+    >>> dynamic_rope_wrapper(LlamaRotaryEmbedding.forward) is not None
+    True
+    >>> dynamic_rope_wrapper(len) is None
+    True
     """
     seen = 0
     while fct is not None and seen < 8:
@@ -189,7 +220,12 @@ def dynamic_rope_wrapper(fct: Any) -> Any:
 
 
 def rope_init_function(rope_type: str) -> Any:
-    """Returns the function transformers uses to compute inverse frequencies of ``rope_type``."""
+    """
+    Returns the function transformers uses to compute inverse frequencies of ``rope_type``.
+
+    >>> callable(rope_init_function("dynamic"))
+    True
+    """
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     return ROPE_INIT_FUNCTIONS[rope_type]
@@ -200,6 +236,10 @@ def rope_original_max_position(config: Any, layer_type: str | None = None) -> in
     Returns ``original_max_position_embeddings`` of a rope configuration:
     ``config.rope_parameters[...]`` in transformers>=5, a config attribute before,
     ``max_position_embeddings`` if neither exists.
+
+    >>> from transformers import LlamaConfig
+    >>> rope_original_max_position(LlamaConfig(max_position_embeddings=128))
+    128
     """
     params = getattr(config, "rope_parameters", None)
     if isinstance(params, dict):

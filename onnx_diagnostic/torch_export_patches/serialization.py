@@ -209,6 +209,9 @@ def serialization_entries() -> list[SerializationEntry]:
     """
     Returns the cache classes of the installed :epkg:`transformers`
     this module can flatten, with their functions.
+
+    >>> sorted(e.cls.__name__ for e in serialization_entries())[:2]
+    ['DynamicCache', 'EncoderDecoderCache']
     """
     entries = []
     dyn = compat.cache_class("DynamicCache")
@@ -271,7 +274,13 @@ def cache_safe_globals() -> list[type]:
 
 
 def registered_classes() -> set[type]:
-    """Returns the classes currently registered in :mod:`torch.utils._pytree`."""
+    """
+    Returns the classes currently registered in :mod:`torch.utils._pytree`.
+
+    >>> from transformers.cache_utils import DynamicCache
+    >>> DynamicCache in registered_classes()  # registered by importing cache_helpers
+    True
+    """
     return set(pytree.SUPPORTED_NODES)
 
 
@@ -302,6 +311,10 @@ def unregister(cls: type) -> None:
     """
     Removes ``cls`` from the pytree registry (python and, if present, C++ implementation).
     Does nothing if it is not registered.
+
+    >>> class NotRegistered:
+    ...     pass
+    >>> unregister(NotRegistered)  # no-op
     """
     if cls not in pytree.SUPPORTED_NODES:
         return
@@ -329,6 +342,9 @@ def register_cache_serialization(verbose: int = 0) -> list[type]:
 
     :param verbose: prints the registered classes if > 0
     :return: the classes this call registered (to undo with :func:`unregister`)
+
+    >>> register_cache_serialization()  # importing cache_helpers already registered them
+    []
     """
     done = []
     for entry in serialization_entries():

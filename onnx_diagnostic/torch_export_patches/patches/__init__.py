@@ -20,6 +20,11 @@ def known_patches(patch_transformers: bool = True, patch_torch: bool = True) -> 
     Returns the declared patches of the selected libraries, whether or not they apply to the
     installed versions. :epkg:`torch` needs no patch for the supported models with
     torch>=2.9, the list of torch patches is empty.
+
+    >>> [p.library for p in known_patches()]
+    ['transformers', 'transformers']
+    >>> known_patches(patch_transformers=False)
+    []
     """
     specs: list[PatchSpec] = []
     if patch_transformers:

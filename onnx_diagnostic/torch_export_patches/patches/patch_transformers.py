@@ -109,6 +109,17 @@ def traceable_inv_freq(
     uses for ``position_ids``, without Python branches on tensor values and without
     modifying ``module``. Returns None for a rope type that needs no update.
     It matches what transformers computes when positions grow, as in generation.
+
+    >>> import torch
+    >>> from transformers import LlamaConfig
+    >>> from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+    >>> cfg = LlamaConfig(hidden_size=32, num_attention_heads=2, max_position_embeddings=16,
+    ...                   rope_scaling=dict(rope_type="dynamic", factor=2.0))
+    >>> rope = LlamaRotaryEmbedding(cfg)
+    >>> short = traceable_inv_freq(rope, torch.arange(8)[None], "cpu")
+    >>> long = traceable_inv_freq(rope, torch.arange(64)[None], "cpu")
+    >>> bool(torch.equal(short, rope.original_inv_freq)), bool((long <= short).all())
+    (True, True)
     """
     rope_type = module.rope_type if layer_type is None else module.rope_type[layer_type]
     if "dynamic" not in rope_type and rope_type != "longrope":

@@ -84,6 +84,19 @@ def apply_patch(spec: PatchSpec) -> list[AppliedPatch]:
     """
     Applies one patch to every target found; returns what was replaced, to undo in reverse
     order. If a target fails, the targets already replaced are restored before raising.
+
+    >>> import types
+    >>> mod = types.SimpleNamespace(f=lambda: 1)
+    >>> original = mod.f
+    >>> spec = PatchSpec("demo:f", "demo", "why", "what", "any",
+    ...                  targets=lambda: [(mod, "f")], make=lambda f: (lambda: 2))
+    >>> done = apply_patch(spec)
+    >>> mod.f()
+    2
+    >>> for p in reversed(done):
+    ...     p.undo()
+    >>> mod.f is original
+    True
     """
     done: list[AppliedPatch] = []
     try:
@@ -103,7 +116,13 @@ def apply_patch(spec: PatchSpec) -> list[AppliedPatch]:
 
 
 def describe(spec: PatchSpec) -> dict[str, Any]:
-    """Returns a row describing a patch (targets resolved in the installed versions)."""
+    """
+    Returns a row describing a patch (targets resolved in the installed versions).
+
+    >>> from onnx_diagnostic.torch_export_patches.patches import known_patches
+    >>> describe(known_patches()[0])["targets"]
+    ['transformers.cache_utils.DynamicLayer.lazy_initialization']
+    """
     try:
         targets = [_target_name(o, a) for o, a in spec.targets()]
     except Exception as e:  # a broken lookup is reported, not raised
