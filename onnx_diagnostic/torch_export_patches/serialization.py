@@ -6,7 +6,11 @@ records the type of every layer so that unflattening rebuilds the same layer cla
 (``DynamicSlidingWindowLayer`` included). Keys are named ``key_<i>`` / ``value_<i>`` when all
 layers share one type, ``<type>_key_<i>`` (``full_key_0``, ``sliding_key_1``) when they differ.
 An ``EncoderDecoderCache`` flattens into ``[self_attention_cache, cross_attention_cache]``,
-a ``StaticCache`` like a DynamicCache with the full ``max_cache_len`` tensors.
+a ``StaticCache`` like a DynamicCache with the full ``max_cache_len`` tensors, followed on
+transformers>=5 by the filled length of every layer (0-d tensors ``cumulative_length_<i>``,
+data rather than structure, so never in the context). Contexts are JSON-serializable, so
+:func:`torch.export.save` / :func:`torch.export.load` keep the specification
+(see :func:`cache_safe_globals` for loading).
 
 :class:`transformers.utils.ModelOutput` subclasses are registered by transformers itself,
 they are left as they are.
