@@ -28,6 +28,7 @@ import torch
 import transformers.cache_utils as _cu
 
 from .helpers import compat
+from .helpers.compat import is_cache
 
 __all__ = [
     "CacheInputError",
@@ -47,17 +48,6 @@ SLIDING_ATTENTION = "sliding_attention"
 
 class CacheInputError(ValueError):
     """Raised when the tensors given to build a cache are not consistent."""
-
-
-def is_cache(obj: Any) -> bool:
-    """
-    Tells if ``obj`` is a :epkg:`transformers` cache (without importing transformers).
-
-    >>> is_cache(None)
-    False
-    """
-    mod = compat.loaded_cache_module()
-    return mod is not None and isinstance(obj, mod.Cache)
 
 
 def _check_pairs(key_value_pairs: Any, argname: str = "key_value_pairs") -> list[tuple]:

@@ -27,7 +27,6 @@ import torch
 
 from .helpers import compat
 from .helpers.helper import (
-    _is_cache,
     _is_encoder_decoder_cache,
     _is_model_output,
     _numpy_elem_type,
@@ -455,7 +454,7 @@ def _any_mismatch(expected: Any, value: Any, path: str, atol: float, rtol: float
             if err:
                 return err
         return None
-    if _is_cache(expected):
+    if compat.is_cache(expected):
         return _cache_mismatch(expected, value, path, atol, rtol)
     try:
         same = type(expected) is type(value) and bool(expected == value)

@@ -151,8 +151,7 @@ def _kind_difference(a: Any, b: Any, path_a: str, path_b: str) -> str | None:
 
 
 def _ensure_registered(obj: Any) -> None:
-    mod = compat.loaded_cache_module()
-    if mod is not None and isinstance(obj, mod.Cache):
+    if compat.is_cache(obj):
         # importing it registers the caches with the canonical flattening
         from .. import cache_helpers  # noqa: F401
 

@@ -103,6 +103,18 @@ def loaded_cache_module() -> Any:
     return sys.modules.get("transformers.cache_utils", None)
 
 
+def is_cache(obj: Any) -> bool:
+    """
+    Tells if ``obj`` is a :epkg:`transformers` cache, without importing transformers:
+    an object cannot be a cache if ``transformers.cache_utils`` was never loaded.
+
+    >>> is_cache(None)
+    False
+    """
+    mod = loaded_cache_module()
+    return mod is not None and isinstance(obj, mod.Cache)
+
+
 def loaded_model_output_class() -> type | None:
     """
     Returns ``transformers.utils.ModelOutput`` if transformers was imported, None otherwise.

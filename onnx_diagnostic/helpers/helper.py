@@ -328,8 +328,7 @@ if hasattr(np, "dtypes"):
 
 def _formatter(cls: type, obj: Any) -> Formatter:
     """Finds the formatter of a type not in the table and adds it to the table."""
-    cache_mod = compat.loaded_cache_module()
-    if cache_mod is not None and isinstance(obj, cache_mod.Cache):
+    if compat.is_cache(obj):
         fmt = _fmt_cache
     else:
         model_output = compat.loaded_model_output_class()
@@ -417,11 +416,6 @@ def string_type(obj: Any, with_shape: bool = False, with_min_max: bool = False) 
 # ----------------------------------------------------------------------------------------
 
 
-def _is_cache(obj: Any) -> bool:
-    mod = compat.loaded_cache_module()
-    return mod is not None and isinstance(obj, mod.Cache)
-
-
 def _is_model_output(obj: Any) -> bool:
     cls = compat.loaded_model_output_class()
     return cls is not None and isinstance(obj, cls)
@@ -465,7 +459,7 @@ def _flatten_named(obj: Any, path: str, out: list[tuple[str, Any]]) -> None:
     elif isinstance(obj, dict):
         for k, v in obj.items():
             _flatten_named(v, f"{path}[{k!r}]", out)
-    elif _is_cache(obj):
+    elif compat.is_cache(obj):
         out.extend(_cache_named_tensors(obj, path))
     elif type(obj) in torch.utils._pytree.SUPPORTED_NODES:
         children, _ = torch.utils._pytree.tree_flatten(obj, is_leaf=lambda x: x is not obj)
@@ -618,7 +612,7 @@ def _kind(obj: Any) -> str:
         return "seq"
     if isinstance(obj, dict):
         return "dict"
-    if _is_cache(obj):
+    if compat.is_cache(obj):
         return "cache"
     return "other"
 

@@ -21,14 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .helper import _is_cache, _is_encoder_decoder_cache, _is_model_output
+from . import compat
+from .helper import _is_encoder_decoder_cache, _is_model_output
 
 __all__ = ["dummy_llm", "get_weight_type", "to_any", "torch_deepcopy"]
 
 
 def _is_dynamic_cache(cache: Any) -> bool:
-    from . import compat
-
     cls = compat.cache_class("DynamicCache")
     return cls is not None and isinstance(cache, cls)
 
@@ -107,7 +106,7 @@ def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor], other: Ca
         return items if type(obj) is dict else type(obj)(items)
     if isinstance(obj, (set, frozenset)):
         return type(obj)(_map_tensors(v, fn, other) for v in obj)
-    if _is_cache(obj):
+    if compat.is_cache(obj):
         return _map_cache(obj, fn)
     return other(obj)
 
