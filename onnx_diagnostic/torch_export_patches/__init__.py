@@ -15,14 +15,13 @@ exit, normally or through an exception.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import cache_helpers  # noqa: F401  (registers the caches once, see DESIGN.md)
 from .patch_inputs import convert_legacy_caches, use_dyn_not_str
 from .patches import AppliedPatch, apply_patch, known_patches, list_patches
-from .serialization import register_cache_serialization, register_flattening_functions, unregister
+from .serialization import register_flattening_functions
 
 __all__ = [
     "bypass_export_some_errors",
@@ -31,42 +30,6 @@ __all__ = [
     "torch_export_patches",
     "use_dyn_not_str",
 ]
-
-logger = logging.getLogger(__name__)
-
-
-def _is_patched(obj: Any) -> bool:
-    return bool(getattr(obj, "__onnx_diagnostic_patch__", False))
-
-
-def _apply_specs(specs: list, verbose: int) -> list[AppliedPatch]:
-    applied: list[AppliedPatch] = []
-    try:
-        for spec in specs:
-            if not spec.applies():
-                if verbose:
-                    print(f"[torch_export_patches] skips {spec.name} (not needed here)")
-                continue
-            # A target already patched by an enclosing context is left to that context.
-            fresh = [(o, a) for o, a in spec.targets() if not _is_patched(vars(o).get(a, None))]
-            if not fresh:
-                continue
-            done = apply_patch(_with_targets(spec, fresh))
-            applied.extend(done)
-            if verbose:
-                for p in done:
-                    print(f"[torch_export_patches] patches {p.target} ({spec.name})")
-    except Exception:
-        for p in reversed(applied):
-            p.undo()
-        raise
-    return applied
-
-
-def _with_targets(spec: Any, targets: list) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(spec, targets=lambda: targets)
 
 
 @contextlib.contextmanager
@@ -102,27 +65,26 @@ def torch_export_patches(
             )
     """
     with contextlib.ExitStack() as stack:
-        registered = register_cache_serialization(verbose=verbose)
-        stack.callback(_unregister_all, registered, verbose)
+        stack.enter_context(register_flattening_functions(verbose=verbose))
         if patch:
             specs = known_patches(patch_transformers=patch_transformers, patch_torch=patch_torch)
-            applied = _apply_specs(specs, verbose)
-            stack.callback(_undo_all, applied, verbose)
+            for spec in specs:
+                if not spec.applies():
+                    if verbose:
+                        print(f"[torch_export_patches] skips {spec.name} (not needed here)")
+                    continue
+                for applied in apply_patch(spec):
+                    # The undo is pushed right after the change: an exception restores it.
+                    stack.callback(_undo, applied, verbose)
+                    if verbose:
+                        print(f"[torch_export_patches] patches {applied.target} ({spec.name})")
         yield convert_legacy_caches
 
 
-def _undo_all(applied: list[AppliedPatch], verbose: int) -> None:
-    for p in reversed(applied):
-        p.undo()
-        if verbose:
-            print(f"[torch_export_patches] restores {p.target}")
-
-
-def _unregister_all(classes: list[type], verbose: int) -> None:
-    for cls in reversed(classes):
-        unregister(cls)
-        if verbose:
-            print(f"[torch_export_patches] unregisters {cls.__name__}")
+def _undo(applied: AppliedPatch, verbose: int) -> None:
+    applied.undo()
+    if verbose:
+        print(f"[torch_export_patches] restores {applied.target}")
 
 
 #: Older name of :func:`torch_export_patches`, kept for the scripts that use it.

@@ -84,6 +84,7 @@ def apply_patch(spec: PatchSpec) -> list[AppliedPatch]:
     """
     Applies one patch to every target found; returns what was replaced, to undo in reverse
     order. If a target fails, the targets already replaced are restored before raising.
+    A target already replaced by a patch (an enclosing context) is left as it is.
 
     >>> import types
     >>> mod = types.SimpleNamespace(f=lambda: 1)
@@ -103,6 +104,9 @@ def apply_patch(spec: PatchSpec) -> list[AppliedPatch]:
         for owner, attribute in spec.targets():
             # vars() keeps descriptors (staticmethod...) as they are, getattr would unwrap them.
             original = vars(owner).get(attribute, _MISSING)
+            if getattr(original, "__onnx_diagnostic_patch__", False):
+                # Patched by an enclosing context, which restores it.
+                continue
             current = getattr(owner, attribute)
             replacement = spec.make(current)
             setattr(owner, attribute, replacement)
