@@ -28,7 +28,6 @@ import torch
 from .helpers import compat
 from .helpers.helper import (
     _is_encoder_decoder_cache,
-    _is_model_output,
     _numpy_elem_type,
     _to_torch,
     _torch_elem_type,
@@ -424,7 +423,7 @@ def _any_mismatch(expected: Any, value: Any, path: str, atol: float, rtol: float
         if not same and abs(expected - value) > atol + rtol * abs(expected):
             return f"{path}: {expected!r} vs {value!r} (atol={atol}, rtol={rtol})"
         return None
-    if _is_model_output(expected):
+    if compat.is_model_output(expected):
         if type(expected) is not type(value):
             return _type_mismatch(expected, value, path)
         if list(expected.keys()) != list(value.keys()):
@@ -445,7 +444,7 @@ def _any_mismatch(expected: Any, value: Any, path: str, atol: float, rtol: float
                 return err
         return None
     if isinstance(expected, dict):
-        if not isinstance(value, dict) or _is_model_output(value):
+        if not isinstance(value, dict) or compat.is_model_output(value):
             return _type_mismatch(expected, value, path)
         if set(expected) != set(value):
             return f"{path}: keys {sorted(map(str, expected))} vs {sorted(map(str, value))}"

@@ -322,12 +322,7 @@ def _leaf_names(obj: Any, prefix: str, cache_prefix: str | None) -> list[tuple[s
     Names every leaf of ``obj`` (pytree order). Caches are named
     ``cache_prefix.N.key`` or, if cache_prefix is None, ``<path>.N.key``.
     """
-    output_class = compat.loaded_model_output_class()
-
-    def _is_model_output(x: Any) -> bool:
-        return output_class is not None and isinstance(x, output_class)
-
-    if _is_model_output(obj):
+    if compat.is_model_output(obj):
         # transformers < 5 registers ModelOutput without flatten_with_keys_fn,
         # its flattening is the sequence of the fields which are not None.
         out = []
@@ -336,7 +331,7 @@ def _leaf_names(obj: Any, prefix: str, cache_prefix: str | None) -> list[tuple[s
             out.extend(_leaf_names(value, name, cache_prefix))
         return out
     flat, _ = pytree.tree_flatten_with_path(
-        obj, is_leaf=lambda x: is_cache(x) or _is_model_output(x)
+        obj, is_leaf=lambda x: is_cache(x) or compat.is_model_output(x)
     )
     out = []
     for path, leaf in flat:
@@ -344,7 +339,7 @@ def _leaf_names(obj: Any, prefix: str, cache_prefix: str | None) -> list[tuple[s
         if is_cache(leaf):
             cache_names = _cache_leaf_names(leaf, cache_prefix or name)
             out.extend(zip(cache_names, pytree.tree_leaves(leaf)))
-        elif _is_model_output(leaf):
+        elif compat.is_model_output(leaf):
             out.extend(_leaf_names(leaf, name, cache_prefix))
         else:
             out.append((name, leaf))

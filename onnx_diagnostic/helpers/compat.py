@@ -115,6 +115,18 @@ def is_cache(obj: Any) -> bool:
     return mod is not None and isinstance(obj, mod.Cache)
 
 
+def is_model_output(obj: Any) -> bool:
+    """
+    Tells if ``obj`` is a :class:`transformers.utils.ModelOutput`, without importing
+    transformers.
+
+    >>> is_model_output({"logits": None})
+    False
+    """
+    cls = loaded_model_output_class()
+    return cls is not None and isinstance(obj, cls)
+
+
 def loaded_model_output_class() -> type | None:
     """
     Returns ``transformers.utils.ModelOutput`` if transformers was imported, None otherwise.

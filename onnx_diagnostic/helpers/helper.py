@@ -331,8 +331,7 @@ def _formatter(cls: type, obj: Any) -> Formatter:
     if compat.is_cache(obj):
         fmt = _fmt_cache
     else:
-        model_output = compat.loaded_model_output_class()
-        if model_output is not None and isinstance(obj, model_output):
+        if compat.is_model_output(obj):
             fmt = _fmt_model_output
         elif isinstance(obj, np.generic):
             fmt = _fmt_numpy_scalar
@@ -416,11 +415,6 @@ def string_type(obj: Any, with_shape: bool = False, with_min_max: bool = False) 
 # ----------------------------------------------------------------------------------------
 
 
-def _is_model_output(obj: Any) -> bool:
-    cls = compat.loaded_model_output_class()
-    return cls is not None and isinstance(obj, cls)
-
-
 def _is_encoder_decoder_cache(obj: Any) -> bool:
     return hasattr(obj, "self_attention_cache") and hasattr(obj, "cross_attention_cache")
 
@@ -450,7 +444,7 @@ def _flatten_named(obj: Any, path: str, out: list[tuple[str, Any]]) -> None:
         out.append((path, torch.tensor(obj)))
     elif isinstance(obj, np.generic):
         out.append((path, np.asarray(obj)))
-    elif _is_model_output(obj):
+    elif compat.is_model_output(obj):
         for k, v in obj.items():
             _flatten_named(v, f"{path}.{k}", out)
     elif isinstance(obj, (list, tuple)):
@@ -606,7 +600,7 @@ def _kind(obj: Any) -> str:
         return "none"
     if isinstance(obj, str):
         return "str"
-    if _is_model_output(obj):
+    if compat.is_model_output(obj):
         return "output"
     if isinstance(obj, (list, tuple)):
         return "seq"

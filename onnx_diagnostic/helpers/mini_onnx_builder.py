@@ -313,14 +313,11 @@ class _Encoder:
             self._children("dict", items, steps, where)
             return
         cls_name = type(obj).__name__
-        model_output = compat.loaded_model_output_class()
-        if model_output is not None and isinstance(obj, model_output):
+        if compat.is_model_output(obj):
             items = [(_encode_key(k, where), _path_item(k), v) for k, v in obj.items()]
             self._children(f"ModelOutput[{_quote(cls_name)}]", items, steps, where)
             return
-        from ..cache_helpers import is_cache
-
-        if is_cache(obj):
+        if compat.is_cache(obj):
             kind, items = _cache_children(obj, where)
             self._children(kind, items, steps, where)
             return

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import compat
-from .helper import _is_encoder_decoder_cache, _is_model_output
+from .helper import _is_encoder_decoder_cache
 
 __all__ = ["dummy_llm", "get_weight_type", "to_any", "torch_deepcopy"]
 
@@ -91,7 +91,7 @@ def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor], other: Ca
         return fn(obj)
     if obj is None or isinstance(obj, (bool, int, float, complex, str)):
         return obj
-    if _is_model_output(obj):
+    if compat.is_model_output(obj):
         return type(obj)(**{k: _map_tensors(v, fn, other) for k, v in obj.items()})
     if isinstance(obj, tuple):
         items = [_map_tensors(v, fn, other) for v in obj]
