@@ -121,13 +121,27 @@ def _translate_onnx_dynamo(
     )
 
 
+def _translate_custom(
+    ep: torch.export.ExportedProgram, target_opset: int | None, verbose: int
+) -> Any:
+    from .custom.translator import translate_program
+
+    return translate_program(ep, target_opset=target_opset, verbose=verbose)
+
+
 #: Available exporters, ``exporter=`` picks one of them.
 EXPORTERS: dict[str, Exporter] = {
     "onnx-dynamo": Exporter(
         "onnx-dynamo",
         _translate_onnx_dynamo,
         "torch.export.export(strict=False) then torch.onnx.export(dynamo=True)",
-    )
+    ),
+    "custom": Exporter(
+        "custom",
+        _translate_custom,
+        "torch.export.export(strict=False) then onnx_diagnostic's own ATen-to-ONNX "
+        "translation and passes (opset 23, fused ops for onnxruntime)",
+    ),
 }
 
 _HINTS = {

@@ -1,0 +1,393 @@
+"""
+Translation of a :class:`torch.export.ExportedProgram` into an :class:`onnx_ir.Model`:
+one walk over the ATen graph, each node translated by the function :mod:`.aten_ops`
+registers for its target. Parameters, buffers and constants become initializers (named
+after the state dict), user inputs graph inputs (named after the placeholders, the
+symbolic dimensions after torch's symbols, renamed later with :meth:`CustomProgram.rename_axes`).
+
+>>> import torch
+>>> from onnx_diagnostic.export.custom.translator import translate_program
+>>> class M(torch.nn.Module):
+...     def forward(self, x):
+...         return torch.relu(x) + 1
+>>> ep = torch.export.export(M(), (torch.rand(3, 4),))
+>>> program = translate_program(ep)
+>>> [n.op_type for n in program.model.graph]
+['Relu', 'Add']
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+import onnx_ir as ir
+import torch
+from torch.export.graph_signature import InputKind
+
+from .builder import GraphBuilder
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "CustomProgram",
+    "UnsupportedATenOpError",
+    "TranslationError",
+    "translate_program",
+]
+
+#: Opset used when ``target_opset`` is None (Attention and RotaryEmbedding need 23).
+DEFAULT_OPSET = 23
+
+_SKIPPED_FRAMES = ("torch/", "torch\\", "onnx_diagnostic/", "onnx_diagnostic\\")
+
+
+def source_line(node: torch.fx.Node) -> str:
+    """
+    The line of the user's code (or of transformers) that produced ``node``:
+    the last frame of its stack trace which is not torch's nor ours.
+    """
+    trace = node.meta.get("stack_trace") or ""
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)', trace)
+    if not frames:
+        return "<unknown source>"
+    chosen = frames[-1]
+    for f in reversed(frames):
+        if not any(s in f[0] for s in _SKIPPED_FRAMES):
+            chosen = f
+            break
+    return f"{chosen[0]}:{chosen[1]} in {chosen[2]}: {chosen[3].strip()}"
+
+
+def _describe_arg(a: Any) -> str:
+    if isinstance(a, torch.fx.Node):
+        val = a.meta.get("val")
+        if isinstance(val, torch.Tensor):
+            shape = "x".join(str(d) for d in val.shape)
+            return f"{a.name}:{str(val.dtype).replace('torch.', '')}[{shape}]"
+        return f"{a.name}:{val!r}" if val is not None else a.name
+    if isinstance(a, (list, tuple)):
+        return "[" + ", ".join(_describe_arg(x) for x in a) + "]"
+    return repr(a)
+
+
+def node_description(node: torch.fx.Node) -> str:
+    """``aten.op(arg shapes...)`` and the source line, used in error messages."""
+    args = ", ".join(_describe_arg(a) for a in node.args)
+    if node.kwargs:
+        args += ", " + ", ".join(f"{k}={_describe_arg(v)}" for k, v in node.kwargs.items())
+    return f"{node.target}({args}) at {source_line(node)}"
+
+
+class TranslationError(RuntimeError):
+    """
+    Raised when the translation of one node fails; names the ATen op, the arguments with
+    their shapes and the line of source which produced it.
+    """
+
+    def __init__(self, node: torch.fx.Node, reason: str):
+        self.node_name = node.name
+        self.target = str(node.target)
+        self.source = source_line(node)
+        super().__init__(f"{reason}: node {node.name!r}, {node_description(node)}")
+
+
+class UnsupportedATenOpError(TranslationError, NotImplementedError):
+    """Raised when no translation is registered for an ATen op."""
+
+    def __init__(self, node: torch.fx.Node):
+        super().__init__(
+            node,
+            f"the custom exporter has no translation for {node.target} "
+            "(export with exporter='onnx-dynamo' meanwhile)",
+        )
+
+
+def _opname(target: Any) -> str:
+    if isinstance(target, torch._ops.OpOverload):
+        return str(target)
+    return getattr(target, "__name__", str(target))
+
+
+class _Translator:
+    def __init__(self, ep: torch.export.ExportedProgram, opset: int, verbose: int):
+        from .aten_ops import TRANSLATIONS
+
+        self.ep = ep
+        self.g = GraphBuilder(opset)
+        self.table: dict[Any, Callable] = TRANSLATIONS
+        self.verbose = verbose
+
+    # values of the arguments
+
+    def arg(self, env: dict, a: Any) -> Any:
+        if isinstance(a, torch.fx.Node):
+            if a not in env:  # pragma: no cover - fx graphs are topologically sorted
+                raise KeyError(f"node {a.name!r} used before being computed")
+            return env[a]
+        if isinstance(a, (list, tuple)):
+            return type(a)(self.arg(env, x) for x in a) if not hasattr(a, "_fields") else a
+        if isinstance(a, dict):
+            return {k: self.arg(env, v) for k, v in a.items()}
+        return a
+
+    # placeholders
+
+    def _state_tensor(self, spec: Any) -> torch.Tensor:
+        target = spec.target
+        if target in self.ep.state_dict:
+            return self.ep.state_dict[target]
+        if target in self.ep.constants:
+            return self.ep.constants[target]
+        raise KeyError(f"no tensor for {spec.kind.name.lower()} {target!r}")
+
+    def placeholders(self, env: dict) -> None:
+        g = self.g
+        nodes = [n for n in self.ep.graph.nodes if n.op == "placeholder"]
+        specs = self.ep.graph_signature.input_specs
+        if len(nodes) != len(specs):  # pragma: no cover - torch invariant
+            raise RuntimeError("placeholders and input specs disagree")
+        for node, spec in zip(nodes, specs):
+            val = node.meta.get("val")
+            if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+                tensor = self._state_tensor(spec)
+                if not isinstance(tensor, torch.Tensor):
+                    raise TranslationError(
+                        node, f"{spec.kind.name.lower()} {spec.target!r} is not a tensor"
+                    )
+                env[node] = g.add_initializer(spec.target, tensor)
+            elif spec.kind == InputKind.USER_INPUT:
+                if isinstance(val, torch.Tensor):
+                    env[node] = g.add_input(node.name, val.dtype, val.shape)
+                else:
+                    # an int, a float, None... torch.export specialized it
+                    env[node] = val
+            elif spec.kind == InputKind.TOKEN:  # pragma: no cover - effects tokens
+                env[node] = None
+            else:
+                raise TranslationError(node, f"input kind {spec.kind.name} is not supported")
+
+    # nodes
+
+    def run_graph(self, gm: torch.fx.GraphModule, env: dict) -> list[Any]:
+        outputs: list[Any] = []
+        for node in gm.graph.nodes:
+            if node.op in ("placeholder",):
+                continue
+            if node.op == "get_attr":
+                obj = getattr(gm, node.target)
+                if isinstance(obj, torch.Tensor):
+                    env[node] = self.g.add_initializer(node.target, obj)
+                else:
+                    env[node] = obj
+                continue
+            if node.op == "output":
+                outputs = list(self.arg(env, node.args[0]))
+                continue
+            if node.op != "call_function":
+                raise TranslationError(node, f"unexpected fx node kind {node.op!r}")
+            env[node] = self.call(node, env)
+        return outputs
+
+    def call(self, node: torch.fx.Node, env: dict) -> Any:
+        target = node.target
+        if target is operator.getitem:
+            container, index = self.arg(env, node.args[0]), node.args[1]
+            return container[index]
+        if isinstance(target, torch._ops.HigherOrderOperator):
+            return self.higher_order(node, env)
+        fct = self.table.get(target)
+        if fct is None and isinstance(target, torch._ops.OpOverload):
+            fct = self.table.get(target.overloadpacket)
+        if fct is None:
+            raise UnsupportedATenOpError(node)
+        self.g.prefix = node.name
+        args = self.arg(env, node.args)
+        kwargs = self.arg(env, node.kwargs)
+        try:
+            res = fct(self.g, node, *args, **kwargs)
+        except TranslationError:
+            raise
+        except Exception as e:
+            raise TranslationError(node, f"translation of {_opname(target)} failed ({e})") from e
+        val = node.meta.get("val")
+        if isinstance(res, ir.Value) and val is not None:
+            if not res.is_graph_input() and res.const_value is None:
+                self.g.set_type(res, val)
+        elif isinstance(res, tuple) and isinstance(val, (tuple, list)):
+            for r, v in zip(res, val):
+                if isinstance(r, ir.Value) and not r.is_graph_input() and r.const_value is None:
+                    self.g.set_type(r, v)
+        # in-place ops: later users of the mutated input read the new value
+        schema = getattr(target, "_schema", None)
+        if schema is not None and schema.arguments and schema.arguments[0].is_write:
+            first = node.args[0]
+            if isinstance(first, torch.fx.Node) and isinstance(res, ir.Value):
+                env[first] = res
+        return res
+
+    def higher_order(self, node: torch.fx.Node, env: dict) -> Any:
+        name = getattr(node.target, "_name", str(node.target))
+        if name == "wrap_with_set_grad_enabled":
+            sub, args = node.args[1], node.args[2:]
+        elif name == "wrap_with_autocast":
+            sub, args = node.args[4], node.args[5:]
+        else:
+            raise UnsupportedATenOpError(node)
+        gm = getattr(self.ep.graph_module, sub.target) if isinstance(sub, torch.fx.Node) else sub
+        return tuple(self.inline(gm, [self.arg(env, a) for a in args]))
+
+    def inline(self, gm: torch.fx.GraphModule, args: list[Any]) -> list[Any]:
+        env: dict = {}
+        phs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        for ph, a in zip(phs, args):
+            env[ph] = a
+        return self.run_graph(gm, env)
+
+    def translate(self) -> ir.Model:
+        env: dict = {}
+        self.placeholders(env)
+        outputs = self.run_graph(self.ep.graph_module, env)
+        g = self.g
+        g.prefix = "output"
+        out_nodes = list(self.ep.graph.output_node().args[0])
+        for i, (o, onode) in enumerate(zip(outputs, out_nodes)):
+            if not isinstance(o, ir.Value):
+                # a constant output (an int, a None...), ONNX outputs are tensors
+                if o is None:
+                    continue
+                o = g.const(o, torch.int64 if isinstance(o, int) else torch.float32)
+            if isinstance(onode, torch.fx.Node) and o.name != onode.name and o.producer():
+                if onode.name not in g._names:
+                    g._names.add(onode.name)
+                    o.name = onode.name
+            g.graph.outputs.append(o)
+        # weights replaced by a transposed copy (linear) are no longer used
+        outs = {id(v) for v in g.graph.outputs}
+        for name, v in list(g.graph.initializers.items()):
+            if not v.uses() and id(v) not in outs:
+                del g.graph.initializers[name]
+        return ir.Model(g.graph, ir_version=10, producer_name="onnx_diagnostic")
+
+
+def rename_dimensions(model: ir.Model, mapping: dict[str, str]) -> int:
+    """
+    Renames the symbolic dimensions of every value (``s35`` -> ``batch``, also inside
+    expressions such as ``s35 + s42``). Returns the number of dimensions renamed.
+    """
+    if not mapping:
+        return 0
+    pattern = re.compile(r"\b(" + "|".join(re.escape(k) for k in mapping) + r")\b")
+    count = 0
+
+    def fix(v: ir.Value) -> None:
+        nonlocal count
+        if v.shape is None:
+            return
+        dims = []
+        changed = False
+        for d in v.shape:
+            if isinstance(d, ir.SymbolicDim) and d.value is not None:
+                new = pattern.sub(lambda m: mapping[m.group(1)], d.value)
+                if new != d.value:
+                    changed = True
+                    count += 1
+                dims.append(new)
+            else:
+                dims.append(d)
+        if changed:
+            v.shape = ir.Shape(dims)
+
+    for v in model.graph.inputs:
+        fix(v)
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        for v in node.outputs:
+            fix(v)
+    return count
+
+
+class CustomProgram:
+    """
+    What the ``custom`` translation returns: the interface :func:`to_onnx` expects
+    from an exporter (the same as :class:`torch.onnx.ONNXProgram` for the parts it uses).
+
+    :param model: the ONNX model
+    :param verbose: verbosity of :meth:`optimize`
+    """
+
+    def __init__(self, model: ir.Model, verbose: int = 0):
+        self.model = model
+        self.verbose = verbose
+        #: number of rewrites of each pass, filled by :meth:`optimize`
+        self.pass_counts: dict[str, int] = {}
+
+    def rename_axes(self, mapping: dict[str, str]) -> None:
+        """Renames symbolic dimensions (``{"s35": "batch"}``)."""
+        rename_dimensions(self.model, mapping)
+
+    def optimize(self) -> None:
+        """Runs the clean-up and fusion passes."""
+        from .passes import run_passes
+
+        self.pass_counts = run_passes(self.model, verbose=self.verbose)
+
+    def save(self, filename: str | os.PathLike, external_data: bool | None = None) -> None:
+        """
+        Saves the model, the weights in ``<filename>.data`` if ``external_data`` is True
+        or, when it is None, if they exceed what a protobuf holds.
+        """
+        if external_data is None:
+            total = sum(
+                v.const_value.nbytes
+                for v in self.model.graph.initializers.values()
+                if v.const_value is not None
+            )
+            external_data = total > 2**31 - 2**26
+        if external_data:
+            ir.save(self.model, filename, external_data=os.path.basename(filename) + ".data")
+        else:
+            ir.save(self.model, filename)
+
+    @property
+    def model_proto(self) -> Any:
+        """The model as an :class:`onnx.ModelProto`."""
+        return ir.serde.serialize_model(self.model)
+
+
+def translate_program(
+    ep: torch.export.ExportedProgram, target_opset: int | None = None, verbose: int = 0
+) -> CustomProgram:
+    """
+    Translates an exported program into ONNX, without optimization
+    (:meth:`CustomProgram.optimize` runs the passes).
+
+    :param ep: the exported program (from :func:`torch.export.export`)
+    :param target_opset: opset of the default domain (>= 18), :data:`DEFAULT_OPSET` if None
+    :param verbose: verbosity
+    :return: a :class:`CustomProgram`
+
+    >>> import torch
+    >>> class M(torch.nn.Module):
+    ...     def forward(self, x):
+    ...         return x.t() @ x
+    >>> ep = torch.export.export(M(), (torch.rand(3, 4),))
+    >>> translate_program(ep).model.graph.outputs[0].shape
+    Shape([4, 4])
+    """
+    if not isinstance(ep, torch.export.ExportedProgram):
+        raise TypeError(
+            f"translate_program: ep must be a torch.export.ExportedProgram, "
+            f"not {type(ep).__name__}"
+        )
+    opset = DEFAULT_OPSET if target_opset is None else target_opset
+    if not isinstance(opset, int) or opset < 18:
+        raise ValueError(f"translate_program: target_opset must be >= 18, got {target_opset!r}")
+    model = _Translator(ep, opset, verbose).translate()
+    if verbose:
+        print(f"[translate_program] {len(model.graph)} nodes, opset {opset}")
+    return CustomProgram(model, verbose=verbose)
