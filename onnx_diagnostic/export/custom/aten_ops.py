@@ -56,9 +56,10 @@ def supported_ops() -> list[str]:
     >>> "aten.scaled_dot_product_attention" in supported_ops()
     True
     """
-    return sorted({getattr(t, "__name__", None) or str(t) for t in TRANSLATIONS} | {
-        str(t) for t in TRANSLATIONS if isinstance(t, torch._ops.OpOverloadPacket)
-    })
+    return sorted(
+        {getattr(t, "__name__", None) or str(t) for t in TRANSLATIONS}
+        | {str(t) for t in TRANSLATIONS if isinstance(t, torch._ops.OpOverloadPacket)}
+    )
 
 
 # helpers
@@ -296,9 +297,7 @@ def _logical(bool_op: str, int_op: str | None) -> Callable:
     def fct(g: GraphBuilder, node: torch.fx.Node, a: Any, b: Any) -> ir.Value:
         dtype = _promoted(node)
         if dtype == ir.DataType.BOOL or int_op is None:
-            return g.op(
-                bool_op, _tensor(g, a, ir.DataType.BOOL), _tensor(g, b, ir.DataType.BOOL)
-            )
+            return g.op(bool_op, _tensor(g, a, ir.DataType.BOOL), _tensor(g, b, ir.DataType.BOOL))
         return g.op(int_op, _tensor(g, a, dtype), _tensor(g, b, dtype))
 
     return fct
@@ -484,7 +483,8 @@ def _squeeze(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: Any = None)
     axes = [
         _norm_axis(d, rank)
         for d in dims
-        if rank > 0 and isinstance(inp.shape[_norm_axis(d, rank)], int)
+        if rank > 0
+        and isinstance(inp.shape[_norm_axis(d, rank)], int)
         and inp.shape[_norm_axis(d, rank)] == 1
     ]
     if not axes:
@@ -673,6 +673,49 @@ def _index(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, indices: Sequence[
         perm = list(range(b, b + first)) + list(range(b)) + list(range(b + first, _rank(node)))
         res = g.op("Transpose", res, perm=perm)
     return res
+
+
+@register(aten.slice_scatter.default)
+def _slice_scatter(
+    g: GraphBuilder,
+    node: torch.fx.Node,
+    x: ir.Value,
+    src: ir.Value,
+    dim: int = 0,
+    start: Any = None,
+    end: Any = None,
+    step: Any = 1,
+) -> ir.Value:
+    if step not in (None, 1):
+        raise NotImplementedError("slice_scatter with a step != 1")
+    rank = _rank(node.args[0])
+    dim = _norm_axis(dim, rank)
+    axis = g.ints([dim])
+    parts = []
+    if start not in (None, 0):
+        parts.append(g.op("Slice", x, g.ints([0]), g.as_1d(start), axis))
+    parts.append(g.cast(src, _out_dtype(node)))
+    if end is not None and not (isinstance(end, int) and end >= _INT64_MAX):
+        parts.append(g.op("Slice", x, g.as_1d(end), g.ints([_INT64_MAX]), axis))
+    return parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=dim)
+
+
+@register(aten.select_scatter.default)
+def _select_scatter(
+    g: GraphBuilder, node: torch.fx.Node, x: ir.Value, src: ir.Value, dim: int, index: Any
+) -> ir.Value:
+    rank = _rank(node.args[0])
+    dim = _norm_axis(dim, rank)
+    axis = g.ints([dim])
+    if not isinstance(index, int):
+        raise NotImplementedError("select_scatter with a dynamic index")
+    parts = []
+    if index != 0:
+        parts.append(g.op("Slice", x, g.ints([0]), g.ints([index]), axis))
+    parts.append(g.op("Unsqueeze", g.cast(src, _out_dtype(node)), axis))
+    if index != -1:
+        parts.append(g.op("Slice", x, g.ints([index + 1]), g.ints([_INT64_MAX]), axis))
+    return parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=dim)
 
 
 @register(aten.index_select)
@@ -1061,9 +1104,7 @@ def _arange(g: GraphBuilder, node: torch.fx.Node, *args: Any, **kw: Any) -> ir.V
         arr = np.arange(start, end, step).astype(dtype.numpy())
         if arr.size <= 1024 and dtype != ir.DataType.BFLOAT16:
             return g.const(arr, dtype)
-    return g.op(
-        "Range", _tensor(g, start, dtype), _tensor(g, end, dtype), _tensor(g, step, dtype)
-    )
+    return g.op("Range", _tensor(g, start, dtype), _tensor(g, end, dtype), _tensor(g, step, dtype))
 
 
 @register(aten.tril, aten.triu, aten.tril_, aten.triu_)
@@ -1124,9 +1165,7 @@ def _sdpa(
         attn_mask = g.cast(g.op("Trilu", ones, upper=0), ir.DataType.BOOL)
     if attn_mask is not None:
         if g.dtype_of(attn_mask) == ir.DataType.BOOL:
-            attn_mask = g.op(
-                "Where", attn_mask, g.const(0.0, dtype), g.const(-float("inf"), dtype)
-            )
+            attn_mask = g.op("Where", attn_mask, g.const(0.0, dtype), g.const(-float("inf"), dtype))
         scores = g.op("Add", scores, attn_mask)
     return g.op("MatMul", g.op("Softmax", scores, axis=-1), v)
 
@@ -1185,8 +1224,14 @@ for _py, _onnx in [
     (torch.sym_max, "Max"),
     (torch.sym_min, "Min"),
 ]:
-    register(_py)(_sym_binary(_py if _py not in (torch.sym_max, torch.sym_min) else
-                              (max if _py is torch.sym_max else min), _onnx))
+    register(_py)(
+        _sym_binary(
+            _py
+            if _py not in (torch.sym_max, torch.sym_min)
+            else (max if _py is torch.sym_max else min),
+            _onnx,
+        )
+    )
 
 
 @register(operator.neg)

@@ -107,7 +107,9 @@ class GraphBuilder:
 
     # inputs, initializers, constants
 
-    def add_input(self, name: str, dtype: ir.DataType | torch.dtype, shape: Sequence[Any]) -> ir.Value:
+    def add_input(
+        self, name: str, dtype: ir.DataType | torch.dtype, shape: Sequence[Any]
+    ) -> ir.Value:
         """Adds a graph input."""
         v = ir.Value(
             name=self.unique_name(name),
@@ -128,7 +130,9 @@ class GraphBuilder:
                 t = t.cpu()
             ir_tensor = tensor_adapters.TorchTensor(t, name=name)
         else:
-            ir_tensor = ir.tensor(np.ascontiguousarray(tensor), name=name)
+            # np.ascontiguousarray would turn a 0-d array into a 1-D one
+            arr = tensor if tensor.flags.c_contiguous else tensor.copy()
+            ir_tensor = ir.tensor(arr, name=name)
         v = ir.Value(
             name=name,
             type=ir.TensorType(ir_tensor.dtype),

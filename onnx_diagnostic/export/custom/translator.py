@@ -275,6 +275,61 @@ class _Translator:
         return ir.Model(g.graph, ir_version=10, producer_name="onnx_diagnostic")
 
 
+_VIEW_OPS = {
+    "slice",
+    "select",
+    "view",
+    "reshape",
+    "_unsafe_view",
+    "transpose",
+    "permute",
+    "unsqueeze",
+    "squeeze",
+    "expand",
+    "t",
+    "narrow",
+    "diagonal",
+    "as_strided",
+    "alias",
+    "split",
+    "chunk",
+    "unbind",
+    "unfold",
+    "view_as",
+    "expand_as",
+    "detach",
+}
+
+
+def _is_inplace(node: torch.fx.Node) -> bool:
+    schema = getattr(node.target, "_schema", None)
+    return bool(schema is not None and schema.arguments and schema.arguments[0].is_write)
+
+
+def _is_view(node: Any) -> bool:
+    if not isinstance(node, torch.fx.Node) or node.op != "call_function":
+        return False
+    packet = getattr(node.target, "overloadpacket", None)
+    return packet is not None and packet.__name__ in _VIEW_OPS
+
+
+def needs_functionalization(gm: torch.fx.GraphModule) -> bool:
+    """
+    Tells if an in-place operator writes into a view or into a tensor another view
+    shares: rebinding the mutated value (what the translator does) would then be wrong,
+    the graph must be functionalized first.
+    """
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or not _is_inplace(node) or not node.args:
+            continue
+        target = node.args[0]
+        if not isinstance(target, torch.fx.Node):
+            continue
+        if _is_view(target) or any(_is_view(u) for u in target.users if u is not node):
+            return True
+    return False
+
+
 def rename_dimensions(model: ir.Model, mapping: dict[str, str]) -> int:
     """
     Renames the symbolic dimensions of every value (``s35`` -> ``batch``, also inside
@@ -381,12 +436,22 @@ def translate_program(
     """
     if not isinstance(ep, torch.export.ExportedProgram):
         raise TypeError(
-            f"translate_program: ep must be a torch.export.ExportedProgram, "
-            f"not {type(ep).__name__}"
+            f"translate_program: ep must be a torch.export.ExportedProgram, not {type(ep).__name__}"
         )
     opset = DEFAULT_OPSET if target_opset is None else target_opset
     if not isinstance(opset, int) or opset < 18:
         raise ValueError(f"translate_program: target_opset must be >= 18, got {target_opset!r}")
+    if any(
+        needs_functionalization(gm)
+        for gm in ep.graph_module.modules()
+        if isinstance(gm, torch.fx.GraphModule)
+    ):
+        # writes into views (x[:, 1:] = y): functionalized by torch, which keeps the
+        # operators (an empty decomposition table) but replaces the mutations by
+        # slice_scatter, select_scatter...; it costs a second trace.
+        if verbose:
+            print("[translate_program] in-place writes into views, functionalizes the graph")
+        ep = ep.run_decompositions({})
     model = _Translator(ep, opset, verbose).translate()
     if verbose:
         print(f"[translate_program] {len(model.graph)} nodes, opset {opset}")
