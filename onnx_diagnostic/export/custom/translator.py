@@ -256,7 +256,7 @@ class _Translator:
         g = self.g
         g.prefix = "output"
         out_nodes = list(self.ep.graph.output_node().args[0])
-        for i, (o, onode) in enumerate(zip(outputs, out_nodes)):
+        for o, onode in zip(outputs, out_nodes):
             if not isinstance(o, ir.Value):
                 # a constant output (an int, a None...), ONNX outputs are tensors
                 if o is None:
