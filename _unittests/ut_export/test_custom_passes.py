@@ -404,6 +404,35 @@ class TestRemoveIdentities(_PassTestCase):
         self.assertIs(model.graph.node(0).inputs[0], model.graph.inputs[0])
         self.assertIs(model.graph.node(1).inputs[0], model.graph.inputs[0])
 
+    def test_types_and_ranks_of_untyped_intermediate_results_are_inferred(self):
+        # the translator casts after every float op, the intermediate result has no type
+        model, count = self.apply(
+            """g (float[batch, 4] x, int64[batch, 4] i) => (float[batch, 4] y, float[batch, 4] z) {
+                m = Mul (x, x)
+                c = Cast <to = 1> (m)
+                zero = Constant <value = float[1] {0.0}> ()
+                y = Add (c, zero)
+                p = Mul (i, i)
+                z = Cast <to = 1> (p)
+            }""",
+            remove_identities,
+            2,
+        )
+        self.assertEqual(self.op_types(model), ["Mul", "Constant", "Mul", "Cast"])
+        self.assertEqual(model.graph.node(0).outputs[0].name, "y")
+
+    def test_add_zero_to_an_untyped_scalar_result_is_kept(self):
+        model, count = self.apply(
+            """g (float x) => (float[1] y) {
+                m = Mul (x, x)
+                zero = Constant <value = float[1] {0.0}> ()
+                y = Add (m, zero)
+            }""",
+            remove_identities,
+            batches=(1,),
+        )
+        self.assertEqual(count, 0)
+
     def test_unsqueeze_squeeze_same_axes_only(self):
         model, count = self.apply(
             """g (float[batch, 3] x) => (float[batch, 3] y, float[3, batch] z) {

@@ -107,39 +107,6 @@ def _const(value: ir.Value | None) -> np.ndarray | None:
     return None
 
 
-def _dtype(value: ir.Value | None) -> ir.DataType | None:
-    """The element type of ``value``, also guessed from a constant or a Cast producing it."""
-    if value is None:
-        return None
-    if value.dtype is not None:
-        return value.dtype
-    cst = _const(value)
-    if cst is not None:
-        return ir.DataType.from_numpy(cst.dtype)
-    producer = value.producer()
-    if producer is not None and producer.op_type == "Cast" and producer.domain == "":
-        return ir.DataType(_attr(producer, "to"))
-    return None
-
-
-def _rank(value: ir.Value | None) -> int | None:
-    """The rank of ``value``, also guessed when it is produced by Unsqueeze."""
-    if value is None:
-        return None
-    if value.shape is not None:
-        return value.shape.rank()
-    producer = value.producer()
-    if producer is None or producer.domain != "":
-        return None
-    if producer.op_type in {"Cast", "Identity"}:
-        return _rank(producer.inputs[0])
-    if producer.op_type == "Unsqueeze":
-        axes = _axes(producer, [_const(v) for v in producer.inputs], 1)
-        rank = _rank(producer.inputs[0])
-        return None if axes is None or rank is None else rank + len(axes)
-    return None
-
-
 def _static_dims(value: ir.Value | None) -> list[int | None] | None:
     """Dimensions of ``value`` (None for a dynamic one), None when the rank is unknown."""
     if value is None or value.shape is None:
@@ -586,6 +553,86 @@ def fold_constants(model: ir.Model, size_limit: int = 1 << 20) -> int:
 # identities
 # ----------------------------------------------------------------------------------------
 
+_BOOL_OPS = set("And Equal Greater GreaterOrEqual IsInf IsNaN Less LessOrEqual Not Or Xor".split())
+_SAME_RANK_OPS = set(
+    "Abs Cast CastLike Ceil Cos CumSum Erf Exp Floor Identity IsInf IsNaN Log Neg Not Reciprocal "
+    "Relu Sigmoid Sign Sin Softmax Sqrt Tanh Transpose Trilu".split()
+)
+_BROADCAST_OPS = set(
+    "Add And Div Equal Greater GreaterOrEqual Less LessOrEqual Max Min Mod Mul Or Pow Sub Sum "
+    "Where Xor".split()
+)
+_SAME_TYPE_OPS = _SAME_RANK_OPS - _BOOL_OPS - {"Cast", "CastLike"} | set(
+    "Add Concat Div Expand Flatten Gather GatherElements GatherND MatMul Max Min Mod Mul Pow "
+    "Range ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum Reshape Slice Squeeze Sub Sum Tile "
+    "Unsqueeze".split()
+)
+
+
+class _TypeInfo:
+    """
+    Element types and ranks of the values of a graph: what the values carry, or else what
+    the simple operators of the default domain tell (``Mul`` keeps the type of its inputs,
+    ``Unsqueeze`` adds dimensions...). Nothing is written on the values.
+    """
+
+    def __init__(self, graph: ir.Graph):
+        self.dtypes: dict[ir.Value, ir.DataType] = {}
+        self.ranks: dict[ir.Value, int] = {}
+        for node in graph:
+            if node.domain == "" and len(node.outputs) == 1:
+                self._infer(node, node.outputs[0])
+
+    def _infer(self, node: ir.Node, out: ir.Value) -> None:
+        op, ins = node.op_type, node.inputs
+        dtype: ir.DataType | None = None
+        if op == "Cast":
+            dtype = ir.DataType(_attr(node, "to"))
+        elif op == "CastLike":
+            dtype = self.dtype(ins[1])
+        elif op in _BOOL_OPS:
+            dtype = ir.DataType.BOOL
+        elif op in {"Shape", "Size"}:
+            dtype = ir.DataType.INT64
+        elif op == "Where":
+            dtype = self.dtype(ins[1]) or self.dtype(ins[2])
+        elif op in _SAME_TYPE_OPS:
+            candidates = ins if op in _BROADCAST_OPS - {"Pow"} or op == "Concat" else ins[:1]
+            dtype = next((t for t in map(self.dtype, candidates) if t is not None), None)
+        if dtype is not None:
+            self.dtypes[out] = dtype
+        ranks = [self.rank(v) for v in ins]
+        rank: int | None = None
+        if op in _SAME_RANK_OPS and ins:
+            rank = ranks[0]
+        elif op in _BROADCAST_OPS and ranks and None not in ranks:
+            rank = max(ranks)
+        elif op in {"Unsqueeze", "Squeeze"} and ranks and ranks[0] is not None:
+            axes = _axes(node, [_const(v) for v in ins], 1)
+            if axes is not None:
+                rank = ranks[0] + (len(axes) if op == "Unsqueeze" else -len(axes))
+        elif op in {"Shape", "Size"}:
+            rank = 1 if op == "Shape" else 0
+        if rank is not None:
+            self.ranks[out] = rank
+
+    def dtype(self, value: ir.Value | None) -> ir.DataType | None:
+        if value is None:
+            return None
+        if value.dtype is not None:
+            return value.dtype
+        cst = _const(value)
+        return ir.DataType.from_numpy(cst.dtype) if cst is not None else self.dtypes.get(value)
+
+    def rank(self, value: ir.Value | None) -> int | None:
+        if value is None:
+            return None
+        if value.shape is not None:
+            return value.shape.rank()
+        cst = _const(value)
+        return cst.ndim if cst is not None else self.ranks.get(value)
+
+
 _LOSSLESS = {
     "BOOL": "INT8 UINT8 INT16 UINT16 INT32 UINT32 INT64 UINT64 FLOAT16 BFLOAT16 FLOAT DOUBLE",
     "INT8": "INT16 INT32 INT64 FLOAT16 BFLOAT16 FLOAT DOUBLE",
@@ -605,14 +652,16 @@ def _lossless(src: ir.DataType | None, dst: ir.DataType) -> bool:
     return src is not None and (src == dst or dst.name in _LOSSLESS.get(src.name, "").split())
 
 
-def _is_scalar_constant(value: ir.Value | None, expected: float, x: ir.Value) -> bool:
+def _is_scalar_constant(
+    value: ir.Value | None, expected: float, x: ir.Value, info: _TypeInfo
+) -> bool:
     """Tells if ``value`` is a constant equal to ``expected`` which cannot broadcast ``x``."""
     cst = _const(value)
     if cst is None or cst.size != 1 or cst.ndim > 1 or cst.reshape(-1)[0] != expected:
         return False
-    if _dtype(x) is None or ir.DataType.from_numpy(cst.dtype) != _dtype(x):
+    if info.dtype(x) is None or ir.DataType.from_numpy(cst.dtype) != info.dtype(x):
         return False
-    return cst.ndim == 0 or (_rank(x) or 0) >= 1
+    return cst.ndim == 0 or (info.rank(x) or 0) >= 1
 
 
 def _is_shape_of(shape_value: ir.Value, x: ir.Value) -> bool:
@@ -682,7 +731,7 @@ def _slice_is_identity(node: ir.Node) -> bool:
     return True
 
 
-def _identity_source(node: ir.Node) -> ir.Value | None:
+def _identity_source(node: ir.Node, info: _TypeInfo) -> ir.Value | None:
     """The input a node returns unchanged, None if the node is not an identity."""
     if node.domain != "" or len(node.outputs) != 1 or not node.inputs or node.inputs[0] is None:
         return None
@@ -690,11 +739,11 @@ def _identity_source(node: ir.Node) -> ir.Value | None:
     if op == "Identity":
         return x
     if op == "Cast":
-        return x if _dtype(x) is not None and _dtype(x) == _attr(node, "to") else None
+        return x if info.dtype(x) is not None and info.dtype(x) == _attr(node, "to") else None
     if op == "Transpose":
         perm = _attr(node, "perm")
         if perm is None:
-            return x if _rank(x) is not None and _rank(x) <= 1 else None
+            return x if info.rank(x) is not None and info.rank(x) <= 1 else None
         return x if list(perm) == list(range(len(perm))) else None
     if op in {"Reshape", "Expand"} and len(node.inputs) > 1 and node.inputs[1] is not None:
         if op == "Reshape":
@@ -708,21 +757,29 @@ def _identity_source(node: ir.Node) -> ir.Value | None:
         unsq = x.producer()
         if unsq.op_type != "Unsqueeze" or unsq.domain != "" or unsq.inputs[0] is None:
             return None
-        rank = _rank(x)
+        rank = info.rank(x)
         a1 = _normalized(_axes(unsq, [_const(v) for v in unsq.inputs], 1), rank)
         a2 = _normalized(_axes(node, [_const(v) for v in node.inputs], 1), rank)
         return unsq.inputs[0] if a1 is not None and a1 == a2 else None
     if op in {"Mul", "Add"} and len(node.inputs) == 2:
         neutral = 1 if op == "Mul" else 0
-        if _is_scalar_constant(node.inputs[1], neutral, x) and out.dtype in (None, _dtype(x)):
+        if _is_scalar_constant(node.inputs[1], neutral, x, info) and (
+            out.dtype in (None, info.dtype(x))
+        ):
             return x
         y = node.inputs[1]
-        if y is not None and _is_scalar_constant(x, neutral, y) and out.dtype in (None, _dtype(y)):
+        if (
+            y is not None
+            and _is_scalar_constant(x, neutral, y, info)
+            and (out.dtype in (None, info.dtype(y)))
+        ):
             return y
         return None
     if op in {"Div", "Sub"} and len(node.inputs) == 2:
         neutral = 1 if op == "Div" else 0
-        if _is_scalar_constant(node.inputs[1], neutral, x) and out.dtype in (None, _dtype(x)):
+        if _is_scalar_constant(node.inputs[1], neutral, x, info) and (
+            out.dtype in (None, info.dtype(x))
+        ):
             return x
     return None
 
@@ -766,6 +823,7 @@ def remove_identities(model: ir.Model) -> int:
     ['Identity']
     """
     graph = _check_model(model, "remove_identities")
+    info = _TypeInfo(graph)
     count = 0
     for node in list(graph):
         if node.graph is not graph:
@@ -779,13 +837,13 @@ def remove_identities(model: ir.Model) -> int:
             and first.domain == ""
             and first.inputs[0] is not None
             and first.graph is graph
-            and _lossless(_dtype(first.inputs[0]), ir.DataType(_attr(first, "to")))
+            and _lossless(info.dtype(first.inputs[0]), ir.DataType(_attr(first, "to")))
         ):
             # Cast(Cast(x, lossless), t) == Cast(x, t)
             node.replace_input_with(0, first.inputs[0])
             _remove_node(graph, first)
             count += 1
-        source = _identity_source(node)
+        source = _identity_source(node, info)
         if source is None:
             continue
         if _bypass(graph, node.outputs[0], source):
