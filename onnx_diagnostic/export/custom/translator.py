@@ -387,9 +387,12 @@ class CustomProgram:
 
     def optimize(self) -> None:
         """Runs the clean-up and fusion passes."""
+        from .fusions import FUSIONS
+        from .passes import deduplicate_constants, fold_constants, remove_identities, remove_unused
         from .passes import run_passes
 
-        self.pass_counts = run_passes(self.model, verbose=self.verbose)
+        passes = [fold_constants, remove_identities, *FUSIONS, deduplicate_constants, remove_unused]
+        self.pass_counts = run_passes(self.model, passes, verbose=self.verbose)
 
     def save(self, filename: str | os.PathLike, external_data: bool | None = None) -> None:
         """
