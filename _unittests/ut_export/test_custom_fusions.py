@@ -265,6 +265,19 @@ class TestFuseRmsNormalization(ExtTestCase):
         )
         self.assertEqual(_op_types(model), ["Cast", "Cast", "RMSNormalization", "Cast"])
 
+    def test_untyped_input_and_intermediates(self):
+        b = _Builder(23)
+        x = b.input("X", F32, ["batch", "seq", 16])
+        h = b.op("Neg", x)
+        y, inter = _rms(b, h, np.random.rand(16).astype(np.float32))
+        for v in [h, inter["a"], inter["n"], y]:
+            v.type, v.shape = None, None
+        y.dtype = F32  # a graph output needs a type
+        model = self._check(
+            b.model(y), {"X": np.random.randn(2, 3, 16).astype(np.float32)}, "RMSNormalization"
+        )
+        self.assertEqual(model.graph.outputs[0].dtype, F32)
+
     def test_x_cast_used_elsewhere_is_kept(self):
         b = _Builder(23)
         x = b.input("X", F16, ["batch", "seq", 16])
@@ -432,6 +445,25 @@ class TestFuseRotaryEmbedding(ExtTestCase):
         self.assertEqual(_op_types(model).count("Slice"), 2)
         self.assertEqualArray(before[0], _run(model, feeds)[0], atol=1e-5)
 
+    def test_untyped_intermediates_as_left_by_the_translator(self):
+        # the translator (after remove_identities) leaves some results without type/shape
+        model = self._model(scaling=0.5)
+        for node in model.graph:
+            if node.op_type in {"Mul", "Add", "Concat"} and node.inputs[0].name == "F":
+                continue
+            if node.op_type in {"Mul", "Add"}:
+                node.outputs[0].type = None
+                node.outputs[0].shape = None
+        feeds = self._feeds()
+        before = _run(model, feeds)
+        self.assertEqual(fuse_rotary_embedding(model), 2)
+        for node in model.graph:
+            if node.op_type in {"Cos", "Sin", "Mul"}:
+                self.assertEqual(node.outputs[0].dtype, F32)
+        after = _run(model, feeds)
+        for e, g in zip(before, after):
+            self.assertEqualArray(e, g, atol=1e-5)
+
     def test_refused_cases_leave_model_unchanged(self):
         cases = {
             "opset 18": self._model(opset=18),
@@ -481,7 +513,11 @@ class TestFuseAttention(ExtTestCase):
         q = b.input("Q", F32, ["batch", 4, "seq", 8])
         k = b.input("K", F32, ["batch", kv_heads, "total", 8])
         v = b.input("V", F32, ["batch", kv_heads, "total", 8])
-        m = b.input("M", F32, ["batch", 1, "seq", "total"]) if mask else None
+        m = None
+        if mask:
+            m = b.input(
+                "M", F32, ["seq", "total"] if mask == "2d" else ["batch", 1, "seq", "total"]
+            )
         y = _decomposed_attention(b, q, k, v, m, scale=0.3, split_scale=split_scale)
         return b.model(y)
 
@@ -492,8 +528,8 @@ class TestFuseAttention(ExtTestCase):
             "V": np.random.randn(2, kv_heads, 5, 8).astype(np.float32),
         }
         if mask:
-            m = np.zeros((2, 1, 3, 5), dtype=np.float32)
-            m[:, :, :, -1] = -np.inf
+            m = np.zeros((3, 5) if mask == "2d" else (2, 1, 3, 5), dtype=np.float32)
+            m[..., -1] = -np.inf
             feeds["M"] = m
         return feeds
 
@@ -503,6 +539,7 @@ class TestFuseAttention(ExtTestCase):
             (True, True, 4),
             (False, False, 4),
             (True, False, 1),
+            (False, "2d", 4),
         ]:
             with self.subTest(split_scale=split, mask=mask, kv_heads=kv):
                 model = self._model(split_scale=split, mask=mask, kv_heads=kv)

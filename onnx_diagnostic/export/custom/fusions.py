@@ -183,11 +183,29 @@ def _is_last_axis(axis: int, rank: int | None) -> bool:
     return axis == -1 or (rank is not None and axis == rank - 1)
 
 
-def _replace_value(old: ir.Value, new: ir.Value) -> None:
+def _first_shape(*values: ir.Value | None) -> ir.Shape | None:
+    """The first known shape among values known to have the same shape (the translator
+    leaves some intermediate results without one)."""
+    for value in values:
+        shape = _shape(value)
+        if shape is not None:
+            return shape
+    return None
+
+
+def _replace_value(
+    old: ir.Value,
+    new: ir.Value,
+    dtype: ir.DataType | None = None,
+    shape: ir.Shape | None = None,
+) -> None:
     """Makes every user of ``old`` (graph outputs included) use ``new``, which takes
-    the name, the type and the shape of ``old``."""
-    new.type = old.type
-    new.shape = old.shape
+    the name, the type and the shape of ``old`` (``dtype``, ``shape`` if it has none)."""
+    if old.type is not None:
+        new.type = old.type
+    elif dtype is not None:
+        new.dtype = dtype
+    new.shape = old.shape if old.shape is not None else shape
     name = old.name
     old.replace_all_uses_with(new, replace_graph_outputs=True)
     if name is not None:
@@ -228,8 +246,8 @@ class _RmsMatch:
     scale: ir.Value
     epsilon: float
     y: ir.Value
-    first: ir.Node
     last: ir.Node
+    shape: ir.Shape
 
 
 def _weight_size(value: ir.Value) -> int | None:
@@ -245,7 +263,8 @@ def _match_rms(pow_node: ir.Node) -> _RmsMatch | None:
     if _scalar(pow_node.inputs[1]) != 2.0:
         return None
     xf = pow_node.inputs[0]
-    rank = _rank(xf)
+    xf_shape = _first_shape(xf, pow_node.outputs[0])
+    rank = None if xf_shape is None else xf_shape.rank()
     reduce = _single_consumer(pow_node.outputs[0], "ReduceMean")
     if xf is None or reduce is None or _attr(reduce, "keepdims", 1) != 1:
         return None
@@ -276,12 +295,17 @@ def _match_rms(pow_node: ir.Node) -> _RmsMatch | None:
     if mul_w is None:
         return None
     scale = _other(mul_w, normed)
-    hidden = _static_dim(x, -1)
-    if scale is None or hidden is None or _weight_size(scale) != hidden:
+    x_shape = _first_shape(x, xf, pow_node.outputs[0], n, normed)
+    hidden = None if x_shape is None or x_shape.rank() == 0 else x_shape[-1]
+    if not isinstance(hidden, int):
         return None
-    if _dtype(x) is None or _dtype(scale) != _dtype(x):
+    if scale is None or _weight_size(scale) != hidden:
         return None
-    return _RmsMatch(x, scale, epsilon, mul_w.outputs[0], pow_node, mul_w)
+    # Pow keeps the type of xf: it tells the type of an untyped xf
+    x_dtype = _dtype(x) or (_dtype(pow_node.outputs[0]) if x is xf else None)
+    if x_dtype is None or _dtype(scale) != x_dtype:
+        return None
+    return _RmsMatch(x, scale, epsilon, mul_w.outputs[0], mul_w, x_shape)
 
 
 def fuse_rms_normalization(model: ir.Model) -> int:
@@ -347,7 +371,7 @@ def fuse_rms_normalization(model: ir.Model) -> int:
             stash_type=1,
         )
         graph.insert_before(match.last, fused)
-        _replace_value(match.y, fused.outputs[0])
+        _replace_value(match.y, fused.outputs[0], _dtype(match.scale), match.shape)
         _remove_dead(graph, [match.last])
         count += 1
     logger.debug("fuse_rms_normalization: %d fusions into %s", count, op_type)
@@ -360,10 +384,16 @@ def fuse_rms_normalization(model: ir.Model) -> int:
 
 
 @dataclass
+class _Meta:
+    dtype: ir.DataType | None
+    shape: ir.Shape
+
+
+@dataclass
 class _RotaryMatch:
     q: ir.Value
-    cos: ir.Value
-    sin: ir.Value
+    cos: tuple[ir.Value, _Meta]
+    sin: tuple[ir.Value, _Meta]
     add: ir.Node
 
 
@@ -448,12 +478,19 @@ def _trig_chain(value: ir.Value, trig: str) -> tuple[ir.Value, list[ir.Node]] | 
     return concat.inputs[0], chain[::-1]  # type: ignore[return-value]
 
 
-def _unsqueezed(value: ir.Value | None) -> ir.Value | None:
-    """X if ``value = Unsqueeze(X, axes=[1])`` with X of rank 3."""
+def _unsqueezed(value: ir.Value | None) -> tuple[ir.Value, _Meta] | None:
+    """X, its type and its shape if ``value = Unsqueeze(X, axes=[1])`` with X of rank 3
+    (type and shape are taken from the Unsqueeze when X has none)."""
     node = _producer(value, "Unsqueeze")
-    if node is None or _axes(node) != [1] or _rank(node.inputs[0]) != 3:
+    if node is None or node.inputs[0] is None or _axes(node) != [1]:
         return None
-    return node.inputs[0]
+    x, out = node.inputs[0], node.outputs[0]
+    shape = _shape(x)
+    if shape is None and _rank(out) == 4:
+        shape = ir.Shape([out.shape[0], *out.shape[2:]])  # type: ignore[index]
+    if shape is None or shape.rank() != 3:
+        return None
+    return x, _Meta(_dtype(x) or _dtype(out), shape)
 
 
 def _match_rotary(add: ir.Node) -> _RotaryMatch | None:
@@ -469,7 +506,8 @@ def _match_rotary(add: ir.Node) -> _RotaryMatch | None:
             cos = _unsqueezed(_other(mul_q, q))
             if sin is None or cos is None:
                 continue
-            if _dtype(q) is None or _dtype(cos) != _dtype(q) or _dtype(sin) != _dtype(q):
+            dtype = _dtype(q)
+            if dtype is None or cos[1].dtype != dtype or sin[1].dtype != dtype:
                 continue
             if not (
                 _single_consumer(mul_rot.outputs[0], "Add") is add
@@ -481,17 +519,21 @@ def _match_rotary(add: ir.Node) -> _RotaryMatch | None:
     return None
 
 
-def _half_cache(graph: ir.Graph, value: ir.Value, trig: str, before: ir.Node) -> ir.Value | None:
+def _half_cache(
+    graph: ir.Graph, cache: tuple[ir.Value, _Meta], trig: str, before: ir.Node
+) -> ir.Value | None:
     """Builds the first half of COS (or SIN) by applying its chain to F instead of
     ``Concat(F, F)``: ``Cos(F) * scale`` is the first half of ``Cos(E) * scale``."""
+    value, meta = cache
     found = _trig_chain(value, trig)
     if found is None:
         return None
     current, chain = found
-    shape = None
-    if value.shape is not None:
-        last = value.shape[-1]
-        shape = ir.Shape([*value.shape.dims[:-1], last // 2 if isinstance(last, int) else None])
+    last = meta.shape[-1]
+    shape = ir.Shape([*meta.shape.dims[:-1], last // 2 if isinstance(last, int) else None])
+    dtype = _dtype(current)
+    if dtype is None and all(n.op_type != "Cast" for n in chain):
+        dtype = meta.dtype
     new_nodes = []
     for node in chain:
         if node.op_type == "Mul":
@@ -501,7 +543,11 @@ def _half_cache(graph: ir.Graph, value: ir.Value, trig: str, before: ir.Node) ->
             inputs = [current]
         attrs = [ir.Attr(a.name, a.type, a.value) for a in node.attributes.values()]
         new = ir.Node("", node.op_type, inputs, attributes=attrs)
-        new.outputs[0].dtype = node.outputs[0].dtype
+        # Cos, Sin, Mul keep the type, Cast changes it
+        dtype = _attr(node, "to") if node.op_type == "Cast" else dtype  # type: ignore[assignment]
+        dtype = _dtype(node.outputs[0]) or dtype
+        if dtype is not None:
+            new.outputs[0].dtype = dtype
         new.outputs[0].shape = shape
         new_nodes.append(new)
         current = new.outputs[0]
@@ -548,16 +594,16 @@ def fuse_rotary_embedding(model: ir.Model) -> int:
         if match is None:
             continue
         caches = []
-        for value, trig in ((match.cos, "Cos"), (match.sin, "Sin")):
-            key = (id(value), trig)
+        for cache, trig in ((match.cos, "Cos"), (match.sin, "Sin")):
+            key = (id(cache[0]), trig)
             if key not in halves:
-                halves[key] = _half_cache(graph, value, trig, node)
+                halves[key] = _half_cache(graph, cache, trig, node)
             caches.append(halves[key])
         if caches[0] is None or caches[1] is None:
             continue
         fused = _new_node("RotaryEmbedding", [match.q, *caches], interleaved=0)
         graph.insert_before(node, fused)
-        _replace_value(node.outputs[0], fused.outputs[0])
+        _replace_value(node.outputs[0], fused.outputs[0], _dtype(match.q), _shape(match.q))
         _remove_dead(graph, [node])
         count += 1
     # a half chain stays unused when the other one could not be built
@@ -642,7 +688,7 @@ def _match_attention(
         hq, hk, hv = _dim(q, 1), _dim(k, 1), _dim(v, 1)
         if not (_same_dim(hk, hv) and (_same_dim(hq, hk) or hk == 1)):
             continue
-        if mask is not None and (_rank(mask) not in (2, 4) or _dtype(mask) != _dtype(q)):
+        if mask is not None and (_rank(mask) not in (2, 3, 4) or _dtype(mask) != _dtype(q)):
             continue
         # every intermediate is consumed once, by the next node of the pattern
         inner = [n for n in nodes if n is not matmul]
@@ -663,7 +709,7 @@ def fuse_attention(model: ir.Model) -> int:
 
     What is matched: Q, K, V of rank 4 sharing their batch dimension, K and V with
     the same number of heads, equal to the heads of Q or 1 (broadcast); ``mask``
-    optional (no Add), of rank 2 or 4 and Q's type (additive float mask), in either
+    optional (no Add), of rank 2 to 4 and Q's type (additive float mask), in either
     operand order; ``scale`` a constant scalar given either after the first MatMul,
     or split as ``Mul(Q, s1)`` and ``Mul(Transpose(K), s2)`` (or ``Transpose(Mul(K,
     s2))``) as the math decomposition of ``scaled_dot_product_attention`` does, any
@@ -692,7 +738,7 @@ def fuse_attention(model: ir.Model) -> int:
         inputs, scale, _nodes = found
         fused = _new_node("Attention", inputs, scale=float(scale))
         graph.insert_before(node, fused)
-        _replace_value(node.outputs[0], fused.outputs[0])
+        _replace_value(node.outputs[0], fused.outputs[0], _dtype(inputs[0]))
         _remove_dead(graph, [node])
         count += 1
     logger.debug("fuse_attention: %d fusions", count)
@@ -807,14 +853,16 @@ def remove_repeat_kv(model: ir.Model) -> int:
         if any(o.uses() or o.is_graph_output() for o in node.outputs[1:3]):
             continue
         q, kr, vr = node.inputs[0], node.inputs[1], node.inputs[2]
-        if q is None or kr is None or vr is None or _rank(q) != 4:
+        if q is None or kr is None or vr is None:
             continue
         if len(kr.uses()) != 1 or len(vr.uses()) != 1 or kr is vr:
             continue
         mk, mv = _match_repeat(kr), _match_repeat(vr)
         if mk is None or mv is None or mk[1:] != mv[1:]:
             continue
-        if _static_dim(q, 1) != mk[1] * mk[2]:
+        # heads of Q, from Q or from the output (B, heads, S, Dv)
+        out_shape = _first_shape(q, node.outputs[0])
+        if out_shape is None or out_shape.rank() != 4 or out_shape[1] != mk[1] * mk[2]:
             continue
         old = [kr.producer(), vr.producer()]
         node.replace_input_with(1, mk[0])
