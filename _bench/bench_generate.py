@@ -82,7 +82,7 @@ def _build(name: str) -> Any:
     return get_untrained_model_with_inputs(model_id, same_as_trained=True, model_kwargs=changes)
 
 
-def _export(data: Any, filename: str) -> float:
+def _export(data: Any, filename: str, exporter: str) -> float:
     from onnx_diagnostic.export.api import to_onnx
     from onnx_diagnostic.torch_export_patches import torch_export_patches
 
@@ -95,6 +95,7 @@ def _export(data: Any, filename: str) -> float:
             dynamic_shapes=data.dynamic_shapes,
             filename=filename,
             optimize=True,
+            exporter=exporter,
         )
     return time.perf_counter() - begin
 
@@ -148,7 +149,13 @@ def _session_variants() -> dict[str, Any]:
 
 
 def bench_model(
-    name: str, prompt: int, new: int, repeat: int, variants: bool, folder: str
+    name: str,
+    prompt: int,
+    new: int,
+    repeat: int,
+    variants: bool,
+    folder: str,
+    exporters: tuple[str, ...] = ("custom", "onnx-dynamo"),
 ) -> list[dict[str, Any]]:
     from onnx_diagnostic.helpers.rt_helper import make_session, onnx_generate
 
@@ -159,8 +166,8 @@ def bench_model(
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = None
     vocab = model.config.vocab_size
-    filename = os.path.join(folder, f"{name}.onnx")
-    export_time = _export(data, filename)
+    filenames = {e: os.path.join(folder, f"{name}.{e}.onnx") for e in exporters}
+    export_times = {e: _export(data, f, e) for e, f in filenames.items()}
     input_ids = torch.randint(3, vocab, (1, prompt), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(input_ids)
 
@@ -171,10 +178,15 @@ def bench_model(
         "transformers generate": _generate,
         "torch loop (seed 003)": lambda: torch_loop(model, input_ids, new),
     }
-    for label, opts in (_session_variants() if variants else {"default": None}).items():
-        session = make_session(filename, session_options=opts)
-        method = "onnx_generate" if label == "default" else f"onnx_generate [{label}]"
-        fcts[method] = lambda session=session: onnx_generate(session, input_ids, max_new_tokens=new)
+    for exporter, filename in filenames.items():
+        for label, opts in (_session_variants() if variants else {"default": None}).items():
+            session = make_session(filename, session_options=opts)
+            method = f"onnx_generate [{exporter}]"
+            if label != "default":
+                method = f"onnx_generate [{exporter}, {label}]"
+            fcts[method] = lambda session=session: onnx_generate(
+                session, input_ids, max_new_tokens=new
+            )
     with torch.no_grad():
         measures = _measure(fcts, repeat)
     t_generate, ref = measures["transformers generate"]
@@ -182,7 +194,8 @@ def bench_model(
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"\n{name}: {data.model_id} {type(model).__name__}, {model.config.num_hidden_layers} "
-        f"layers, {n_params / 1e6:.1f}M parameters, vocabulary {vocab}, export {export_time:.1f}s"
+        f"layers, {n_params / 1e6:.1f}M parameters, vocabulary {vocab}, export "
+        + ", ".join(f"{e} {t:.1f}s" for e, t in export_times.items())
     )
     print(f"  prompt {prompt} tokens, {new} new tokens, batch 1, median of {repeat} runs")
     for method, (duration, tokens) in measures.items():
@@ -212,6 +225,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--new", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--variants", action="store_true", help="onnxruntime session options")
+    parser.add_argument(
+        "--exporters", default="custom,onnx-dynamo", help="exporters of to_onnx to compare"
+    )
     args = parser.parse_args(argv)
     import onnxruntime
     import transformers
@@ -225,7 +241,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models.split(","):
             rows.extend(
-                bench_model(name.strip(), args.prompt, args.new, args.repeat, args.variants, folder)
+                bench_model(
+                    name.strip(),
+                    args.prompt,
+                    args.new,
+                    args.repeat,
+                    args.variants,
+                    folder,
+                    tuple(e.strip() for e in args.exporters.split(",")),
+                )
             )
     return rows
 

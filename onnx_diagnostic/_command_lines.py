@@ -1,7 +1,7 @@
 """
 Command lines: ``python -m onnx_diagnostic <command> ...``.
 
-* ``validate -m MODEL_ID [--export onnx-dynamo] [--run] [--opt] [--dtype float16]
+* ``validate -m MODEL_ID [--export custom|onnx-dynamo] [--run] [--opt] [--dtype float16]
   [--device cpu] [-o DUMP_FOLDER] [-v 1]``: exports the untrained model of a shipped model id
   and checks onnxruntime agrees with torch
   (:func:`onnx_diagnostic.torch_models.validate.validate_model`); exits with 1 when a step
@@ -79,7 +79,7 @@ def get_parser() -> argparse.ArgumentParser:
     val.add_argument(
         "--export",
         default=None,
-        help="exporter, 'onnx-dynamo'; without it, the model only runs with torch",
+        help="exporter, 'custom' or 'onnx-dynamo'; without it, the model only runs with torch",
     )
     val.add_argument("--run", action="store_true", help="runs the ONNX model with onnxruntime")
     val.add_argument("--opt", action="store_true", help="optimizes the ONNX model")

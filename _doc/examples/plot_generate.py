@@ -31,6 +31,7 @@ asks it to write a function printing prime numbers.
 """
 
 import os
+import sys
 import time
 import pandas
 from tqdm import tqdm
@@ -172,11 +173,12 @@ print("same tokens as generate:", outputs.tolist() == expected_tokens.tolist())
 # ONNX Conversion
 # +++++++++++++++
 #
-# The original example could choose between two exporters,
-# ``exporter="custom"`` came from another package,
-# :func:`onnx_diagnostic.export.api.to_onnx` uses :func:`torch.onnx.export`
-# (``exporter="onnx-dynamo"``).
-# The export runs inside :func:`torch_export_patches
+# :func:`onnx_diagnostic.export.api.to_onnx` offers two exporters:
+# ``exporter="custom"`` translates the ATen graph of :func:`torch.export.export` itself
+# and fuses attention, rotary embedding and RMS normalization into onnxruntime's operators
+# (:mod:`onnx_diagnostic.export.custom`), ``exporter="onnx-dynamo"`` uses
+# :func:`torch.onnx.export`. The example uses the first one unless ``dynamo`` is given
+# on the command line. The export runs inside :func:`torch_export_patches
 # <onnx_diagnostic.torch_export_patches.torch_export_patches>`.
 
 if "position_ids" in export_inputs:
@@ -185,7 +187,7 @@ if "position_ids" in export_inputs:
 dtype = get_weight_type(model)
 print("-- model dtype:", dtype)
 export_inputs["past_key_values"] = to_any(export_inputs["past_key_values"], dtype)
-exporter = "onnx-dynamo"
+exporter = "onnx-dynamo" if "dynamo" in sys.argv else "custom"
 model_name = f"model_{model_id.replace('/', '-')}.{exporter}.onnx"
 if unit_test_going() or not os.path.exists(model_name):
     # This step is slow so let's skip it if it was already done.

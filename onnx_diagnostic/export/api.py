@@ -167,8 +167,14 @@ _HINTS = {
 }
 
 
-def _hint(step: str, exc: BaseException) -> str:
+def _hint(step: str, exc: BaseException, exporter: str = "onnx-dynamo") -> str:
     hint = _HINTS[step]
+    if step == "translation" and exporter == "custom":
+        hint = (
+            "the custom exporter could not translate the ExportedProgram: the ATen operator, "
+            "its source line and its input shapes are named above; exporter='onnx-dynamo' "
+            "may translate it."
+        )
     text = str(exc)
     if step == "torch.export":
         if any(
@@ -638,7 +644,7 @@ class _Steps:
         except Exception as e:
             if self.verbose:
                 print(f"[to_onnx] {step} failed: {type(e).__name__}")
-            raise ExportStepError(step, self.exporter, e, _hint(step, e)) from e
+            raise ExportStepError(step, self.exporter, e, _hint(step, e, self.exporter)) from e
         self.durations[step] = time.perf_counter() - begin
         if self.verbose:
             print(f"[to_onnx] {step} done in {self.durations[step]:.3g}s")

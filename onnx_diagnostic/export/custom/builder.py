@@ -33,6 +33,18 @@ __all__ = ["GraphBuilder", "ir_dtype", "torch_dtype"]
 
 _DOMAIN_VERSIONS = {"com.microsoft": 1}
 
+#: operators whose outputs have the element type of their first input
+_SAME_TYPE_AS_FIRST = set(
+    "Abs Add Attention BatchNormalization Ceil Clip Concat Conv Cos CumSum Div Erf Exp Expand "
+    "Floor Gather GatherElements GatherND Gelu Gemm GlobalAveragePool Identity "
+    "LayerNormalization Log LogSoftmax MatMul Max MaxPool AveragePool Min Mod Mul Neg Pow "
+    "RMSNormalization Range Reciprocal ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum "
+    "Relu Reshape RotaryEmbedding Sigmoid Sign Sin Slice Softmax Split Sqrt Squeeze Sub Tan "
+    "Tanh Atan Tile Transpose Trilu Unsqueeze BitwiseAnd BitwiseOr BitwiseXor BitwiseNot".split()
+)
+_BOOL_RESULT = set("And Equal Greater GreaterOrEqual IsNaN Less LessOrEqual Not Or Xor".split())
+_INT64_RESULT = {"Shape", "Size", "ArgMax", "ArgMin", "NonZero"}
+
 
 def ir_dtype(dtype: torch.dtype | ir.DataType) -> ir.DataType:
     """
@@ -198,12 +210,35 @@ class GraphBuilder:
             num_outputs=outputs,
             name=self.unique_name(f"{self.prefix}_{op_type}"),
         )
+        dtype = self._infer_dtype(op_type, inputs, attrs) if not domain else None
         for o in node.outputs:
             o.name = self.unique_name(self.prefix)
+            if dtype is not None:
+                o.type = ir.TensorType(dtype)
         self.graph.append(node)
         return node.outputs[0] if outputs == 1 else tuple(node.outputs)
 
     # types
+
+    @staticmethod
+    def _infer_dtype(
+        op_type: str, inputs: Sequence[ir.Value | None], attrs: dict[str, Any]
+    ) -> ir.DataType | None:
+        """The element type of the outputs when the operator makes it obvious."""
+        if op_type in _BOOL_RESULT:
+            return ir.DataType.BOOL
+        if op_type in _INT64_RESULT:
+            return ir.DataType.INT64
+        if op_type == "Cast":
+            return ir.DataType(attrs["to"])
+        if op_type == "ConstantOfShape":
+            value = attrs.get("value")
+            return value.dtype if value is not None else ir.DataType.FLOAT
+        first = inputs[1] if op_type == "Where" else (inputs[0] if inputs else None)
+        if op_type in _SAME_TYPE_AS_FIRST or op_type == "Where":
+            if first is not None and first.type is not None:
+                return first.dtype
+        return None
 
     @staticmethod
     def dtype_of(v: ir.Value) -> ir.DataType | None:
