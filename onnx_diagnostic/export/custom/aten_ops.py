@@ -51,15 +51,22 @@ def register(*targets: Any) -> Callable:
 
 def supported_ops() -> list[str]:
     """
-    The sorted names of the supported targets.
+    The sorted names of the supported targets: ATen overloads and their packets
+    (``aten.linear.default``, ``aten.linear``), Python functions by name (``floordiv``).
 
     >>> "aten.scaled_dot_product_attention" in supported_ops()
     True
     """
-    return sorted(
-        {getattr(t, "__name__", None) or str(t) for t in TRANSLATIONS}
-        | {str(t) for t in TRANSLATIONS if isinstance(t, torch._ops.OpOverloadPacket)}
-    )
+    names = set()
+    for t in TRANSLATIONS:
+        if isinstance(t, torch._ops.OpOverload):
+            # the overload and its packet: aten.linear.default, aten.linear
+            names |= {str(t), str(t.overloadpacket)}
+        elif isinstance(t, torch._ops.OpOverloadPacket):
+            names.add(str(t))
+        else:
+            names.add(getattr(t, "__name__", None) or str(t))
+    return sorted(names)
 
 
 # helpers
@@ -258,6 +265,15 @@ def _div(
     return g.op("Div", g.op("Sub", ta, g.op("Mod", ta, tb, fmod=0)), tb)
 
 
+@register(aten.floor_divide)
+def _floor_divide(g: GraphBuilder, node: torch.fx.Node, a: Any, b: Any) -> ir.Value:
+    dtype = _promoted(node)
+    ta, tb = _tensor(g, a, dtype), _tensor(g, b, dtype)
+    if dtype.is_floating_point():
+        return g.op("Floor", g.op("Div", ta, tb))
+    return g.op("Div", g.op("Sub", ta, g.op("Mod", ta, tb, fmod=0)), tb)
+
+
 @register(aten.remainder, aten.fmod)
 def _remainder(g: GraphBuilder, node: torch.fx.Node, a: Any, b: Any) -> ir.Value:
     dtype = _promoted(node)
@@ -338,17 +354,37 @@ for _op, _onnx in [
     ("sigmoid", "Sigmoid"),
     ("relu", "Relu"),
     ("erf", "Erf"),
-    ("floor", "Floor"),
-    ("ceil", "Ceil"),
-    ("sign", "Sign"),
     ("tan", "Tan"),
     ("atan", "Atan"),
-    ("isnan", "IsNaN"),
 ]:
     if hasattr(aten, _op):
         register(getattr(aten, _op))(_unary(_onnx))
     if hasattr(aten, _op + "_"):
         register(getattr(aten, _op + "_"))(_unary(_onnx))
+
+
+@register(aten.isnan)
+def _isnan(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
+    if torch.is_floating_point(_meta(node.args[0])):
+        return g.op("IsNaN", x)
+    # integers and booleans are never NaN
+    return g.op("ConstantOfShape", g.op("Shape", x), value=_fill_value(False, ir.DataType.BOOL))
+
+
+@register(aten.floor, aten.floor_, aten.ceil, aten.ceil_)
+def _floor_ceil(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
+    if not torch.is_floating_point(_meta(node.args[0])):
+        return x  # torch returns integers unchanged, onnx has no integer Floor/Ceil
+    return g.op("Floor" if node.target.overloadpacket in (aten.floor, aten.floor_) else "Ceil", x)
+
+
+@register(aten.sign, aten.sign_)
+def _sign(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
+    res = g.op("Sign", x)
+    if torch.is_floating_point(_meta(node.args[0])):
+        # torch.sign(nan) is 0, onnxruntime's Sign returns nan
+        res = g.op("Where", g.op("IsNaN", x), g.const(0, _out_dtype(node)), res)
+    return res
 
 
 @register(aten.rsqrt)
@@ -381,7 +417,15 @@ def _clamp(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, min: Any = None, m
     dtype = _out_dtype(node)
     lo = None if min is None else _tensor(g, min, dtype)
     hi = None if max is None else _tensor(g, max, dtype)
-    return g.op("Clip", g.cast(x, dtype), lo, hi)
+    res = g.cast(x, dtype)
+    bounds = [_meta_arg(node, 1, "min"), _meta_arg(node, 2, "max")]
+    if any(isinstance(b, torch.Tensor) and b.dim() > 0 for b in bounds):
+        # Clip only takes scalar bounds, clamp.Tensor broadcasts them
+        res = res if lo is None else g.op("Max", res, lo)
+        return res if hi is None else g.op("Min", res, hi)
+    if hi is None:
+        return g.op("Clip", res, lo)
+    return g.op("Clip", res, lo, hi)
 
 
 @register(aten.clamp_min)
@@ -462,6 +506,12 @@ def _t(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
     if rank < 2:
         return x
     return g.op("Transpose", x, perm=list(reversed(range(rank))))
+
+
+@register(aten.mT)
+def _mt(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
+    rank = _rank(node.args[0])
+    return g.op("Transpose", x, perm=[*range(rank - 2), rank - 1, rank - 2])
 
 
 @register(aten.unsqueeze, aten.unsqueeze_)
@@ -563,6 +613,11 @@ def _slice(
 def _narrow(
     g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int, start: Any, length: Any
 ) -> ir.Value:
+    if isinstance(start, int) and start < 0:
+        # a negative start counts from the end: start + length may be 0
+        start = g.op(
+            "Add", g.scalar(g.size(x, _norm_axis(dim, _rank(node.args[0])))), g.scalar(start)
+        )
     if isinstance(start, int) and isinstance(length, int):
         end: Any = start + length
     else:
@@ -822,7 +877,10 @@ def _is_all_true(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
 
 @register(aten.cumsum)
 def _cumsum(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int, dtype: Any = None):
-    return g.op("CumSum", g.cast(x, _out_dtype(node)), g.const(dim, ir.DataType.INT64))
+    x = g.cast(x, _out_dtype(node))
+    if _rank(node.args[0]) == 0:
+        return x  # onnx CumSum rejects scalars
+    return g.op("CumSum", x, g.const(dim, ir.DataType.INT64))
 
 
 @register(aten.softmax.int, aten._softmax.default, aten.log_softmax.int, aten._log_softmax)
@@ -849,9 +907,9 @@ def _layer_norm(
     dtype = _out_dtype(node)
     if weight is None:
         weight = g.const(np.ones(list(normalized_shape)), dtype)
-    return g.op(
-        "LayerNormalization", x, weight, bias, axis=-len(normalized_shape), epsilon=float(eps)
-    )
+    # no trailing empty input: onnxruntime 1.31 crashes on LayerNormalization(x, w, "")
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return g.op("LayerNormalization", *inputs, axis=-len(normalized_shape), epsilon=float(eps))
 
 
 @register(aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default)
@@ -1153,7 +1211,13 @@ def _sdpa(
         return g.op("Attention", q, k, v, attn_mask, scale=float(scale), is_causal=int(is_causal))
     dtype = _out_dtype(node)
     if enable_gqa and qm.shape[-3] != km.shape[-3]:
-        raise NotImplementedError("enable_gqa=True below opset 23")
+        # key and value head i // (q heads / kv heads) for query head i (repeat_interleave)
+        hq, hkv = qm.shape[-3], km.shape[-3]
+        if not isinstance(hq, int) or not isinstance(hkv, int):
+            raise NotImplementedError("enable_gqa=True with a dynamic number of heads")
+        heads = g.ints([i // (hq // hkv) for i in range(hq)])
+        k = g.op("Gather", k, heads, axis=-3)
+        v = g.op("Gather", v, heads, axis=-3)
     kt = g.op("Transpose", k, perm=[*range(km.dim() - 2), km.dim() - 1, km.dim() - 2])
     scores = g.op("Mul", g.op("MatMul", q, kt), g.const(scale, dtype))
     if is_causal:
