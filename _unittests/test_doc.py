@@ -2,7 +2,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import doctest
 import unittest
 
 from onnx_diagnostic.ext_test_case import ExtTestCase
@@ -81,9 +80,7 @@ class TestDocstrings(ExtTestCase):
     def test_examples_in_docstrings_run(self):
         from onnx_diagnostic import doc as module_under_test
 
-        res = doctest.testmod(module_under_test, optionflags=doctest.ELLIPSIS, verbose=False)
-        self.assertGreater(res.attempted, 0)
-        self.assertEqual(res.failed, 0)
+        self.assertDocstringExamples(module_under_test)
 
 
 if __name__ == "__main__":

@@ -383,6 +383,29 @@ class ExtTestCase(unittest.TestCase):
         if not os.path.exists(path):
             raise AssertionError(f"{os.fspath(path)!r} does not exist")
 
+    def assertDocstringExamples(self, *modules: Any) -> None:
+        """
+        Runs the examples written in the docstrings of ``modules`` (modules or their names),
+        fails if one of them has no example or if an example fails.
+
+        >>> ExtTestCase().assertDocstringExamples("onnx_diagnostic.doc")
+        """
+        import doctest
+        import importlib
+
+        for module in modules:
+            if isinstance(module, str):
+                module = importlib.import_module(module)
+            res = doctest.testmod(
+                module,
+                optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+                verbose=False,
+            )
+            if not res.attempted:
+                raise AssertionError(f"{module.__name__} has no example in its docstrings")
+            if res.failed:
+                raise AssertionError(f"{module.__name__}: {res.failed} failed examples")
+
     def capture(self, fct: Callable[[], Any]) -> tuple[Any, str, str]:
         """
         Runs ``fct()`` and returns ``(result, stdout, stderr)`` with what it printed.

@@ -2,7 +2,6 @@ import collections
 import math
 import subprocess
 import sys
-import doctest
 import unittest
 
 import numpy as np
@@ -670,9 +669,7 @@ class TestDocstrings(ExtTestCase):
     def test_examples_in_docstrings_run(self):
         from onnx_diagnostic.helpers import helper as module_under_test
 
-        res = doctest.testmod(module_under_test, optionflags=doctest.ELLIPSIS, verbose=False)
-        self.assertGreater(res.attempted, 0)
-        self.assertEqual(res.failed, 0)
+        self.assertDocstringExamples(module_under_test)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,5 @@
 """Runs the examples written in the docstrings of the export-core modules."""
 
-import doctest
-import importlib
 import unittest
 
 from onnx_diagnostic.ext_test_case import ExtTestCase
@@ -22,14 +20,7 @@ class TestDocstrings(ExtTestCase):
     def test_docstring_examples(self):
         for name in MODULES:
             with self.subTest(module=name):
-                module = importlib.import_module(name)
-                res = doctest.testmod(
-                    module,
-                    optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
-                    verbose=False,
-                )
-                self.assertGreater(res.attempted, 0, msg=f"{name} has no example")
-                self.assertEqual(res.failed, 0, msg=f"{name}: {res.failed} failed examples")
+                self.assertDocstringExamples(name)
 
 
 if __name__ == "__main__":
