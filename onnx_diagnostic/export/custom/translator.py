@@ -205,6 +205,11 @@ class _Translator:
         if fct is None and isinstance(target, torch._ops.OpOverload):
             fct = self.table.get(target.overloadpacket)
         if fct is None:
+            if not node.users and not isinstance(target, torch._ops.OpOverload):
+                # a Python call torch.export kept for its side effect on the tracer
+                # (transformers 4.57 leaves torch._functorch's lazy_load_decompositions())
+                logger.debug("ignores the call to %s, its result is unused", _opname(target))
+                return None
             raise UnsupportedATenOpError(node)
         self.g.prefix = node.name
         args = self.arg(env, node.args)
