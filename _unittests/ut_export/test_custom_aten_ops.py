@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import unittest
 from collections.abc import Callable
 from typing import Any
@@ -531,6 +532,44 @@ class TestInPlace(_AtenTestCase):
             (_f(5, 4), _f(5, 3), _f(5)),
             ({0: torch.export.Dim("b")}, {0: torch.export.Dim("b")}, {0: torch.export.Dim("b")}),
             ("aten.slice_scatter", "aten.select_scatter"),
+        )
+
+    def test_in_place_unary_without_views(self):
+        names = ["neg_", "abs_", "sin_", "cos_", "tan_", "tanh_", "sigmoid_", "atan_", "erf_"]
+        names += ["floor_", "ceil_", "sign_", "reciprocal_", "sqrt_", "log_", "silu_", "gelu_"]
+
+        def fn(x, m, k):
+            res = []
+            for n in names:
+                z = x.clone()
+                if n in ("sqrt_", "log_"):
+                    z.abs_()
+                getattr(aten, n)(z)
+                res.append(z)
+            z = x.clone()
+            z.unsqueeze_(0)
+            z.tril_()
+            t = x.clone()
+            t.triu_(1)
+            f = x.clone()
+            f.fill_(1.5)
+            f2 = x.clone()
+            f2.fill_(x[0, 0])
+            c = x.clone()
+            c.copy_(x * 2)
+            a = m.clone()
+            a.bitwise_and_(k)
+            o = m.clone()
+            o.bitwise_or_(k)
+            return (*res, z, t, f, f2, c, a, o)
+
+        self.check(
+            fn,
+            (_f(3, 4), _i(3, 4), _i(4)),
+            (_f(5, 4), _i(5, 4), _i(4)),
+            ({0: DYN}, {0: DYN}, None),
+            tuple(f"aten.{n}" for n in names)
+            + ("aten.unsqueeze_", "aten.tril_", "aten.triu_", "aten.fill_", "aten.copy_"),
         )
 
     def test_fill_copy_and_tril_in_place(self):
@@ -1141,7 +1180,81 @@ class TestCreation(_AtenTestCase):
         self.check(fn, (_f(3, 4) * 3, _i(3, 4)), (_f(5, 4) * 3, _i(5, 4)), D00, ("aten.to",))
 
 
+class TestDirectATenCalls(_AtenTestCase):
+    """ATen operators the Python API rarely leaves in an exported program."""
+
+    def test_private_and_alias_operators(self):
+        bn_w, bn_b = torch.rand(4), torch.rand(4)
+        mean, var = torch.rand(4), torch.rand(4) + 0.5
+
+        def fn(x, y, i, b):
+            n = x.shape[0]
+            return (
+                aten._softmax(x, -1, False),
+                aten._log_softmax(x, 1, False),
+                aten._to_copy(x, dtype=torch.int64),
+                aten._unsafe_view(x, [n * 4]),
+                aten._unsafe_index(x, [i]),
+                aten._native_batch_norm_legit_no_training(y, bn_w, bn_b, mean, var, 0.1, 1e-5)[0],
+                aten.alias(x),
+                aten.lift_fresh(x),
+                aten.contiguous(x),
+                aten.to.other(i, x),
+                aten.to.dtype_layout(i, dtype=torch.float16),
+                aten.new_empty(x, [n, 2]).shape[0] + x,
+                aten.arange.start(2, n + 2),
+                aten.numpy_T(x),
+                aten.swapdims(y, 0, -1),
+                aten.min.other(x, -x),
+                aten.alpha_dropout(x, 0.5, False),
+                aten.feature_dropout(x, 0.5, False),
+                aten._is_all_true(b),
+                aten.where.ScalarSelf(b, 2.0, x),
+                aten.where.Scalar(b, 2.0, -3.0),
+            )
+
+        self.check(
+            fn,
+            (_f(3, 4), _f(3, 4, 2), torch.tensor([0, 2, -1]), _b(3, 4)),
+            (_f(5, 4), _f(5, 4, 2), torch.tensor([4, 1]), _b(5, 4)),
+            (
+                {0: torch.export.Dim("b")},
+                {0: torch.export.Dim("b")},
+                {0: DYN},
+                {0: torch.export.Dim("b")},
+            ),
+            ("aten._softmax", "aten._unsafe_index", "aten._native_batch_norm_legit_no_training"),
+        )
+
+    def test_assertions_are_skipped(self):
+        def fn(x, i):
+            k = i.item()
+            aten.sym_constrain_range.default(k, min=0, max=10)
+            aten.sym_constrain_range_for_size.default(k, min=0, max=10)
+            aten._assert_async.msg(torch.tensor(True), "message")
+            aten._assert_async.default(torch.tensor(True))
+            return x * k
+
+        self.check(fn, (_f(3, 4), torch.tensor(2)), (_f(5, 4), torch.tensor(7)), ({0: DYN}, None))
+
+
 class TestSymbolicIntegers(_AtenTestCase):
+    def test_symbolic_comparisons_and_rounding(self):
+        def fn(x, y):
+            n, m = x.shape[0], y.shape[0]
+            return (
+                torch.ones(math.ceil(n / 3)),
+                torch.ones(math.floor(n / 3) + 1),
+                torch.ones(-(-n // 2)),
+                torch.ones(torch.sym_ite(n > m, n, m)),
+                torch.full((2,), torch.sym_float(n) / 2),
+                torch.full((1,), torch.sym_not(n == m)),
+                torch.full((1,), n < m),
+                torch.full((1,), n != m),
+            )
+
+        self.check(fn, (_f(4, 4), _f(3)), (_f(7, 4), _f(9)), D00)
+
     def test_symbolic_arithmetic(self):
         def fn(x, y):
             n, m = x.shape[0], y.shape[0]
