@@ -447,6 +447,25 @@ class TestElementwise(_AtenTestCase):
             ("aten.where", "aten.masked_fill"),
         )
 
+    def test_booleans_in_min_max_where_masked_fill(self):
+        def fn(c, a, b):
+            return (
+                torch.maximum(a, b),
+                torch.minimum(a, b),
+                torch.max(a, b),
+                torch.where(c, a, b),
+                torch.where(c, a, True),
+                a.masked_fill(c, False),
+            )
+
+        self.check(
+            fn,
+            (_b(3, 4), _b(3, 4), _b(3, 4)),
+            (_b(5, 4), _b(5, 4), _b(5, 4)),
+            ({0: DYN}, {0: DYN}, {0: DYN}),
+            ("aten.maximum", "aten.minimum", "aten.where", "aten.masked_fill"),
+        )
+
     def test_bfloat16_types_in_translated_graph(self):
         # onnxruntime has no CPU kernel for most bfloat16 operators: the types only
         def fn(x, y):

@@ -231,8 +231,25 @@ def _binary(op_type: str) -> Callable:
 register(aten.add, aten.add_)(_binary("Add"))
 register(aten.sub, aten.sub_, aten.rsub)(_binary("Sub"))
 register(aten.mul, aten.mul_)(_binary("Mul"))
-register(aten.minimum, aten.min.other)(_binary("Min"))
-register(aten.maximum, aten.max.other)(_binary("Max"))
+
+
+@register(aten.minimum, aten.min.other, aten.maximum, aten.max.other)
+def _min_max(g: GraphBuilder, node: torch.fx.Node, a: Any, b: Any) -> ir.Value:
+    is_max = node.target.overloadpacket in (aten.maximum, aten.max)
+    dtype = _promoted(node)
+    ta, tb = _tensor(g, a, dtype), _tensor(g, b, dtype)
+    if dtype == ir.DataType.BOOL:
+        # onnx Max/Min have no boolean version
+        return g.op("Or" if is_max else "And", ta, tb)
+    return g.cast(g.op("Max" if is_max else "Min", ta, tb), _out_dtype(node))
+
+
+def _where_op(g: GraphBuilder, cond: ir.Value, a: ir.Value, b: ir.Value, dtype: ir.DataType):
+    if dtype == ir.DataType.BOOL:
+        # onnxruntime has no boolean Where: through uint8
+        a, b = g.cast(a, ir.DataType.UINT8), g.cast(b, ir.DataType.UINT8)
+        return g.cast(g.op("Where", cond, a, b), ir.DataType.BOOL)
+    return g.op("Where", cond, a, b)
 
 
 @register(aten.rsub.Scalar, aten.rsub.Tensor)
@@ -443,7 +460,8 @@ def _clamp_max(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, m: Any) -> ir.
 @register(aten.where.self, aten.where.ScalarOther, aten.where.ScalarSelf, aten.where.Scalar)
 def _where(g: GraphBuilder, node: torch.fx.Node, cond: ir.Value, a: Any, b: Any) -> ir.Value:
     dtype = _out_dtype(node)
-    return g.op("Where", g.cast(cond, ir.DataType.BOOL), _tensor(g, a, dtype), _tensor(g, b, dtype))
+    cond = g.cast(cond, ir.DataType.BOOL)
+    return _where_op(g, cond, _tensor(g, a, dtype), _tensor(g, b, dtype), dtype)
 
 
 @register(aten.masked_fill, aten.masked_fill_)
@@ -451,7 +469,7 @@ def _masked_fill(
     g: GraphBuilder, node: torch.fx.Node, x: ir.Value, mask: ir.Value, value: Any
 ) -> ir.Value:
     dtype = _out_dtype(node)
-    return g.op("Where", g.cast(mask, ir.DataType.BOOL), _tensor(g, value, dtype), x)
+    return _where_op(g, g.cast(mask, ir.DataType.BOOL), _tensor(g, value, dtype), x, dtype)
 
 
 # shapes
