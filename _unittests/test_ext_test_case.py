@@ -34,6 +34,7 @@ class TestAssertEqualArray(ExtTestCase):
         self.assertEqualArray(torch.tensor([1.0, 2.0]), np.array([1.0, 2.0], dtype=np.float32))
         self.assertEqualArray(np.array([1, 2]), torch.tensor([1, 2]))
         self.assertEqualArray(torch.tensor(3.0), torch.tensor(3.0))
+        self.assertEqualArray(torch.tensor(1.0), np.array(1.0, dtype=np.float32))
         self.assertEqualArray(torch.zeros((0, 2)), torch.zeros((0, 2)))
 
     def test_values_differ(self):

@@ -639,6 +639,9 @@ class TestMaxDiff(ExtTestCase):
         d = max_diff(torch.zeros((0, 3)), torch.zeros((0, 3)))
         self.assertEqual((d["abs"], d["n"]), (0.0, 0))
         self.assertEqual(max_diff([], [])["n"], 0)
+        # a 0-d array (what onnxruntime returns for a scalar output) stays 0-d
+        d = max_diff(torch.tensor(1.0), np.array(1.5, dtype=np.float32))
+        self.assertEqual((d["abs"], d.get("error")), (0.5, None))
 
     def test_complex(self):
         d = max_diff(torch.tensor([1 + 1j]), torch.tensor([1 + 2j]))

@@ -117,6 +117,11 @@ class TestMiniOnnxBuilder(ExtTestCase):
             with self.subTest(dtype=dtype):
                 self.roundtrip([torch.empty((0, 3), dtype=dtype), _random((), dtype)])
         self.roundtrip(torch.empty((2, 0, 4)))
+        # a 0-d numpy array stays 0-d
+        got = create_input_tensors_from_onnx_model(
+            create_onnx_model_from_input_tensors(np.array(3.0, dtype=np.float32))
+        )
+        self.assertEqual((got.shape, float(got)), ((), 3.0))
 
     def test_non_contiguous_and_grad_tensors(self):
         t = torch.randn(4, 6, requires_grad=True)

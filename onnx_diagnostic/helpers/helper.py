@@ -542,7 +542,7 @@ def _to_torch(x: Any) -> torch.Tensor:
             a = a.astype(np.float32)  # ml_dtypes (bfloat16, float8...)
         elif a.dtype.kind == "u" and a.dtype.itemsize > 1:
             a = a.astype(np.int64)
-        return torch.from_numpy(np.ascontiguousarray(a))
+        return torch.from_numpy(np.asarray(a, order="C"))
     return torch.tensor(x)
 
 

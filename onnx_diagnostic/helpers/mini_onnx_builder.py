@@ -214,7 +214,7 @@ def proto_to_tensor(proto: onnx.TensorProto, device: str | torch.device = "cpu")
 def _numpy_to_torch(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     """Converts an array into a tensor of ``dtype`` through its bytes when numpy
     has no such type (ml_dtypes' bfloat16, float8)."""
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array, order="C")
     try:
         t = torch.from_numpy(array.copy())
     except TypeError:
@@ -288,7 +288,7 @@ class _Encoder:
         if isinstance(obj, np.ndarray):
             if obj.dtype == object:
                 raise TypeError(f"{where}: numpy arrays of objects cannot be stored")
-            self.add(steps, "array", torch.from_numpy(np.ascontiguousarray(obj)))
+            self.add(steps, "array", torch.from_numpy(np.asarray(obj, order="C")))
             return
         if isinstance(obj, bool):
             self.add(steps, "bool", torch.tensor(obj, dtype=torch.bool))

@@ -201,6 +201,11 @@ class GraphBuilder:
                 )
         if domain and domain not in self.graph.opset_imports:
             self.graph.opset_imports[domain] = _DOMAIN_VERSIONS.get(domain, 1)
+        # trailing missing inputs are left out (onnxruntime 1.31 crashes on
+        # LayerNormalization(x, w, "") instead of ignoring the empty name)
+        inputs = tuple(inputs)
+        while inputs and inputs[-1] is None:
+            inputs = inputs[:-1]
         attrs = {k: v for k, v in attributes.items() if v is not None}
         node = ir.node(
             op_type,
