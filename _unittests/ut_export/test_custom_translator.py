@@ -173,7 +173,7 @@ class TestErrors(ExtTestCase):
         with self.assertRaises(UnsupportedATenOpError) as cm:
             translate_program(ep)
         msg = str(cm.exception)
-        self.assertIn("aten.fft_rfft", msg)
+        self.assertRegex(msg, r"no translation for aten\.(fft_rfft|_fft_r2c)")
         self.assertIn("test_custom_translator.py", msg)
         self.assertIn("return torch.fft.rfft(x).abs()", msg)
         self.assertIn("float32[2x8]", msg)
@@ -188,7 +188,7 @@ class TestErrors(ExtTestCase):
         with self.assertRaises(ExportStepError) as cm:
             to_onnx(Fft(), (torch.rand(2, 8),), exporter="custom")
         self.assertEqual(cm.exception.step, "translation")
-        self.assertIn("aten.fft_rfft", str(cm.exception))
+        self.assertIn("fft", str(cm.exception))
         self.assertIn("exporter='onnx-dynamo'", cm.exception.hint)
         self.assertIsInstance(cm.exception.__cause__, UnsupportedATenOpError)
 

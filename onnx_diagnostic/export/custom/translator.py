@@ -114,6 +114,10 @@ def _opname(target: Any) -> str:
     return getattr(target, "__name__", str(target))
 
 
+#: higher-order operators whose subgraph is inlined
+_INLINED_HOPS = ("wrap_with_set_grad_enabled", "wrap_with_autocast")
+
+
 class _Translator:
     def __init__(self, ep: torch.export.ExportedProgram, opset: int, verbose: int):
         from .aten_ops import TRANSLATIONS
@@ -335,6 +339,37 @@ def needs_functionalization(gm: torch.fx.GraphModule) -> bool:
     return False
 
 
+def _translatable(node: torch.fx.Node) -> bool:
+    from .aten_ops import TRANSLATIONS
+
+    target = node.target
+    if target is operator.getitem or target in TRANSLATIONS:
+        return True
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        return getattr(target, "_name", "") in _INLINED_HOPS
+    if isinstance(target, torch._ops.OpOverload):
+        return target.overloadpacket in TRANSLATIONS
+    # a Python call whose result is unused is skipped
+    return not node.users
+
+
+def _retrace_reason(ep: torch.export.ExportedProgram) -> str:
+    """
+    Tells why the graph must be retraced before its translation (an empty string if it
+    must not): writes into views, or calls the translator does not know which the
+    retracing removes (functorch's vmap in transformers 4.57 masks...).
+    """
+    for gm in ep.graph_module.modules():
+        if not isinstance(gm, torch.fx.GraphModule):
+            continue
+        if needs_functionalization(gm):
+            return "in-place writes into views"
+        for node in gm.graph.nodes:
+            if node.op == "call_function" and not _translatable(node):
+                return f"{_opname(node.target)} has no translation"
+    return ""
+
+
 def rename_dimensions(model: ir.Model, mapping: dict[str, str]) -> int:
     """
     Renames the symbolic dimensions of every value (``s35`` -> ``batch``, also inside
@@ -449,16 +484,14 @@ def translate_program(
     opset = DEFAULT_OPSET if target_opset is None else target_opset
     if not isinstance(opset, int) or opset < 18:
         raise ValueError(f"translate_program: target_opset must be >= 18, got {target_opset!r}")
-    if any(
-        needs_functionalization(gm)
-        for gm in ep.graph_module.modules()
-        if isinstance(gm, torch.fx.GraphModule)
-    ):
-        # writes into views (x[:, 1:] = y): functionalized by torch, which keeps the
-        # operators (an empty decomposition table) but replaces the mutations by
-        # slice_scatter, select_scatter...; it costs a second trace.
+    reason = _retrace_reason(ep)
+    if reason:
+        # torch retraces the graph with an empty decomposition table: the operators stay
+        # (linear, scaled_dot_product_attention...), mutations become slice_scatter...,
+        # vmap disappears; it costs a second trace.
         if verbose:
-            print("[translate_program] in-place writes into views, functionalizes the graph")
+            print(f"[translate_program] {reason}, retraces the graph (run_decompositions)")
+        logger.info("translate_program: %s, retraces the graph", reason)
         ep = ep.run_decompositions({})
     model = _Translator(ep, opset, verbose).translate()
     if verbose:
