@@ -8,10 +8,13 @@ import onnx
 import onnx_ir as ir
 import onnxruntime
 
+from onnx_diagnostic.export.custom import folding
 from onnx_diagnostic.export.custom import passes as module_under_test
 from onnx_diagnostic.export.custom.passes import (
     deduplicate_constants,
+    eliminate_common_subexpressions,
     fold_constants,
+    merge_unsqueeze,
     remove_identities,
     remove_unused,
     run_passes,
@@ -574,6 +577,388 @@ class TestDeduplicateConstants(_PassTestCase):
         self.assertEqualArray(_run(proto, feeds)[0], _run(after, feeds)[0])
 
 
+class TestRemoveIdentitiesSqueeze(_PassTestCase):
+    def test_unsqueeze_of_squeeze_on_the_same_axes_is_removed(self):
+        model, count = self.apply(
+            """g (float[batch, 1, 3] x) => (float[batch, 1, 3] y, float[1, batch, 3] z) {
+                ax = Constant <value_ints = [1]> ()
+                ax0 = Constant <value_ints = [0]> ()
+                axn = Constant <value_ints = [-2]> ()
+                s = Squeeze (x, ax)
+                u = Unsqueeze (s, axn)
+                y = Neg (u)
+                z = Unsqueeze (s, ax0)
+            }""",
+            remove_identities,
+            1,
+        )
+        self.assertEqual(self.op_types(model).count("Unsqueeze"), 1)
+        self.assertIs(
+            next(n for n in model.graph if n.op_type == "Neg").inputs[0], model.graph.inputs[0]
+        )
+
+    def test_removed_node_tells_the_shape_of_its_untyped_source(self):
+        model = ir.serde.deserialize_model(
+            _parse(
+                """g (float[batch, 3] x) => (int64[1] y) {
+                    ax = Constant <value_ints = [0]> ()
+                    s = Shape <start = 1> (x)
+                    sq = Squeeze (s, ax)
+                    u = Unsqueeze (sq, ax)
+                    y = Neg (u)
+                }"""
+            )
+        )
+        u = next(n for n in model.graph if n.op_type == "Unsqueeze").outputs[0]
+        u.shape, u.type = ir.Shape([1]), ir.TensorType(ir.DataType.INT64)
+        source = next(n for n in model.graph if n.op_type == "Shape").outputs[0]
+        self.assertIsNone(source.shape)
+        self.assertEqual(remove_identities(model), 1)
+        self.assertEqual(source.shape, ir.Shape([1]))
+        self.assertEqual(source.dtype, ir.DataType.INT64)
+        self.assertIs(model.graph.node(3).inputs[0], source)
+        # a graph input is never changed
+        model = ir.serde.deserialize_model(
+            _parse(
+                """g (int64[1] x) => (int64[1] y) {
+                    ax = Constant <value_ints = [0]> ()
+                    sq = Squeeze (x, ax)
+                    u = Unsqueeze (sq, ax)
+                    y = Neg (u)
+                }"""
+            )
+        )
+        model.graph.inputs[0].shape = None
+        next(n for n in model.graph if n.op_type == "Unsqueeze").outputs[0].shape = ir.Shape([1])
+        self.assertEqual(remove_identities(model), 1)
+        self.assertIsNone(model.graph.inputs[0].shape)
+
+
+def _unsqueeze_graph(op: str, axes1: list[int], axes2: list[int], shape: list, out: list) -> str:
+    def _type(dims: list) -> str:
+        return f"float[{', '.join(str(d) for d in dims)}]" if dims else "float"
+
+    return f"""g ({_type(shape)} x) => ({_type(out)} y) {{
+        a1 = Constant <value_ints = {axes1}> ()
+        a2 = Constant <value_ints = {axes2}> ()
+        t = {op} (x, a1)
+        y = {op} (t, a2)
+    }}"""
+
+
+class TestMergeUnsqueeze(_PassTestCase):
+    def test_chain_of_three_becomes_one_node_in_one_call(self):
+        model, _ = self.apply(
+            """g (float[batch] x) => (float[batch, 1, 1, 1] y)
+            <int64[1] one = {1}, int64[1] two = {2}, int64[1] three = {3}> {
+                a = Unsqueeze (x, one)
+                b = Unsqueeze (a, two)
+                y = Unsqueeze (b, three)
+            }""",
+            merge_unsqueeze,
+            2,
+        )
+        self.assertEqual(self.op_types(model), ["Unsqueeze"])
+        node = model.graph.node(0)
+        self.assertIs(node.inputs[0], model.graph.inputs[0])
+        self.assertEqual(node.inputs[1].const_value.numpy().tolist(), [1, 2, 3])
+        # the axes of the removed nodes are removed as well
+        self.assertEqual(len(model.graph.initializers), 1)
+
+    def test_every_composition_matches_onnxruntime(self):
+        cases = [
+            ("Unsqueeze", [0], [0], ["batch", 3], [1, 1, "batch", 3]),
+            ("Unsqueeze", [-1], [0], ["batch", 3], [1, "batch", 3, 1]),
+            ("Unsqueeze", [1, -1], [-2, 0], ["batch", 3], [1, "batch", 1, 3, 1, 1]),
+            ("Unsqueeze", [2], [1], ["batch", 3], ["batch", 1, 3, 1]),
+            ("Unsqueeze", [0], [-1, 1], [], [1, 1, 1]),
+            ("Squeeze", [0], [-1], [1, "batch", 3, 1], ["batch", 3]),
+            ("Squeeze", [-2, 0], [1], [1, "batch", 1, 1, 3], ["batch", 3]),
+            ("Squeeze", [2], [0], [1, "batch", 1], ["batch"]),
+        ]
+        for op, a1, a2, shape, out in cases:
+            with self.subTest(op=op, a1=a1, a2=a2):
+                model, _ = self.apply(_unsqueeze_graph(op, a1, a2, shape, out), merge_unsqueeze, 1)
+                # the Constant nodes of the old axes are removed as well
+                self.assertEqual(self.op_types(model), [op])
+
+    def test_negative_axes_on_an_unknown_rank_stay(self):
+        model, _ = self.apply(
+            """g (float[batch, 4] x, int64[2] shape) => (float[1, 4, batch, 1] y) {
+                r = Reshape (x, shape)
+                a1 = Constant <value_ints = [-1]> ()
+                a2 = Constant <value_ints = [0]> ()
+                t = Unsqueeze (r, a1)
+                y = Unsqueeze (t, a2)
+            }""",
+            lambda m: merge_unsqueeze(m),
+            0,
+            batches=(),
+        )
+        self.assertEqual(self.op_types(model).count("Unsqueeze"), 2)
+
+    def test_inner_node_used_elsewhere_or_graph_output_stays(self):
+        for outputs, extra in [
+            ("float[batch, 1] t, float[batch, 1, 1] y", ""),
+            ("float[batch, 1, 1] y, float[batch, 1] z", "z = Neg (t)"),
+        ]:
+            with self.subTest(outputs=outputs):
+                model, _ = self.apply(
+                    f"""g (float[batch] x) => ({outputs}) {{
+                        a1 = Constant <value_ints = [1]> ()
+                        a2 = Constant <value_ints = [2]> ()
+                        t = Unsqueeze (x, a1)
+                        y = Unsqueeze (t, a2)
+                        {extra}
+                    }}""",
+                    merge_unsqueeze,
+                    0,
+                )
+                self.assertEqual(self.op_types(model).count("Unsqueeze"), 2)
+
+    def test_axes_computed_at_runtime_or_squeeze_without_axes_stay(self):
+        self.apply(
+            """g (float[batch] x, int64[1] a1) => (float[batch, 1, 1] y) {
+                a2 = Constant <value_ints = [2]> ()
+                t = Unsqueeze (x, a1)
+                y = Unsqueeze (t, a2)
+            }""",
+            merge_unsqueeze,
+            0,
+            batches=(),
+        )
+        self.apply(
+            """g (float[1, batch, 1] x) => (float[batch] y) {
+                a1 = Constant <value_ints = [0]> ()
+                t = Squeeze (x, a1)
+                y = Squeeze (t)
+            }""",
+            merge_unsqueeze,
+            0,
+            batches=(2,),
+        )
+
+    def test_squeeze_then_unsqueeze_is_not_merged(self):
+        self.apply(
+            _unsqueeze_graph("Squeeze", [0], [0], [1, "batch"], [1, "batch"]).replace(
+                "y = Squeeze", "y = Unsqueeze"
+            ),
+            merge_unsqueeze,
+            0,
+        )
+
+    def test_axes_attribute_before_opset_13(self):
+        proto = onnx.parser.parse_model(
+            """<ir_version: 7, opset_import: ["" : 11]>
+            g (float[batch] x) => (float[1, batch, 1] y) {
+                t = Unsqueeze <axes = [0]> (x)
+                y = Unsqueeze <axes = [-1]> (t)
+            }"""
+        )
+        model = ir.serde.deserialize_model(proto)
+        self.assertEqual(merge_unsqueeze(model), 1)
+        after = ir.serde.serialize_model(model)
+        onnx.checker.check_model(after, full_check=True)
+        self.assertEqual(list(model.graph.node(0).attributes["axes"].value), [0, 2])
+        feeds = _feeds(proto, 3)
+        self.assertEqualArray(_run(proto, feeds)[0], _run(after, feeds)[0])
+
+    def test_empty_graph(self):
+        model = ir.serde.deserialize_model(_parse("g (float x) => (float x) {}"))
+        self.assertEqual(merge_unsqueeze(model), 0)
+
+
+class TestEliminateCommonSubexpressions(_PassTestCase):
+    def test_duplicated_chains_collapse_in_one_call(self):
+        model, _ = self.apply(
+            """g (float[batch, 4] x) => (float[batch, 4] y) {
+                ax = Constant <value_ints = [0]> ()
+                ax2 = Constant <value_ints = [0]> ()
+                s1 = Shape <start = 1> (x)
+                q1 = Squeeze (s1, ax)
+                s2 = Shape <start = 1> (x)
+                q2 = Squeeze (s2, ax2)
+                a = Add (q1, q2)
+                c = Cast <to = 1> (a)
+                y = Mul (x, c)
+            }""",
+            eliminate_common_subexpressions,
+            3,
+        )
+        self.assertEqual(
+            self.op_types(model), ["Constant", "Shape", "Squeeze", "Add", "Cast", "Mul"]
+        )
+        add = model.graph.node(3)
+        self.assertIs(add.inputs[0], add.inputs[1])
+
+    def test_different_attributes_or_input_order_stay(self):
+        self.apply(
+            """g (float[batch, 4] x, float[batch, 4] z) => (float[batch, 4] y, float[4, batch] w) {
+                a = Sub (x, z)
+                b = Sub (z, x)
+                y = Add (a, b)
+                t1 = Transpose <perm = [1, 0]> (x)
+                t2 = Transpose <perm = [0, 1]> (x)
+                t3 = Transpose (t2)
+                w = Add (t1, t3)
+                s1 = Shape <start = 1> (x)
+                s2 = Shape <start = 0> (x)
+            }""",
+            eliminate_common_subexpressions,
+            0,
+        )
+
+    def test_duplicated_outputs_keep_their_names(self):
+        model, _ = self.apply(
+            """g (float[batch] x) => (float[batch] y1, float[batch] y2, float[batch] z) {
+                y1 = Exp (x)
+                y2 = Exp (x)
+                e = Exp (x)
+                z = Neg (e)
+            }""",
+            eliminate_common_subexpressions,
+            2,
+        )
+        self.assertEqual(self.op_types(model), ["Exp", "Identity", "Neg"])
+        model, _ = self.apply(
+            """g (float[batch] x) => (float[batch] y, float[batch] z) {
+                e = Exp (x)
+                z = Neg (e)
+                y = Exp (x)
+            }""",
+            eliminate_common_subexpressions,
+            1,
+        )
+        self.assertEqual(self.op_types(model), ["Exp", "Neg"])
+        self.assertEqual(model.graph.node(0).outputs[0].name, "y")
+
+    def test_multiple_outputs_and_constant_nodes(self):
+        model, _ = self.apply(
+            """g (float[batch, 4] x) => (float[batch, 2] y, float[batch, 2] z) {
+                k1 = Constant <value_ints = [2]> ()
+                k2 = Constant <value_ints = [2]> ()
+                v1, i1 = TopK <axis = -1> (x, k1)
+                v2, i2 = TopK <axis = -1> (x, k2)
+                y = Add (v1, v2)
+                f1 = Cast <to = 1> (i1)
+                f2 = Cast <to = 1> (i2)
+                z = Sub (f1, f2)
+            }""",
+            eliminate_common_subexpressions,
+            3,
+        )
+        self.assertEqual(self.op_types(model), ["Constant", "TopK", "Add", "Cast", "Sub"])
+
+    def test_random_subgraph_large_constant_and_unknown_domain_nodes_stay(self):
+        for body, batches in [
+            (
+                """r1 = RandomUniformLike (x)
+                r2 = RandomUniformLike (x)
+                y = Add (r1, r2)""",
+                (),
+            ),
+            (
+                """d1 = Dropout (x)
+                d2 = Dropout (x)
+                y = Add (d1, d2)""",
+                (2,),
+            ),
+            (
+                """c = ReduceSum <keepdims = 0> (x)
+                cond = Greater (c, c)
+                i1 = If (cond) <then_branch = g1 () => (float[N] o) { o = Neg (x) },
+                                else_branch = g2 () => (float[N] o) { o = Abs (x) }>
+                i2 = If (cond) <then_branch = g1 () => (float[N] o) { o = Neg (x) },
+                                else_branch = g2 () => (float[N] o) { o = Abs (x) }>
+                y = Add (i1, i2)""",
+                (2,),
+            ),
+        ]:
+            with self.subTest(body=body.split()[2]):
+                self.apply(
+                    f"g (float[N] x) => (float[N] y) {{\n{body}\n}}",
+                    eliminate_common_subexpressions,
+                    0,
+                    batches=batches,
+                )
+        model, _ = self.apply(
+            """g (float[N] x) => (float[N] y) {
+                c1 = Constant <value = float[3] {1.0, 2.0, 3.0}> ()
+                c2 = Constant <value = float[3] {1.0, 2.0, 3.0}> ()
+                s1 = ReduceSum <keepdims = 0> (c1)
+                s2 = ReduceSum <keepdims = 0> (c2)
+                a = Add (s1, s2)
+                y = Mul (x, a)
+            }""",
+            functools.partial(eliminate_common_subexpressions, max_size=2),
+            0,
+        )
+        model = ir.serde.deserialize_model(
+            _parse(
+                """g (float[N] x) => (float[N] y) {
+                    a = Custom.Op (x)
+                    b = Custom.Op (x)
+                    y = Add (a, b)
+                }"""
+            )
+        )
+        self.assertEqual(eliminate_common_subexpressions(model), 0)
+
+    def test_bad_max_size_names_the_argument(self):
+        model = ir.serde.deserialize_model(_parse("g (float x) => (float x) {}"))
+        self.assertEqual(eliminate_common_subexpressions(model), 0)
+        with self.assertRaisesRegex(TypeError, "max_size"):
+            eliminate_common_subexpressions(model, max_size=-1)
+
+
+class TestExportedModel(_PassTestCase):
+    def test_optimized_tiny_llm_has_no_duplicates_nor_unsqueeze_chains(self):
+        import copy
+
+        import torch
+
+        from onnx_diagnostic.export.api import onnx_feeds, to_onnx
+        from onnx_diagnostic.torch_export_patches import torch_export_patches
+        from onnx_diagnostic.torch_models.hghub import get_untrained_model_with_inputs
+
+        data = get_untrained_model_with_inputs("arnir0/Tiny-LLM", add_second_input=True)
+        with torch_export_patches(patch_transformers=True):
+            raw = to_onnx(
+                data.model,
+                (),
+                kwargs=copy.deepcopy(data.inputs),
+                dynamic_shapes=data.dynamic_shapes,
+                exporter="custom",
+                optimize=False,
+            )
+        model = ir.serde.deserialize_model(raw)
+        counts = run_passes(
+            model, [merge_unsqueeze, eliminate_common_subexpressions, remove_unused]
+        )
+        self.assertGreater(counts["merge_unsqueeze"], 0)
+        self.assertGreater(counts["eliminate_common_subexpressions"], 0)
+        self.assertEqual(merge_unsqueeze(model), 0)
+        self.assertEqual(eliminate_common_subexpressions(model), 0)
+        for node in model.graph:
+            if node.op_type == "Unsqueeze":
+                producer = node.inputs[0].producer()
+                self.assertFalse(producer is not None and producer.op_type == "Unsqueeze")
+        after = ir.serde.serialize_model(model)
+        onnx.checker.check_model(after)
+        sessions = [
+            onnxruntime.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"])
+            for p in (raw, after)
+        ]
+        for inputs in (data.inputs, data.inputs2):
+            feeds = {
+                k: v.numpy() for k, v in onnx_feeds(data.model, (), copy.deepcopy(inputs)).items()
+            }
+            with torch.no_grad():
+                expected = data.model(**copy.deepcopy(inputs)).logits.numpy()
+            for sess in sessions:
+                self.assertEqualArray(expected, sess.run(None, feeds)[0], atol=1e-4)
+
+
 class TestRunPasses(_PassTestCase):
     def test_default_passes_clean_a_naive_graph(self):
         model, counts = self.apply(
@@ -643,6 +1028,8 @@ class TestRunPasses(_PassTestCase):
             remove_identities,
             remove_unused,
             deduplicate_constants,
+            merge_unsqueeze,
+            eliminate_common_subexpressions,
             run_passes,
         ]:
             with self.subTest(fct=fct.__name__):
@@ -652,9 +1039,11 @@ class TestRunPasses(_PassTestCase):
                     fct(None)
 
     def test_examples_in_docstrings_run(self):
-        res = doctest.testmod(module_under_test, optionflags=doctest.ELLIPSIS, verbose=False)
-        self.assertGreater(res.attempted, 0)
-        self.assertEqual(res.failed, 0)
+        for module in (module_under_test, folding):
+            with self.subTest(module=module.__name__):
+                res = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+                self.assertGreater(res.attempted, 0)
+                self.assertEqual(res.failed, 0)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 What the passes of the custom exporter know about a value without running the model: the
 content of constants, numpy kernels evaluating one node on constant inputs (used by
 :func:`fold_constants <onnx_diagnostic.export.custom.passes.fold_constants>`), static
-dimensions, element types and ranks of untyped intermediate results. Nothing here modifies a
-graph. An integer ``Div`` truncates toward zero as onnxruntime does:
+dimensions, element types and ranks of untyped intermediate results, the nodes returning
+one of their inputs, the axes of two composed ``Unsqueeze``/``Squeeze``. Nothing here modifies a
+graph; the passes are in :mod:`onnx_diagnostic.export.custom.passes`. An integer ``Div``
+truncates toward zero as onnxruntime does:
 
 >>> import numpy as np
 >>> import onnx_ir as ir
@@ -24,6 +26,11 @@ import numpy as np
 import onnx_ir as ir
 
 logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------
+# constants
+# ----------------------------------------------------------------------------------------
 
 
 def _attr(node: ir.Node, name: str, default: Any = None) -> Any:
@@ -77,6 +84,11 @@ def _axes(node: ir.Node, inputs: Sequence[np.ndarray | None], index: int) -> lis
     if axes is None and len(inputs) > index and inputs[index] is not None:
         axes = inputs[index].tolist()
     return None if axes is None else [int(a) for a in np.atleast_1d(axes)]
+
+
+# ----------------------------------------------------------------------------------------
+# numpy kernels
+# ----------------------------------------------------------------------------------------
 
 
 def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -320,6 +332,11 @@ def _evaluate(node: ir.Node, x: list, size_limit: int, opset: int) -> list | Non
     return results
 
 
+# ----------------------------------------------------------------------------------------
+# static shapes
+# ----------------------------------------------------------------------------------------
+
+
 def _shape_slice(node: ir.Node, rank: int) -> tuple[int, int]:
     start, end = _attr(node, "start", 0), _attr(node, "end", rank)
     start, end = start + rank if start < 0 else start, end + rank if end < 0 else end
@@ -356,6 +373,11 @@ def _fold_shape(node: ir.Node) -> list | None:
     if any(not -len(dims) <= i < len(dims) or dims[i] is None for i in flat):
         return None
     return [np.array([dims[i] for i in flat], dtype=np.int64).reshape(indices.shape)]
+
+
+# ----------------------------------------------------------------------------------------
+# element types and ranks
+# ----------------------------------------------------------------------------------------
 
 
 _BOOL_OPS = set("And Equal Greater GreaterOrEqual IsInf IsNaN Less LessOrEqual Not Or Xor".split())
@@ -436,3 +458,139 @@ class _TypeInfo:
             return value.shape.rank()
         cst = _const(value)
         return cst.ndim if cst is not None else self.ranks.get(value)
+
+
+_LOSSLESS = {
+    "BOOL": "INT8 UINT8 INT16 UINT16 INT32 UINT32 INT64 UINT64 FLOAT16 BFLOAT16 FLOAT DOUBLE",
+    "INT8": "INT16 INT32 INT64 FLOAT16 BFLOAT16 FLOAT DOUBLE",
+    "UINT8": "UINT16 UINT32 UINT64 INT16 INT32 INT64 FLOAT16 BFLOAT16 FLOAT DOUBLE",
+    "INT16": "INT32 INT64 FLOAT DOUBLE",
+    "UINT16": "UINT32 UINT64 INT32 INT64 FLOAT DOUBLE",
+    "INT32": "INT64 DOUBLE",
+    "UINT32": "UINT64 INT64 DOUBLE",
+    "FLOAT16": "FLOAT DOUBLE",
+    "BFLOAT16": "FLOAT DOUBLE",
+    "FLOAT": "DOUBLE",
+}
+
+
+def _lossless(src: ir.DataType | None, dst: ir.DataType) -> bool:
+    """Tells if every value of type ``src`` is exactly represented in type ``dst``."""
+    return src is not None and (src == dst or dst.name in _LOSSLESS.get(src.name, "").split())
+
+
+# ----------------------------------------------------------------------------------------
+# nodes returning their input, composed axes
+# ----------------------------------------------------------------------------------------
+
+
+def _is_scalar_constant(
+    value: ir.Value | None, expected: float, x: ir.Value, info: _TypeInfo
+) -> bool:
+    """Tells if ``value`` is a constant equal to ``expected`` which cannot broadcast ``x``."""
+    cst = _const(value)
+    if cst is None or cst.size != 1 or cst.ndim > 1 or cst.reshape(-1)[0] != expected:
+        return False
+    if info.dtype(x) is None or ir.DataType.from_numpy(cst.dtype) != info.dtype(x):
+        return False
+    return cst.ndim == 0 or (info.rank(x) or 0) >= 1
+
+
+def _is_shape_of(shape_value: ir.Value, x: ir.Value) -> bool:
+    """Tells if ``shape_value`` is computed by ``Shape(x)``."""
+    producer = shape_value.producer()
+    return (
+        producer is not None
+        and producer.op_type == "Shape"
+        and producer.domain == ""
+        and producer.inputs[0] is x
+        and _attr(producer, "start", 0) == 0
+        and _attr(producer, "end", None) is None
+    )
+
+
+def _reshape_is_identity(shape_value: ir.Value, x: ir.Value, allowzero: int) -> bool:
+    """Tells if the shape given to Reshape is the shape of ``x``."""
+    if _is_shape_of(shape_value, x):
+        return True
+    shape, dims = _const(shape_value), _static_dims(x)
+    if shape is None or dims is None or shape.ndim != 1 or len(shape) != len(dims):
+        return False
+    unknown = 0
+    for s, d in zip(shape.tolist(), dims):
+        if s == -1:
+            unknown += 1
+        elif not ((s == 0 and not allowzero) or s == d):
+            return False
+    # every dimension but one is kept, the last one is inferred from the total size
+    return unknown <= 1
+
+
+def _expand_is_identity(shape_value: ir.Value, x: ir.Value) -> bool:
+    if _is_shape_of(shape_value, x):
+        return True
+    shape, dims = _const(shape_value), _static_dims(x)
+    if shape is None or dims is None or shape.ndim != 1 or len(shape) > len(dims):
+        return False
+    return all(s == 1 or s == d for s, d in zip(shape.tolist()[::-1], dims[::-1]))
+
+
+def _normalized(axes: list[int] | None, rank: int | None) -> set[int] | None:
+    if axes is None or (rank is None and any(a < 0 for a in axes)):
+        return None
+    return {a + rank if a < 0 else a for a in axes}
+
+
+def _slice_is_identity(node: ir.Node) -> bool:
+    x = node.inputs[0]
+    csts = [_const(v) for v in node.inputs[1:]]
+    if any(c is None and v is not None for c, v in zip(csts, node.inputs[1:])) or len(csts) < 2:
+        return False
+    dims = _static_dims(x)
+    starts, ends = csts[0].tolist(), csts[1].tolist()
+    axes = csts[2].tolist() if len(csts) > 2 and csts[2] is not None else range(len(starts))
+    steps = csts[3].tolist() if len(csts) > 3 and csts[3] is not None else [1] * len(starts)
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        if axis < 0:
+            if dims is None:
+                return False
+            axis += len(dims)
+        dim = dims[axis] if dims is not None and axis < len(dims) else None
+        if step != 1 or start != 0:
+            return False
+        if not (end >= 2**62 or (dim is not None and end >= dim)):
+            return False
+    return True
+
+
+def _combined_axes(op: str, a1: list[int], a2: list[int], rank: int | None) -> list[int] | None:
+    """
+    The axes of ``op(op(x, a1), a2)`` done by one ``op`` (``Squeeze`` or ``Unsqueeze``),
+    ``rank`` is the rank of ``x``, None if unknown (then only non-negative axes are merged).
+    """
+    if op == "Unsqueeze":
+        # a1 refers to the rank after the first node, a2 to the final rank
+        r1 = None if rank is None else rank + len(a1)
+        s1, s2 = _normalized(a1, r1), _normalized(a2, None if r1 is None else r1 + len(a2))
+        outer, inner = s2, s1  # positions of the final tensor not in s2 are those of op(x, a1)
+    else:
+        # a1 refers to the rank of x, a2 to the rank after the first node
+        r1 = None if rank is None else rank - len(a1)
+        s1, s2 = _normalized(a1, rank), _normalized(a2, r1)
+        outer, inner = s1, s2  # positions of x not in s1 are those of op(x, a1)
+    if s1 is None or s2 is None or len(s1) != len(a1) or len(s2) != len(a2):
+        return None
+    if min(s1 | s2, default=0) < 0:
+        return None
+    kept, p = [], 0
+    while len(kept) <= max(inner, default=-1):
+        if p not in outer:
+            kept.append(p)
+        p += 1
+    combined = sorted(outer | {kept[i] for i in inner})
+    final_rank = None if rank is None else rank + (1 if op == "Unsqueeze" else -1) * len(combined)
+    if final_rank is not None and (
+        final_rank < 0 or combined[-1] >= (final_rank if op == "Unsqueeze" else rank)
+    ):
+        return None
+    return combined

@@ -27,21 +27,30 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import onnx_ir as ir
 
 from .folding import (
+    _combined_axes,
+    _evaluate,
+    _expand_is_identity,
+    _fold_shape,
+    _is_scalar_constant,
+    _lossless,
+    _normalized,
+    _reshape_is_identity,
+    _slice_is_identity,
     _TypeInfo,
     _attr,
     _axes,
     _const,
-    _evaluate,
-    _fold_shape,
-    _static_dims,
 )
 
 __all__ = [
     "deduplicate_constants",
+    "eliminate_common_subexpressions",
     "fold_constants",
+    "merge_unsqueeze",
     "remove_identities",
     "remove_unused",
     "run_passes",
@@ -57,9 +66,14 @@ _NON_DETERMINISTIC = {
     "RandomNormalLike",
     "RandomUniform",
     "RandomUniformLike",
+    # com.microsoft
+    "BiasDropout",
+    "BitmaskBiasDropout",
+    "BitmaskDropout",
 }
 # domains whose nodes are known to have no side effect (removable when unused)
 _PURE_DOMAINS = {"", "ai.onnx", "com.microsoft", "ai.onnx.ml"}
+_SUBGRAPHS = {ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS}
 
 
 # ----------------------------------------------------------------------------------------
@@ -137,7 +151,7 @@ def _remove_node(graph: ir.Graph, node: ir.Node) -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# numpy kernels for constant folding
+# constant folding
 # ----------------------------------------------------------------------------------------
 
 
@@ -228,103 +242,6 @@ def fold_constants(model: ir.Model, size_limit: int = 1 << 20) -> int:
 # identities
 # ----------------------------------------------------------------------------------------
 
-_LOSSLESS = {
-    "BOOL": "INT8 UINT8 INT16 UINT16 INT32 UINT32 INT64 UINT64 FLOAT16 BFLOAT16 FLOAT DOUBLE",
-    "INT8": "INT16 INT32 INT64 FLOAT16 BFLOAT16 FLOAT DOUBLE",
-    "UINT8": "UINT16 UINT32 UINT64 INT16 INT32 INT64 FLOAT16 BFLOAT16 FLOAT DOUBLE",
-    "INT16": "INT32 INT64 FLOAT DOUBLE",
-    "UINT16": "UINT32 UINT64 INT32 INT64 FLOAT DOUBLE",
-    "INT32": "INT64 DOUBLE",
-    "UINT32": "UINT64 INT64 DOUBLE",
-    "FLOAT16": "FLOAT DOUBLE",
-    "BFLOAT16": "FLOAT DOUBLE",
-    "FLOAT": "DOUBLE",
-}
-
-
-def _lossless(src: ir.DataType | None, dst: ir.DataType) -> bool:
-    """Tells if every value of type ``src`` is exactly represented in type ``dst``."""
-    return src is not None and (src == dst or dst.name in _LOSSLESS.get(src.name, "").split())
-
-
-def _is_scalar_constant(
-    value: ir.Value | None, expected: float, x: ir.Value, info: _TypeInfo
-) -> bool:
-    """Tells if ``value`` is a constant equal to ``expected`` which cannot broadcast ``x``."""
-    cst = _const(value)
-    if cst is None or cst.size != 1 or cst.ndim > 1 or cst.reshape(-1)[0] != expected:
-        return False
-    if info.dtype(x) is None or ir.DataType.from_numpy(cst.dtype) != info.dtype(x):
-        return False
-    return cst.ndim == 0 or (info.rank(x) or 0) >= 1
-
-
-def _is_shape_of(shape_value: ir.Value, x: ir.Value) -> bool:
-    """Tells if ``shape_value`` is computed by ``Shape(x)``."""
-    producer = shape_value.producer()
-    return (
-        producer is not None
-        and producer.op_type == "Shape"
-        and producer.domain == ""
-        and producer.inputs[0] is x
-        and _attr(producer, "start", 0) == 0
-        and _attr(producer, "end", None) is None
-    )
-
-
-def _reshape_is_identity(shape_value: ir.Value, x: ir.Value, allowzero: int) -> bool:
-    """Tells if the shape given to Reshape is the shape of ``x``."""
-    if _is_shape_of(shape_value, x):
-        return True
-    shape, dims = _const(shape_value), _static_dims(x)
-    if shape is None or dims is None or shape.ndim != 1 or len(shape) != len(dims):
-        return False
-    unknown = 0
-    for s, d in zip(shape.tolist(), dims):
-        if s == -1:
-            unknown += 1
-        elif not ((s == 0 and not allowzero) or s == d):
-            return False
-    # every dimension but one is kept, the last one is inferred from the total size
-    return unknown <= 1
-
-
-def _expand_is_identity(shape_value: ir.Value, x: ir.Value) -> bool:
-    if _is_shape_of(shape_value, x):
-        return True
-    shape, dims = _const(shape_value), _static_dims(x)
-    if shape is None or dims is None or shape.ndim != 1 or len(shape) > len(dims):
-        return False
-    return all(s == 1 or s == d for s, d in zip(shape.tolist()[::-1], dims[::-1]))
-
-
-def _normalized(axes: list[int] | None, rank: int | None) -> set[int] | None:
-    if axes is None or (rank is None and any(a < 0 for a in axes)):
-        return None
-    return {a + rank if a < 0 else a for a in axes}
-
-
-def _slice_is_identity(node: ir.Node) -> bool:
-    x = node.inputs[0]
-    csts = [_const(v) for v in node.inputs[1:]]
-    if any(c is None and v is not None for c, v in zip(csts, node.inputs[1:])) or len(csts) < 2:
-        return False
-    dims = _static_dims(x)
-    starts, ends = csts[0].tolist(), csts[1].tolist()
-    axes = csts[2].tolist() if len(csts) > 2 and csts[2] is not None else range(len(starts))
-    steps = csts[3].tolist() if len(csts) > 3 and csts[3] is not None else [1] * len(starts)
-    for start, end, axis, step in zip(starts, ends, axes, steps):
-        if axis < 0:
-            if dims is None:
-                return False
-            axis += len(dims)
-        dim = dims[axis] if dims is not None and axis < len(dims) else None
-        if step != 1 or start != 0:
-            return False
-        if not (end >= 2**62 or (dim is not None and end >= dim)):
-            return False
-    return True
-
 
 def _identity_source(node: ir.Node, info: _TypeInfo) -> ir.Value | None:
     """The input a node returns unchanged, None if the node is not an identity."""
@@ -348,14 +265,17 @@ def _identity_source(node: ir.Node, info: _TypeInfo) -> ir.Value | None:
         return x if ok else None
     if op == "Slice":
         return x if _slice_is_identity(node) else None
-    if op == "Squeeze" and x.producer() is not None:
-        unsq = x.producer()
-        if unsq.op_type != "Unsqueeze" or unsq.domain != "" or unsq.inputs[0] is None:
+    if op in {"Squeeze", "Unsqueeze"} and x.producer() is not None:
+        # Squeeze(Unsqueeze(x, a), a) == x, Unsqueeze(Squeeze(x, a), a) == x (the dimensions
+        # a of x are 1 or Squeeze fails)
+        inner = x.producer()
+        expected = "Unsqueeze" if op == "Squeeze" else "Squeeze"
+        if inner.op_type != expected or inner.domain != "" or inner.inputs[0] is None:
             return None
-        rank = info.rank(x)
-        a1 = _normalized(_axes(unsq, [_const(v) for v in unsq.inputs], 1), rank)
+        rank = info.rank(x if op == "Squeeze" else inner.inputs[0])
+        a1 = _normalized(_axes(inner, [_const(v) for v in inner.inputs], 1), rank)
         a2 = _normalized(_axes(node, [_const(v) for v in node.inputs], 1), rank)
-        return unsq.inputs[0] if a1 is not None and a1 == a2 else None
+        return inner.inputs[0] if a1 is not None and a1 == a2 else None
     if op in {"Mul", "Add"} and len(node.inputs) == 2:
         neutral = 1 if op == "Mul" else 0
         if _is_scalar_constant(node.inputs[1], neutral, x, info) and (
@@ -379,8 +299,9 @@ def _identity_source(node: ir.Node, info: _TypeInfo) -> ir.Value | None:
     return None
 
 
-def _replace_by_identity(graph: ir.Graph, node: ir.Node, source: ir.Value) -> None:
-    out = node.outputs[0]
+def _replace_by_identity(graph: ir.Graph, node: ir.Node, out: ir.Value, source: ir.Value) -> None:
+    """An Identity inserted before ``node`` produces ``out`` (and takes its name) from
+    ``source``."""
     identity = ir.Node("", "Identity", [source])
     graph.insert_before(node, identity)
     new_value = identity.outputs[0]
@@ -389,17 +310,17 @@ def _replace_by_identity(graph: ir.Graph, node: ir.Node, source: ir.Value) -> No
     out.replace_all_uses_with(new_value, replace_graph_outputs=True)
     out.name = None
     new_value.name = name
-    graph.remove(node, safe=True)
 
 
 def remove_identities(model: ir.Model) -> int:
     """
     Removes the nodes returning one of their inputs unchanged: ``Identity``, ``Cast`` to the
     same type, ``Reshape`` or ``Expand`` to the input's own shape, ``Squeeze(Unsqueeze(x))``
-    on the same axes, ``Slice`` over the full range, ``Transpose`` with the identity
-    permutation, ``Mul``/``Div`` by a scalar 1 and ``Add``/``Sub`` of a scalar 0 (when no
-    broadcast can change the result). ``Cast(Cast(x))`` reads ``x`` directly when the first
-    cast is lossless. An Identity producing a graph output from a graph input stays.
+    and ``Unsqueeze(Squeeze(x))`` on the same axes, ``Slice`` over the full range,
+    ``Transpose`` with the identity permutation, ``Mul``/``Div`` by a scalar 1 and
+    ``Add``/``Sub`` of a scalar 0 (when no broadcast can change the result).
+    ``Cast(Cast(x))`` reads ``x`` directly when the first cast is lossless. An Identity
+    producing a graph output from a graph input stays.
 
     >>> import onnx
     >>> import onnx_ir as ir
@@ -441,14 +362,186 @@ def remove_identities(model: ir.Model) -> int:
         source = _identity_source(node, info)
         if source is None:
             continue
+        if source.producer() is not None:
+            # the same tensor: what is known about the output is true for the source
+            source.type = source.type or node.outputs[0].type
+            source.shape = source.shape or node.outputs[0].shape
         if _bypass(graph, node.outputs[0], source):
             _remove_node(graph, node)
             count += 1
         elif node.op_type != "Identity":
             # the output name must stay: a cheaper Identity produces it
-            _replace_by_identity(graph, node, source)
+            _replace_by_identity(graph, node, node.outputs[0], source)
+            graph.remove(node, safe=True)
             count += 1
     logger.info("[remove_identities] %d rewrites", count)
+    return count
+
+
+# ----------------------------------------------------------------------------------------
+# merged nodes
+# ----------------------------------------------------------------------------------------
+
+
+def _drop_if_unused(graph: ir.Graph, value: ir.Value | None) -> None:
+    """Removes an initializer or a Constant node nothing reads anymore."""
+    if value is None or value.uses() or value.is_graph_output() or value.is_graph_input():
+        return
+    if value.is_initializer() and value.name in graph.initializers:
+        del graph.initializers[value.name]
+    elif (producer := value.producer()) is not None and producer.graph is graph:
+        if producer.op_type == "Constant" and producer.domain == "":
+            graph.remove(producer, safe=True)
+
+
+def merge_unsqueeze(model: ir.Model) -> int:
+    """
+    Replaces ``Unsqueeze(Unsqueeze(x, a1), a2)`` by one ``Unsqueeze(x, a)``, and
+    ``Squeeze(Squeeze(x, a1), a2)`` by one ``Squeeze(x, a)``, when the axes are constant and
+    the inner node's output is used only by the outer node and is not a graph output. The axes
+    of the second node refer to the rank after the first one; negative axes are merged when
+    the rank of ``x`` is known. Nodes are visited in topological order, a chain of any length
+    becomes one node in one call. Returns the number of nodes removed.
+
+    >>> import onnx
+    >>> import onnx_ir as ir
+    >>> from onnx_diagnostic.export.custom.passes import merge_unsqueeze
+    >>> proto = onnx.parser.parse_model('''
+    ...     <ir_version: 10, opset_import: ["" : 23]>
+    ...     g (float[N] x) => (float[N, 1, 1, 1] y)
+    ...     <int64[1] one = {1}, int64[1] two = {2}, int64[1] three = {3}> {
+    ...         a = Unsqueeze (x, one)
+    ...         b = Unsqueeze (a, two)
+    ...         y = Unsqueeze (b, three)
+    ...     }''')
+    >>> model = ir.serde.deserialize_model(proto)
+    >>> merge_unsqueeze(model)
+    2
+    >>> node = next(iter(model.graph))
+    >>> node.op_type, node.inputs[1].const_value.numpy().tolist()
+    ('Unsqueeze', [1, 2, 3])
+    """
+    graph = _check_model(model, "merge_unsqueeze")
+    info, namer, count = None, None, 0
+    for node in list(graph):
+        if node.op_type not in {"Squeeze", "Unsqueeze"} or node.domain != "":
+            continue
+        x = node.inputs[0] if node.inputs else None
+        inner = None if x is None else x.producer()
+        if (
+            inner is None
+            or inner.op_type != node.op_type
+            or inner.domain != ""
+            or inner.graph is not graph
+            or inner.inputs[0] is None
+            or len(x.uses()) != 1
+            or x.is_graph_output()
+        ):
+            continue
+        a1 = _axes(inner, [None, *(_const(v) for v in inner.inputs[1:])], 1)
+        a2 = _axes(node, [None, *(_const(v) for v in node.inputs[1:])], 1)
+        if not a1 or not a2:
+            continue
+        if info is None:
+            info, namer = _TypeInfo(graph), _Namer(graph)
+        axes = _combined_axes(node.op_type, a1, a2, info.rank(inner.inputs[0]))
+        if axes is None:
+            continue
+        node.replace_input_with(0, inner.inputs[0])
+        if "axes" in node.attributes:  # opset < 13
+            node.attributes["axes"] = ir.AttrInt64s("axes", axes)
+        else:
+            old = node.inputs[1]
+            tensor = ir.tensor(np.array(axes, dtype=np.int64))
+            value = ir.Value(
+                name=namer(f"{node.op_type.lower()}_axes"),
+                const_value=tensor,
+                type=ir.TensorType(ir.DataType.INT64),
+                shape=ir.Shape([len(axes)]),
+            )
+            graph.register_initializer(value)
+            node.replace_input_with(1, value)
+            _drop_if_unused(graph, old)
+        old_axes = inner.inputs[1] if len(inner.inputs) > 1 else None
+        _remove_node(graph, inner)
+        _drop_if_unused(graph, old_axes)
+        count += 1
+    logger.info("[merge_unsqueeze] %d nodes merged", count)
+    return count
+
+
+def _cse_key(node: ir.Node, max_size: int) -> tuple | None:
+    """What makes two nodes compute the same results, None if a node must stay."""
+    if node.domain not in _PURE_DOMAINS or node.op_type in _NON_DETERMINISTIC or not node.outputs:
+        return None
+    attributes = []
+    for _, att in sorted(node.attributes.items()):
+        if not isinstance(att, ir.Attr) or att.type in _SUBGRAPHS:
+            return None
+        if att.type == ir.AttributeType.TENSOR and att.value.size > max_size:
+            return None
+        attributes.append(ir.serde.serialize_attribute(att).SerializeToString(deterministic=True))
+    return (
+        node.domain,
+        node.op_type,
+        node.overload,
+        tuple(node.inputs),
+        tuple(attributes),
+        tuple(bool(o.name) or bool(o.uses()) or o.is_graph_output() for o in node.outputs),
+    )
+
+
+def eliminate_common_subexpressions(model: ir.Model, max_size: int = 1 << 16) -> int:
+    """
+    Removes the nodes computing what a previous node already computes: same op type, domain,
+    inputs (the same values in the same order) and attributes. Their outputs are replaced by
+    the first node's outputs. A graph output keeps its name: the first node's output takes it,
+    or an ``Identity`` produces it when the first node's output is itself a graph output.
+    Random ops, nodes with subgraphs, nodes of domains which may have side effects and
+    ``Constant`` nodes (or any attribute) holding more than ``max_size`` elements stay.
+    Nodes are visited in topological order so that duplicated chains merge in one call.
+    Returns the number of nodes removed.
+
+    >>> import onnx
+    >>> import onnx_ir as ir
+    >>> from onnx_diagnostic.export.custom.passes import eliminate_common_subexpressions
+    >>> proto = onnx.parser.parse_model('''
+    ...     <ir_version: 10, opset_import: ["" : 23]>
+    ...     g (float[N] x) => (float[N] y) {
+    ...         a1 = Exp (x)
+    ...         b1 = Neg (a1)
+    ...         a2 = Exp (x)
+    ...         b2 = Neg (a2)
+    ...         y = Add (b1, b2)
+    ...     }''')
+    >>> model = ir.serde.deserialize_model(proto)
+    >>> eliminate_common_subexpressions(model)
+    2
+    >>> [n.op_type for n in model.graph]
+    ['Exp', 'Neg', 'Add']
+    """
+    graph = _check_model(model, "eliminate_common_subexpressions")
+    if not isinstance(max_size, int) or max_size < 0:
+        raise TypeError(
+            f"eliminate_common_subexpressions: max_size must be a positive int, got {max_size!r}"
+        )
+    seen: dict[tuple, ir.Node] = {}
+    count = 0
+    for node in list(graph):
+        key = _cse_key(node, max_size)
+        if key is None:
+            continue
+        first = seen.setdefault(key, node)
+        if first is node:
+            continue
+        for kept, dup in zip(first.outputs, node.outputs):
+            kept.type, kept.shape = kept.type or dup.type, kept.shape or dup.shape
+            if not _bypass(graph, dup, kept):
+                # kept is a graph output as well, an Identity produces the other one
+                _replace_by_identity(graph, node, dup, kept)
+        graph.remove(node, safe=True)
+        count += 1
+    logger.info("[eliminate_common_subexpressions] %d nodes removed", count)
     return count
 
 
@@ -560,6 +653,7 @@ def run_passes(
     """
     Runs a list of passes until none of them changes the model, at most ``max_rounds``
     rounds. The default list is :func:`fold_constants`, :func:`remove_identities`,
+    :func:`merge_unsqueeze`, :func:`eliminate_common_subexpressions`,
     :func:`deduplicate_constants`, :func:`remove_unused`. Any callable ``(model) -> int``
     is accepted. Returns the number of rewrites per pass name.
 
@@ -578,7 +672,14 @@ def run_passes(
     """
     _check_model(model, "run_passes")
     if passes is None:
-        passes = [fold_constants, remove_identities, deduplicate_constants, remove_unused]
+        passes = [
+            fold_constants,
+            remove_identities,
+            merge_unsqueeze,
+            eliminate_common_subexpressions,
+            deduplicate_constants,
+            remove_unused,
+        ]
     passes = list(passes)
     for i, p in enumerate(passes):
         if not callable(p):
