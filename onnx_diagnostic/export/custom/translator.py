@@ -429,9 +429,11 @@ class CustomProgram:
         """Runs the clean-up and fusion passes."""
         from .fusions import FUSIONS
         from .passes import deduplicate_constants, fold_constants, remove_identities, remove_unused
-        from .passes import run_passes
+        from .passes import eliminate_common_subexpressions, merge_unsqueeze, run_passes
 
-        passes = [fold_constants, remove_identities, *FUSIONS, deduplicate_constants, remove_unused]
+        cse = eliminate_common_subexpressions
+        passes = [fold_constants, remove_identities, merge_unsqueeze, cse, *FUSIONS]
+        passes += [deduplicate_constants, cse, remove_unused]
         self.pass_counts = run_passes(self.model, passes, verbose=self.verbose)
 
     def save(self, filename: str | os.PathLike, external_data: bool | None = None) -> None:
