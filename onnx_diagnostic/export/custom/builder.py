@@ -220,6 +220,12 @@ class GraphBuilder:
             o.name = self.unique_name(self.prefix)
             if dtype is not None:
                 o.type = ir.TensorType(dtype)
+        if op_type == "Shape" and inputs[0].shape is not None:
+            # the shape of a shape: passes and fusions read the lengths of shape pieces
+            rank = len(inputs[0].shape)
+            start, end = attrs.get("start", 0), attrs.get("end", rank)
+            start, end = (v + rank if v < 0 else v for v in (start, end))
+            node.outputs[0].shape = ir.Shape([max(0, min(end, rank) - max(start, 0))])
         self.graph.append(node)
         return node.outputs[0] if outputs == 1 else tuple(node.outputs)
 
