@@ -24,8 +24,8 @@ import onnx
 import onnxruntime
 import torch
 
-from onnx_diagnostic.export.api import ExportStepError, onnx_feeds, to_onnx
-from onnx_diagnostic.ext_test_case import ExtTestCase, has_transformers, ignore_warnings
+from onnx_diagnostic.export.api import onnx_feeds, to_onnx
+from onnx_diagnostic.ext_test_case import ExtTestCase, ignore_warnings
 from onnx_diagnostic.helpers import max_diff
 from onnx_diagnostic.helpers.torch_helper import dummy_llm
 from onnx_diagnostic.torch_export_patches import torch_export_patches
@@ -52,13 +52,6 @@ FAMILIES: dict[str, tuple[str, bool]] = {
     "falcon": ("layer", True),
     "gpt2": ("layer", False),
 }
-
-#: transformers 4.57 builds its causal masks with torch.vmap: the exported program keeps the
-#: pre-dispatch vmap calls, which the custom translator does not translate (yet).
-_VMAP_NODES = re.compile(
-    r"no translation for <function (lazy_load_decompositions|_vmap_increment_nesting|"
-    r"_vmap_decrement_nesting|_add_batch_dim|_remove_batch_dim) at"
-)
 
 #: figures of the run, printed by tearDownClass
 FIGURES: dict[str, dict[str, Any]] = {}
@@ -206,15 +199,7 @@ class TestCustomParity(ExtTestCase):
     def _check(self, model_id):
         data = get_untrained_model_with_inputs(model_id, add_second_input=True)
         model, inputs, inputs2 = data.model, data.inputs, data.inputs2
-        try:
-            onx, export_time = self._export(model, inputs, data.dynamic_shapes)
-        except ExportStepError as e:
-            if not has_transformers("5") and _VMAP_NODES.search(str(e)):
-                raise unittest.SkipTest(
-                    "custom exporter: no translation for the vmap calls transformers<5 "
-                    "leaves in the exported program (causal mask)"
-                ) from e
-            raise
+        onx, export_time = self._export(model, inputs, data.dynamic_shapes)
         sess = onnxruntime.InferenceSession(
             onx.SerializeToString(), providers=["CPUExecutionProvider"]
         )
