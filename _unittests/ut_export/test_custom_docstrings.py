@@ -7,7 +7,16 @@ from onnx_diagnostic.ext_test_case import ExtTestCase
 
 class TestCustomDocstrings(ExtTestCase):
     def test_docstring_examples(self):
-        for name in ["", ".translator", ".builder", ".aten_ops", ".passes", ".fusions"]:
+        for name in [
+            "",
+            ".translator",
+            ".builder",
+            ".aten_ops",
+            ".aten_shapes",
+            ".aten_nn",
+            ".passes",
+            ".fusions",
+        ]:
             with self.subTest(module=name):
                 self.assertDocstringExamples(f"onnx_diagnostic.export.custom{name}")
 

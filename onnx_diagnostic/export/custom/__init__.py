@@ -9,11 +9,14 @@ is translated straight into ONNX, without :func:`torch.onnx.export`.
   symbolic dimensions keep the names given in ``dynamic_shapes``;
   higher-order operators such as ``wrap_with_set_grad_enabled`` are inlined;
   a graph writing into views (``x[:, 1:] = y``) is functionalized first.
-* :mod:`.aten_ops` holds one translation per ATen operator, :mod:`.builder` the small API
-  they use. The graph is translated at the level torch.export leaves it (``linear``,
+* :mod:`.aten_ops` (elementwise, symbolic integers), :mod:`.aten_shapes` (shapes,
+  indexing, reductions) and :mod:`.aten_nn` (normalizations, linear algebra, convolutions,
+  creation, attention) hold one translation per ATen operator, :mod:`.builder` the small
+  API they use. The graph is translated at the level torch.export leaves it (``linear``,
   ``scaled_dot_product_attention``, ``layer_norm``... are not decomposed), default opset 23:
   ``scaled_dot_product_attention`` becomes one ``Attention`` node.
-* :mod:`.passes` (constant folding, removal of identities, duplicated constants and dead
+* :mod:`.passes` (constant folding with the kernels of :mod:`.folding`, removal of
+  identities, merged Unsqueeze chains, common subexpressions, duplicated constants and dead
   nodes) and :mod:`.fusions` (``RMSNormalization``, ``RotaryEmbedding``, ``Attention``,
   removal of the repetition of key/value heads in front of a grouped-query ``Attention``)
   run when ``optimize=True``.

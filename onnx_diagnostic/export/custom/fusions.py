@@ -31,6 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from .folding import _attr
+from .passes import _check_model
+
 __all__ = [
     "FUSIONS",
     "fuse_attention",
@@ -44,14 +47,6 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------
 # small pattern helpers
 # ----------------------------------------------------------------------------------------
-
-
-def _check_model(model: ir.Model, fname: str) -> ir.Graph:
-    if not isinstance(model, ir.Model):
-        raise TypeError(
-            f"{fname}: argument 'model' must be an onnx_ir.Model, not {type(model).__name__}"
-        )
-    return model.graph
 
 
 def _opset(model: ir.Model) -> int:
@@ -112,11 +107,6 @@ def _ints(value: ir.Value | None) -> list[int] | None:
     if arr is None or arr.dtype.kind not in "iu" or arr.ndim > 1:
         return None
     return [int(i) for i in arr.reshape((-1,))]
-
-
-def _attr(node: ir.Node, name: str, default: object = None) -> object:
-    attr = node.attributes.get(name)
-    return default if attr is None else attr.value
 
 
 def _axes(node: ir.Node) -> list[int] | None:

@@ -1,0 +1,468 @@
+"""
+Translations of the ATen operators changing shapes, indexing and reducing
+(``view``, ``transpose``, ``slice``, ``index``, ``cat``, ``split``, ``sum``, ``softmax``...),
+registered in :data:`onnx_diagnostic.export.custom.aten_ops.TRANSLATIONS`.
+
+>>> import torch
+>>> from onnx_diagnostic.export.custom.aten_ops import TRANSLATIONS
+>>> torch.ops.aten.index.Tensor in TRANSLATIONS
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import onnx_ir as ir
+import torch
+
+from .aten_ops import (
+    _INT64_MAX,
+    _dims,
+    _meta,
+    _norm_axis,
+    _out,
+    _out_dtype,
+    _rank,
+    _static_shape,
+    aten,
+    register,
+)
+from .builder import GraphBuilder
+
+
+# shapes
+
+
+@register(aten.view, aten.reshape, aten._unsafe_view)
+def _reshape(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, shape: Sequence[Any]) -> ir.Value:
+    static = _static_shape(node)
+    if static is not None:
+        if 0 in static:
+            return g.op("Reshape", x, g.ints(static), allowzero=1)
+        return g.op("Reshape", x, g.ints(static))
+    val = _out(node)
+    dims = []
+    for i, s in enumerate(shape):
+        d = val.shape[i]
+        if isinstance(d, int) or (isinstance(d, torch.SymInt) and d.node.expr.is_number):
+            dims.append(int(d))
+        else:
+            dims.append(s)
+    return g.op("Reshape", x, _dims(g, dims))
+
+
+@register(aten.view_as, aten.reshape_as)
+def _reshape_as(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, other: ir.Value) -> ir.Value:
+    return g.op("Reshape", x, g.op("Shape", other))
+
+
+@register(aten.transpose.int, aten.swapaxes, aten.swapdims)
+def _transpose(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, d0: int, d1: int) -> ir.Value:
+    rank = _rank(node.args[0])
+    perm = list(range(rank))
+    d0, d1 = _norm_axis(d0, rank), _norm_axis(d1, rank)
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    if perm == list(range(rank)):
+        return x
+    return g.op("Transpose", x, perm=perm)
+
+
+@register(aten.permute)
+def _permute(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dims: Sequence[int]) -> ir.Value:
+    rank = _rank(node.args[0])
+    perm = [_norm_axis(d, rank) for d in dims]
+    if perm == list(range(rank)):
+        return x
+    return g.op("Transpose", x, perm=perm)
+
+
+@register(aten.t, aten.numpy_T)
+def _t(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
+    rank = _rank(node.args[0])
+    if rank < 2:
+        return x
+    return g.op("Transpose", x, perm=list(reversed(range(rank))))
+
+
+@register(aten.mT)
+def _mt(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
+    rank = _rank(node.args[0])
+    return g.op("Transpose", x, perm=[*range(rank - 2), rank - 1, rank - 2])
+
+
+@register(aten.unsqueeze, aten.unsqueeze_)
+def _unsqueeze(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int) -> ir.Value:
+    rank = _rank(node.args[0])
+    return g.op("Unsqueeze", x, g.ints([_norm_axis(dim, rank + 1)]))
+
+
+@register(aten.squeeze)
+def _squeeze(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: Any = None) -> ir.Value:
+    inp = _meta(node.args[0])
+    rank = inp.dim()
+    if dim is None:
+        dims = list(range(rank))
+    elif isinstance(dim, int):
+        dims = [dim]
+    else:
+        dims = list(dim)
+    axes = [
+        _norm_axis(d, rank)
+        for d in dims
+        if rank > 0
+        and isinstance(inp.shape[_norm_axis(d, rank)], int)
+        and inp.shape[_norm_axis(d, rank)] == 1
+    ]
+    if not axes:
+        if _rank(node) != rank:
+            raise NotImplementedError("squeeze of a dynamic dimension")
+        return x
+    return g.op("Squeeze", x, g.ints(axes))
+
+
+@register(aten.expand)
+def _expand(
+    g: GraphBuilder, node: torch.fx.Node, x: ir.Value, sizes: Sequence[Any], implicit: bool = False
+) -> ir.Value:
+    static = _static_shape(node)
+    if static is not None:
+        if list(_meta(node.args[0]).shape) == static:
+            return x
+        return g.op("Expand", x, g.ints(static))
+    dims = [1 if (isinstance(s, int) and s == -1) else s for s in sizes]
+    return g.op("Expand", x, _dims(g, dims))
+
+
+@register(aten.expand_as)
+def _expand_as(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, other: ir.Value) -> ir.Value:
+    return g.op("Expand", x, g.op("Shape", other))
+
+
+@register(aten.flatten.using_ints)
+def _flatten(
+    g: GraphBuilder, node: torch.fx.Node, x: ir.Value, start: int = 0, end: int = -1
+) -> ir.Value:
+    rank = _rank(node.args[0])
+    if rank == 0:
+        return g.op("Reshape", x, g.ints([1]))
+    start, end = _norm_axis(start, rank), _norm_axis(end, rank)
+    dims = [g.size(x, i) for i in range(start)] + [-1]
+    dims += [g.size(x, i) for i in range(end + 1, rank)]
+    return g.op("Reshape", x, _dims(g, dims))
+
+
+def _is_full_slice(start: Any, end: Any, step: Any) -> bool:
+    return (
+        (start is None or (isinstance(start, int) and start == 0))
+        and (end is None or (isinstance(end, int) and end >= _INT64_MAX))
+        and (step is None or step == 1)
+    )
+
+
+@register(aten.slice.Tensor)
+def _slice(
+    g: GraphBuilder,
+    node: torch.fx.Node,
+    x: ir.Value,
+    dim: int = 0,
+    start: Any = None,
+    end: Any = None,
+    step: Any = 1,
+) -> ir.Value:
+    if _is_full_slice(start, end, step):
+        return x
+    inp = _meta(node.args[0])
+    if (
+        isinstance(end, int)
+        and (start is None or start == 0)
+        and step == 1
+        and isinstance(inp.shape[dim], int)
+        and end >= inp.shape[dim]
+    ):
+        return x
+    starts = g.as_1d(0 if start is None else start)
+    ends = g.as_1d(_INT64_MAX if end is None else end)
+    return g.op("Slice", x, starts, ends, g.ints([dim]), g.ints([1 if step is None else step]))
+
+
+@register(aten.narrow)
+def _narrow(
+    g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int, start: Any, length: Any
+) -> ir.Value:
+    if isinstance(start, int) and start < 0:
+        # a negative start counts from the end: start + length may be 0
+        start = g.op(
+            "Add", g.scalar(g.size(x, _norm_axis(dim, _rank(node.args[0])))), g.scalar(start)
+        )
+    if isinstance(start, int) and isinstance(length, int):
+        end: Any = start + length
+    else:
+        end = g.op("Add", g.scalar(start), g.scalar(length))
+    return g.op("Slice", x, g.as_1d(start), g.as_1d(end), g.ints([dim]))
+
+
+@register(aten.select.int)
+def _select(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int, index: Any) -> ir.Value:
+    return g.op("Gather", x, g.scalar(index), axis=dim)
+
+
+@register(aten.cat)
+def _cat(g: GraphBuilder, node: torch.fx.Node, tensors: Sequence[ir.Value], dim: int = 0):
+    dtype = _out_dtype(node)
+    rank = _rank(node)
+    metas = [_meta(t) for t in node.args[0]]
+    keep = [
+        g.cast(t, dtype)
+        for t, m in zip(tensors, metas)
+        # torch.cat ignores 1-D empty tensors whatever the rank of the others
+        if not (m.dim() == 1 and isinstance(m.shape[0], int) and m.shape[0] == 0 and rank > 1)
+    ]
+    if len(keep) == 1:
+        return keep[0]
+    return g.op("Concat", *keep, axis=_norm_axis(dim, rank))
+
+
+@register(aten.stack)
+def _stack(g: GraphBuilder, node: torch.fx.Node, tensors: Sequence[ir.Value], dim: int = 0):
+    rank = _rank(node)
+    axis = g.ints([_norm_axis(dim, rank)])
+    dtype = _out_dtype(node)
+    parts = [g.op("Unsqueeze", g.cast(t, dtype), axis) for t in tensors]
+    return g.op("Concat", *parts, axis=_norm_axis(dim, rank))
+
+
+def _split_sizes(node: torch.fx.Node, dim: int) -> list[int]:
+    sizes = []
+    for v in _out(node):
+        d = v.shape[dim]
+        if isinstance(d, torch.SymInt) and d.node.expr.is_number:
+            d = int(d.node.expr)
+        if not isinstance(d, int):
+            raise NotImplementedError("split along a dynamic dimension into dynamic pieces")
+        sizes.append(d)
+    return sizes
+
+
+@register(aten.split.Tensor, aten.split_with_sizes, aten.chunk, aten.tensor_split.sections)
+def _split(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, size: Any, dim: int = 0):
+    rank = _rank(node.args[0])
+    dim = _norm_axis(dim, rank)
+    sizes = _split_sizes(node, dim)
+    if len(sizes) == 1:
+        return (x,)
+    return g.op("Split", x, g.ints(sizes), axis=dim, outputs=len(sizes))
+
+
+@register(aten.unbind.int)
+def _unbind(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int = 0):
+    rank = _rank(node.args[0])
+    dim = _norm_axis(dim, rank)
+    n = len(_out(node))
+    axis = g.ints([dim])
+    if n == 1:
+        return (g.op("Squeeze", x, axis),)
+    parts = g.op("Split", x, g.ints([1] * n), axis=dim, outputs=n)
+    return tuple(g.op("Squeeze", p, axis) for p in parts)
+
+
+@register(aten.repeat)
+def _repeat(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, repeats: Sequence[Any]):
+    rank = _rank(node.args[0])
+    if len(repeats) > rank:
+        x = g.op("Unsqueeze", x, g.ints(list(range(len(repeats) - rank))))
+    return g.op("Tile", x, _dims(g, repeats))
+
+
+@register(aten.index.Tensor, aten._unsafe_index.Tensor)
+def _index(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, indices: Sequence[Any]):
+    positions = [i for i, idx in enumerate(indices) if idx is not None]
+    metas = [_meta(a) for a in node.args[1]]
+    for p in positions:
+        if metas[p].dtype == torch.bool:
+            raise NotImplementedError("indexing with a boolean mask (data-dependent shape)")
+    idx = [g.cast(indices[p], ir.DataType.INT64) for p in positions]
+    if len(positions) == 1:
+        return g.op("Gather", x, idx[0], axis=positions[0])
+    rank = _rank(node.args[0])
+    adjacent = positions == list(range(positions[0], positions[-1] + 1))
+    others = [i for i in range(rank) if i not in positions]
+    if positions != list(range(len(positions))):
+        x = g.op("Transpose", x, perm=positions + others)
+    # broadcast every index to the common shape, stack them on a last axis, GatherND
+    total = idx[0]
+    for t in idx[1:]:
+        total = g.op("Add", total, t)
+    shape = g.op("Shape", total)
+    last = g.ints([-1])
+    stacked = g.op(
+        "Concat", *[g.op("Unsqueeze", g.op("Expand", t, shape), last) for t in idx], axis=-1
+    )
+    res = g.op("GatherND", x, stacked)
+    first = positions[0]
+    if adjacent and first > 0:
+        b = max(metas[p].dim() for p in positions)
+        perm = list(range(b, b + first)) + list(range(b)) + list(range(b + first, _rank(node)))
+        res = g.op("Transpose", res, perm=perm)
+    return res
+
+
+@register(aten.slice_scatter.default)
+def _slice_scatter(
+    g: GraphBuilder,
+    node: torch.fx.Node,
+    x: ir.Value,
+    src: ir.Value,
+    dim: int = 0,
+    start: Any = None,
+    end: Any = None,
+    step: Any = 1,
+) -> ir.Value:
+    if step not in (None, 1):
+        raise NotImplementedError("slice_scatter with a step != 1")
+    rank = _rank(node.args[0])
+    dim = _norm_axis(dim, rank)
+    axis = g.ints([dim])
+    parts = []
+    if start not in (None, 0):
+        parts.append(g.op("Slice", x, g.ints([0]), g.as_1d(start), axis))
+    parts.append(g.cast(src, _out_dtype(node)))
+    if end is not None and not (isinstance(end, int) and end >= _INT64_MAX):
+        parts.append(g.op("Slice", x, g.as_1d(end), g.ints([_INT64_MAX]), axis))
+    return parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=dim)
+
+
+@register(aten.select_scatter.default)
+def _select_scatter(
+    g: GraphBuilder, node: torch.fx.Node, x: ir.Value, src: ir.Value, dim: int, index: Any
+) -> ir.Value:
+    rank = _rank(node.args[0])
+    dim = _norm_axis(dim, rank)
+    axis = g.ints([dim])
+    if not isinstance(index, int):
+        raise NotImplementedError("select_scatter with a dynamic index")
+    parts = []
+    if index != 0:
+        parts.append(g.op("Slice", x, g.ints([0]), g.ints([index]), axis))
+    parts.append(g.op("Unsqueeze", g.cast(src, _out_dtype(node)), axis))
+    if index != -1:
+        parts.append(g.op("Slice", x, g.ints([index + 1]), g.ints([_INT64_MAX]), axis))
+    return parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=dim)
+
+
+@register(aten.index_select)
+def _index_select(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int, index: ir.Value):
+    return g.op("Gather", x, index, axis=dim)
+
+
+@register(aten.gather)
+def _gather(
+    g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int, index: ir.Value, **kw: Any
+):
+    return g.op("GatherElements", x, index, axis=dim)
+
+
+@register(aten.embedding)
+def _embedding(g: GraphBuilder, node: torch.fx.Node, weight: ir.Value, ids: ir.Value, *a: Any):
+    return g.op("Gather", weight, ids, axis=0)
+
+
+# reductions
+
+
+def _axes_arg(dims: Any, rank: int) -> list[int]:
+    if dims is None:
+        return list(range(rank))
+    if isinstance(dims, int):
+        dims = [dims]
+    return [_norm_axis(d, rank) for d in dims] if len(dims) else list(range(rank))
+
+
+def _reduce(op_type: str) -> Callable:
+    def fct(
+        g: GraphBuilder,
+        node: torch.fx.Node,
+        x: ir.Value,
+        dims: Any = None,
+        keepdim: bool = False,
+        dtype: Any = None,
+    ) -> ir.Value:
+        rank = _rank(node.args[0])
+        x = g.cast(x, _out_dtype(node)) if op_type != "ReduceMax" or dtype else x
+        if rank == 0:
+            return x
+        return g.op(op_type, x, g.ints(_axes_arg(dims, rank)), keepdims=int(bool(keepdim)))
+
+    return fct
+
+
+register(aten.sum.dim_IntList, aten.sum.default)(_reduce("ReduceSum"))
+register(aten.mean.dim, aten.mean.default)(_reduce("ReduceMean"))
+register(aten.amax)(_reduce("ReduceMax"))
+register(aten.amin)(_reduce("ReduceMin"))
+register(aten.prod.dim_int, aten.prod.default)(_reduce("ReduceProd"))
+
+
+@register(aten.max.default, aten.min.default)
+def _max_all(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
+    op_type = "ReduceMax" if node.target is aten.max.default else "ReduceMin"
+    if _rank(node.args[0]) == 0:
+        return x
+    return g.op(op_type, x, keepdims=0)
+
+
+@register(aten.max.dim, aten.min.dim)
+def _max_dim(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int, keepdim: bool = False):
+    is_max = node.target is aten.max.dim
+    values = g.op("ReduceMax" if is_max else "ReduceMin", x, g.ints([dim]), keepdims=int(keepdim))
+    indices = g.op("ArgMax" if is_max else "ArgMin", x, axis=dim, keepdims=int(keepdim))
+    return values, indices
+
+
+@register(aten.argmax, aten.argmin)
+def _argmax(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: Any = None, keepdim=False):
+    op_type = "ArgMax" if node.target.overloadpacket is aten.argmax else "ArgMin"
+    if dim is None:
+        flat = g.op("Reshape", x, g.ints([-1]))
+        return g.op(op_type, flat, axis=0, keepdims=0)
+    return g.op(op_type, x, axis=dim, keepdims=int(keepdim))
+
+
+@register(aten.any, aten.all)
+def _any(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: Any = None, keepdim=False):
+    is_any = node.target.overloadpacket is aten.any
+    rank = _rank(node.args[0])
+    as_int = g.cast(g.cast(x, ir.DataType.BOOL), ir.DataType.INT64)
+    if rank == 0:
+        return g.cast(as_int, ir.DataType.BOOL)
+    red = g.op(
+        "ReduceMax" if is_any else "ReduceMin",
+        as_int,
+        g.ints(_axes_arg(dim, rank)),
+        keepdims=int(bool(keepdim)),
+    )
+    return g.cast(red, ir.DataType.BOOL)
+
+
+@register(aten._is_all_true)
+def _is_all_true(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
+    as_int = g.cast(x, ir.DataType.INT64)
+    if _rank(node.args[0]) == 0:
+        return g.cast(as_int, ir.DataType.BOOL)
+    return g.cast(g.op("ReduceMin", as_int, keepdims=0), ir.DataType.BOOL)
+
+
+@register(aten.cumsum)
+def _cumsum(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int, dtype: Any = None):
+    x = g.cast(x, _out_dtype(node))
+    if _rank(node.args[0]) == 0:
+        return x  # onnx CumSum rejects scalars
+    return g.op("CumSum", x, g.const(dim, ir.DataType.INT64))
+
+
+@register(aten.softmax.int, aten._softmax.default, aten.log_softmax.int, aten._log_softmax)
+def _softmax(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int, *args: Any, **kw: Any):
+    packet = node.target.overloadpacket
+    op_type = "LogSoftmax" if packet in (aten.log_softmax, aten._log_softmax) else "Softmax"
+    return g.op(op_type, g.cast(x, _out_dtype(node)), axis=dim)
