@@ -794,6 +794,23 @@ class TestIndexing(_AtenTestCase):
     def setUp(self):
         torch.manual_seed(3)
 
+    def test_masked_scatter(self):
+        # what multimodal models do to place image features in the text embeddings
+        def fct(x, ids, feats):
+            mask = (ids == 7).unsqueeze(-1)
+            return x.masked_scatter(mask, feats)
+
+        x, x2 = _f(2, 5, 3), _f(3, 4, 3)
+        ids = torch.tensor([[7, 1, 7, 2, 3], [4, 7, 5, 6, 1]])
+        ids2 = torch.tensor([[7, 7, 7, 2], [4, 1, 5, 6], [7, 1, 1, 1]])
+        self.check(
+            fct,
+            (x, ids, _f(3, 3)),
+            (x2, ids2, _f(4, 3)),
+            ({0: DYN, 1: DYN}, {0: DYN, 1: DYN}, {0: DYN}),
+            ("aten.masked_scatter",),
+        )
+
     def test_advanced_indexing(self):
         x3, x5 = _f(3, 4, 5), _f(6, 4, 5)
         emb = torch.nn.Embedding(5, 3)

@@ -351,6 +351,20 @@ def _select_scatter(
     return parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=dim)
 
 
+@register(aten.masked_scatter.default, aten.masked_scatter_.default)
+def _masked_scatter(
+    g: GraphBuilder, node: torch.fx.Node, x: ir.Value, mask: ir.Value, source: ir.Value
+) -> ir.Value:
+    # the positions where the mask (broadcast to x) is true, in row-major order, receive
+    # the first elements of source in the same order
+    full_mask = g.op("Expand", g.cast(mask, ir.DataType.BOOL), g.op("Shape", x))
+    indices = g.op("Transpose", g.op("NonZero", full_mask), perm=[1, 0])
+    n = g.op("Shape", indices, start=0, end=1)
+    flat = g.op("Reshape", g.cast(source, _out_dtype(node)), g.ints([-1]))
+    updates = g.op("Slice", flat, g.ints([0]), n, g.ints([0]))
+    return g.op("ScatterND", x, indices, updates)
+
+
 @register(aten.index_select)
 def _index_select(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int, index: ir.Value):
     return g.op("Gather", x, index, axis=dim)
