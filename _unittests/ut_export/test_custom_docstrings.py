@@ -16,6 +16,9 @@ class TestCustomDocstrings(ExtTestCase):
             ".aten_nn",
             ".passes",
             ".fusions",
+            ".fusions_attention",
+            ".fusion_patterns",
+            ".folding",
         ]:
             with self.subTest(module=name):
                 self.assertDocstringExamples(f"onnx_diagnostic.export.custom{name}")

@@ -17,9 +17,9 @@ is translated straight into ONNX, without :func:`torch.onnx.export`.
   ``scaled_dot_product_attention`` becomes one ``Attention`` node.
 * :mod:`.passes` (constant folding with the kernels of :mod:`.folding`, removal of
   identities, merged Unsqueeze chains, common subexpressions, duplicated constants and dead
-  nodes) and :mod:`.fusions` (``RMSNormalization``, ``RotaryEmbedding``, ``Attention``,
-  removal of the repetition of key/value heads in front of a grouped-query ``Attention``)
-  run when ``optimize=True``.
+  nodes) and :mod:`.fusions` with :mod:`.fusions_attention` (``RMSNormalization``,
+  ``RotaryEmbedding``, ``Attention``, removal of the repetition of key/value heads in front
+  of a grouped-query ``Attention``) run when ``optimize=True``.
 
 An operator without translation raises :class:`UnsupportedATenOpError` naming the
 operator, the line of the model which called it and the shapes of its inputs;

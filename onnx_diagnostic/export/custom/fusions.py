@@ -16,6 +16,7 @@ rewritten, not the subgraphs of control flow nodes.
 :data:`FUSIONS` lists the passes in the order they should run.
 
 >>> import onnx_ir as ir
+
 >>> from onnx_diagnostic.export.custom.fusions import FUSIONS
 >>> model = ir.Model(ir.Graph([], [], nodes=[], opset_imports={"": 23}), ir_version=10)
 >>> [fct(model) for fct in FUSIONS]
@@ -25,13 +26,31 @@ rewritten, not the subgraphs of control flow nodes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import onnx_ir as ir
 
 from .folding import _attr
+from .fusion_patterns import (
+    _axes,
+    _const,
+    _dtype,
+    _first_shape,
+    _ints,
+    _is_last_axis,
+    _new_node,
+    _opset,
+    _other,
+    _producer,
+    _rank,
+    _remove_dead,
+    _replace_value,
+    _scalar,
+    _shape,
+    _single_consumer,
+    _static_dim,
+)
 from .passes import _check_model
 
 __all__ = [
@@ -43,187 +62,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# ----------------------------------------------------------------------------------------
-# small pattern helpers
-# ----------------------------------------------------------------------------------------
-
-
-def _opset(model: ir.Model) -> int:
-    opsets = model.graph.opset_imports
-    return int(opsets.get("", opsets.get("ai.onnx", 0)))
-
-
-def _producer(value: ir.Value | None, op_type: str) -> ir.Node | None:
-    """The node producing ``value`` if it is ``op_type`` (main domain)."""
-    if value is None:
-        return None
-    node = value.producer()
-    if node is None or node.op_type != op_type or node.domain != "":
-        return None
-    return node
-
-
-def _single_consumer(value: ir.Value, op_type: str) -> ir.Node | None:
-    """The only consumer of ``value`` if it is ``op_type`` and uses it once."""
-    if value.is_graph_output():
-        return None
-    uses = value.uses()
-    if len(uses) != 1:
-        return None
-    node = next(iter(uses)).node
-    if node.op_type != op_type or node.domain != "":
-        return None
-    return node
-
-
-def _only_used_by(value: ir.Value, nodes: Sequence[ir.Node]) -> bool:
-    if value.is_graph_output():
-        return False
-    allowed = set(map(id, nodes))
-    return all(id(use.node) in allowed for use in value.uses())
-
-
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    """The constant held by ``value`` (initializer or Constant node) or None."""
-    if value is None:
-        return None
-    try:
-        tensor = ir.convenience.get_const_tensor(value)
-    except ValueError:
-        return None
-    return None if tensor is None else tensor.numpy()
-
-
-def _scalar(value: ir.Value | None) -> float | None:
-    arr = _const(value)
-    if arr is None or arr.size != 1 or arr.dtype.kind not in "fiu":
-        return None
-    return float(arr.reshape(()))
-
-
-def _ints(value: ir.Value | None) -> list[int] | None:
-    arr = _const(value)
-    if arr is None or arr.dtype.kind not in "iu" or arr.ndim > 1:
-        return None
-    return [int(i) for i in arr.reshape((-1,))]
-
-
-def _axes(node: ir.Node) -> list[int] | None:
-    """Axes of Unsqueeze or ReduceMean, given as an input or as an attribute."""
-    if len(node.inputs) > 1 and node.inputs[1] is not None:
-        return _ints(node.inputs[1])
-    axes = _attr(node, "axes")
-    return None if axes is None else [int(a) for a in axes]  # type: ignore[union-attr]
-
-
-def _other(node: ir.Node, value: ir.Value) -> ir.Value | None:
-    """The other operand of a binary node, None if ``value`` is not an operand."""
-    a, b = node.inputs[0], node.inputs[1]
-    if a is value:
-        return b
-    if b is value:
-        return a
-    return None
-
-
-def _shape(value: ir.Value | None) -> ir.Shape | None:
-    """Shape of a value, taken from its constant when the value has none."""
-    if value is None:
-        return None
-    if value.shape is None and value.const_value is not None:
-        return value.const_value.shape
-    return value.shape
-
-
-def _dtype(value: ir.Value | None) -> ir.DataType | None:
-    """Element type of a value, taken from its constant when the value has none."""
-    if value is None:
-        return None
-    if value.dtype is None and value.const_value is not None:
-        return value.const_value.dtype
-    return value.dtype
-
-
-def _rank(value: ir.Value | None) -> int | None:
-    shape = _shape(value)
-    return None if shape is None else shape.rank()
-
-
-def _dim(value: ir.Value, axis: int) -> int | ir.SymbolicDim | None:
-    shape = _shape(value)
-    return None if shape is None else shape[axis]
-
-
-def _static_dim(value: ir.Value, axis: int) -> int | None:
-    d = _dim(value, axis)
-    return d if isinstance(d, int) else None
-
-
-def _same_dim(a: object, b: object) -> bool:
-    """Two dimensions known to be equal (anonymous symbolic dimensions never are)."""
-    if isinstance(a, int) and isinstance(b, int):
-        return a == b
-    if isinstance(a, ir.SymbolicDim) and isinstance(b, ir.SymbolicDim):
-        return a.value is not None and a.value == b.value
-    return False
-
-
-def _is_last_axis(axis: int, rank: int | None) -> bool:
-    return axis == -1 or (rank is not None and axis == rank - 1)
-
-
-def _first_shape(*values: ir.Value | None) -> ir.Shape | None:
-    """The first known shape among values known to have the same shape (the translator
-    leaves some intermediate results without one)."""
-    for value in values:
-        shape = _shape(value)
-        if shape is not None:
-            return shape
-    return None
-
-
-def _replace_value(
-    old: ir.Value,
-    new: ir.Value,
-    dtype: ir.DataType | None = None,
-    shape: ir.Shape | None = None,
-) -> None:
-    """Makes every user of ``old`` (graph outputs included) use ``new``, which takes
-    the name, the type and the shape of ``old`` (``dtype``, ``shape`` if it has none)."""
-    if old.type is not None:
-        new.type = old.type
-    elif dtype is not None:
-        new.dtype = dtype
-    new.shape = old.shape if old.shape is not None else shape
-    name = old.name
-    old.replace_all_uses_with(new, replace_graph_outputs=True)
-    if name is not None:
-        old.name = f"{name}__unfused"
-        new.name = name
-
-
-def _remove_dead(graph: ir.Graph, nodes: Sequence[ir.Node]) -> int:
-    """Removes ``nodes`` and then their producers as long as their outputs are unused."""
-    stack = list(nodes)
-    removed = 0
-    while stack:
-        node = stack.pop()
-        if node.graph is not graph:
-            continue
-        if any(out.is_graph_output() or out.uses() for out in node.outputs):
-            continue
-        producers = [i.producer() for i in node.inputs if i is not None]
-        graph.remove(node, safe=True)
-        removed += 1
-        stack.extend(p for p in producers if p is not None)
-    return removed
-
-
-def _new_node(op_type: str, inputs: Sequence[ir.Value | None], **attributes: object) -> ir.Node:
-    attrs = [ir.convenience.convert_attribute(k, v) for k, v in attributes.items()]
-    return ir.Node("", op_type, inputs, attributes=attrs)
-
 
 # ----------------------------------------------------------------------------------------
 # RMS normalization
@@ -606,262 +444,8 @@ def fuse_rotary_embedding(model: ir.Model) -> int:
     return count
 
 
-# ----------------------------------------------------------------------------------------
-# attention
-# ----------------------------------------------------------------------------------------
-
-
-def _scaled(value: ir.Value | None) -> tuple[ir.Value | None, float, ir.Node | None]:
-    """``(X, s, node)`` if ``value = Mul(X, s)`` with s a constant scalar, else
-    ``(value, 1.0, None)``."""
-    node = _producer(value, "Mul")
-    if node is not None:
-        for i in (0, 1):
-            s = _scalar(node.inputs[1 - i])
-            if s is not None:
-                return node.inputs[i], s, node
-    return value, 1.0, None
-
-
-def _match_scores(value: ir.Value) -> tuple[ir.Value, ir.Value, float, list[ir.Node]] | None:
-    """Matches ``Mul(MatMul(Mul(Q, s1), Mul(Transpose(K, [0, 1, 3, 2]), s2)), s)``,
-    every Mul optional, s2 may also be applied to K before the Transpose."""
-    nodes: list[ir.Node] = []
-    scores, scale, mul = _scaled(value)
-    if mul is not None:
-        nodes.append(mul)
-    matmul = _producer(scores, "MatMul")
-    if matmul is None:
-        return None
-    nodes.append(matmul)
-    q, s1, mul_q = _scaled(matmul.inputs[0])
-    kt, s2, mul_k = _scaled(matmul.inputs[1])
-    transpose = _producer(kt, "Transpose")
-    if transpose is None or list(_attr(transpose, "perm", ())) != [0, 1, 3, 2]:  # type: ignore[call-overload]
-        return None
-    k, s3, mul_k2 = _scaled(transpose.inputs[0])
-    for node in (mul_q, mul_k, transpose, mul_k2):
-        if node is not None:
-            nodes.append(node)
-    if q is None or k is None:
-        return None
-    return q, k, scale * s1 * s2 * s3, nodes
-
-
-def _match_attention(
-    matmul: ir.Node,
-) -> tuple[list[ir.Value | None], float, list[ir.Node]] | None:
-    softmax = _producer(matmul.inputs[0], "Softmax")
-    v = matmul.inputs[1]
-    if softmax is None or v is None:
-        return None
-    x = softmax.inputs[0]
-    if x is None or not _is_last_axis(int(_attr(softmax, "axis", -1)), _rank(x)):  # type: ignore[arg-type]
-        return None
-    add = _producer(x, "Add")
-    candidates: list[tuple[ir.Value, ir.Value | None, list[ir.Node]]] = [(x, None, [])]
-    if add is not None:
-        candidates = [
-            (add.inputs[i], add.inputs[1 - i], [add])  # type: ignore[misc]
-            for i in (0, 1)
-        ] + candidates
-    for scores, mask, extra in candidates:
-        found = _match_scores(scores)
-        if found is None:
-            continue
-        q, k, scale, nodes = found
-        nodes = [matmul, softmax, *extra, *nodes]
-        if not all(_rank(t) == 4 for t in (q, k, v)):
-            continue
-        if not all(_same_dim(_dim(t, 0), _dim(q, 0)) for t in (k, v)):
-            continue
-        hq, hk, hv = _dim(q, 1), _dim(k, 1), _dim(v, 1)
-        if not (_same_dim(hk, hv) and (_same_dim(hq, hk) or hk == 1)):
-            continue
-        if mask is not None and (_rank(mask) not in (2, 3, 4) or _dtype(mask) != _dtype(q)):
-            continue
-        # every intermediate is consumed once, by the next node of the pattern
-        inner = [n for n in nodes if n is not matmul]
-        if not all(
-            _only_used_by(n.outputs[0], nodes) and len(n.outputs[0].uses()) == 1 for n in inner
-        ):
-            continue
-        return [q, k, v, mask] if mask is not None else [q, k, v], scale, nodes
-    return None
-
-
-def fuse_attention(model: ir.Model) -> int:
-    """
-    Fuses a decomposed attention into ``Attention`` (opset 23)::
-
-        P = Softmax(Add(Mul(MatMul(Q, Transpose(K, perm=[0, 1, 3, 2])), scale), mask), -1)
-        Y = MatMul(P, V)
-
-    What is matched: Q, K, V of rank 4 sharing their batch dimension, K and V with
-    the same number of heads, equal to the heads of Q or 1 (broadcast); ``mask``
-    optional (no Add), of rank 2 to 4 and Q's type (additive float mask), in either
-    operand order; ``scale`` a constant scalar given either after the first MatMul,
-    or split as ``Mul(Q, s1)`` and ``Mul(Transpose(K), s2)`` (or ``Transpose(Mul(K,
-    s2))``) as the math decomposition of ``scaled_dot_product_attention`` does, any
-    of them optional: the fused node gets ``scale = s * s1 * s2`` (1.0 when there is
-    none, since Attention's default is ``1/sqrt(D)``). Not matched: a Softmax
-    computed in another type (Cast around it), a Div instead of a Mul, dropout.
-    Nothing happens when the opset is below 23 or when an intermediate result has
-    another consumer.
-
-    >>> import onnx_ir as ir
-    >>> from onnx_diagnostic.export.custom.fusions import fuse_attention
-    >>> model = ir.Model(ir.Graph([], [], nodes=[], opset_imports={"": 23}), ir_version=10)
-    >>> fuse_attention(model)
-    0
-    """
-    graph = _check_model(model, "fuse_attention")
-    if _opset(model) < 23:
-        return 0
-    count = 0
-    for node in list(graph):
-        if node.graph is not graph or node.op_type != "MatMul" or node.domain != "":
-            continue
-        found = _match_attention(node)
-        if found is None:
-            continue
-        inputs, scale, _nodes = found
-        fused = _new_node("Attention", inputs, scale=float(scale))
-        graph.insert_before(node, fused)
-        _replace_value(node.outputs[0], fused.outputs[0], _dtype(inputs[0]))
-        _remove_dead(graph, [node])
-        count += 1
-    logger.debug("fuse_attention: %d fusions", count)
-    return count
-
-
-# ----------------------------------------------------------------------------------------
-# repeat_kv
-# ----------------------------------------------------------------------------------------
-
-
-def _length(value: ir.Value) -> int | None:
-    """Static length of a 1-D value."""
-    arr = _const(value)
-    if arr is not None:
-        return int(arr.size) if arr.ndim <= 1 else None
-    if _rank(value) == 1:
-        return _static_dim(value, 0)
-    return None
-
-
-def _static_item(value: ir.Value | None, index: int) -> int | None:
-    """Element ``index`` of a 1-D int64 value when it is known: a constant or a
-    Concat (axis 0) whose piece holding that element is a constant."""
-    if value is None:
-        return None
-    items = _ints(value)
-    if items is not None:
-        return items[index] if 0 <= index < len(items) else None
-    concat = _producer(value, "Concat")
-    if concat is None or int(_attr(concat, "axis", 0)) != 0:  # type: ignore[arg-type]
-        return None
-    offset = 0
-    for piece in concat.inputs:
-        n = None if piece is None else _length(piece)
-        if n is None:
-            return None
-        if offset <= index < offset + n:
-            return _static_item(piece, index - offset)
-        offset += n
-    return None
-
-
-def _match_repeat(value: ir.Value | None) -> tuple[ir.Value, int, int] | None:
-    """``(X, heads, n_rep)`` if ``value = Reshape(Expand(Unsqueeze(X, [2]),
-    [B, H, n_rep, T, D]), [B, H * n_rep, T, D])`` (HF ``repeat_kv``)."""
-    reshape = _producer(value, "Reshape")
-    expand = None if reshape is None else _producer(reshape.inputs[0], "Expand")
-    unsqueeze = None if expand is None else _producer(expand.inputs[0], "Unsqueeze")
-    if unsqueeze is None or _axes(unsqueeze) != [2]:
-        return None
-    x = unsqueeze.inputs[0]
-    if x is None or _rank(x) != 4 or _rank(value) != 4:
-        return None
-    heads, depth = _static_dim(x, 1), _static_dim(x, 3)
-    n_rep = _static_item(expand.inputs[1], 2)  # type: ignore[union-attr]
-    if heads is None or depth is None or n_rep is None or n_rep < 1:
-        return None
-    if _static_item(expand.inputs[1], 1) != heads:  # type: ignore[union-attr]
-        return None
-    if _static_item(expand.inputs[1], 4) not in (depth, 1, -1):  # type: ignore[union-attr]
-        return None
-    if _static_item(reshape.inputs[1], 1) != heads * n_rep:  # type: ignore[union-attr]
-        return None
-    if _static_item(reshape.inputs[1], 3) not in (depth, -1):  # type: ignore[union-attr]
-        return None
-    for axis in (0, 2):
-        if not _same_dim(_dim(value, axis), _dim(x, axis)):  # type: ignore[arg-type]
-            return None
-    if _static_dim(value, 1) not in (None, heads * n_rep):  # type: ignore[arg-type]
-        return None
-    for inter, nxt in ((unsqueeze, expand), (expand, reshape)):
-        if _single_consumer(inter.outputs[0], nxt.op_type) is not nxt:  # type: ignore[union-attr]
-            return None
-    return x, heads, n_rep
-
-
-def remove_repeat_kv(model: ir.Model) -> int:
-    """
-    Removes the repetition of the key/value heads that :epkg:`transformers` does
-    before an attention (``repeat_kv``, grouped query attention)::
-
-        Kr = Reshape(Expand(Unsqueeze(K, axes=[2]), [B, Hkv, n_rep, T, D]),
-                     [B, Hkv * n_rep, T, D])
-        Y = Attention(Q, Kr, Vr, mask)   ->   Y = Attention(Q, K, V, mask)
-
-    ``Attention`` (opset 23) repeats the heads itself when K/V have fewer heads than
-    Q (head ``h`` of Q reads head ``h // n_rep`` of K/V, as ``repeat_kv`` does).
-    The shape operands may be constants or Concat of pieces as long as ``Hkv``,
-    ``n_rep`` and ``Hkv * n_rep`` are static; dims B and T of Kr must be the same
-    (symbolic) dims as those of K. Key and value are rewritten together or not at
-    all (same number of heads), only when ``Reshape`` and ``Expand`` have no other
-    consumer, the heads of Q are ``Hkv * n_rep``, and the Attention node receives
-    no past key/value and its present outputs are unused. Returns the number of
-    Attention nodes rewritten.
-
-    >>> import onnx_ir as ir
-    >>> from onnx_diagnostic.export.custom.fusions import remove_repeat_kv
-    >>> model = ir.Model(ir.Graph([], [], nodes=[], opset_imports={"": 23}), ir_version=10)
-    >>> remove_repeat_kv(model)
-    0
-    """
-    graph = _check_model(model, "remove_repeat_kv")
-    if _opset(model) < 23:
-        return 0
-    count = 0
-    for node in list(graph):
-        if node.graph is not graph or node.op_type != "Attention" or node.domain != "":
-            continue
-        if any(i is not None for i in node.inputs[4:]):
-            continue
-        if any(o.uses() or o.is_graph_output() for o in node.outputs[1:3]):
-            continue
-        q, kr, vr = node.inputs[0], node.inputs[1], node.inputs[2]
-        if q is None or kr is None or vr is None:
-            continue
-        if len(kr.uses()) != 1 or len(vr.uses()) != 1 or kr is vr:
-            continue
-        mk, mv = _match_repeat(kr), _match_repeat(vr)
-        if mk is None or mv is None or mk[1:] != mv[1:]:
-            continue
-        # heads of Q, from Q or from the output (B, heads, S, Dv)
-        out_shape = _first_shape(q, node.outputs[0])
-        if out_shape is None or out_shape.rank() != 4 or out_shape[1] != mk[1] * mk[2]:
-            continue
-        old = [kr.producer(), vr.producer()]
-        node.replace_input_with(1, mk[0])
-        node.replace_input_with(2, mv[0])
-        _remove_dead(graph, [n for n in old if n is not None])
-        count += 1
-    logger.debug("remove_repeat_kv: %d attention nodes rewritten", count)
-    return count
-
+# the attention fusions live in their own module
+from .fusions_attention import fuse_attention, remove_repeat_kv  # noqa: E402
 
 FUSIONS: list[Callable[[ir.Model], int]] = [
     fuse_rms_normalization,
