@@ -334,6 +334,10 @@ def _empty_cache(layout: GenerationLayout, batch: int, device: tuple[str, int]) 
     ]
 
 
+#: types of logits :meth:`onnxruntime.OrtValue.numpy` converts (numpy has no bfloat16)
+_NUMPY_LOGITS = {"tensor(float)", "tensor(float16)", "tensor(double)"}
+
+
 def _select_tokens(
     logits: torch.Tensor,
     do_sample: bool,
@@ -530,6 +534,7 @@ def onnx_generate(
         attended = prompt_mask.sum(dim=-1, keepdim=True).to(position_dtype)
     cache = _empty_cache(layout, batch, device)
     binding = session.io_binding()
+    numpy_greedy = device[0] == "cpu" and not do_sample
     current = tokens
     past = 0
     feeds: dict[str, Any] = {}
@@ -554,8 +559,14 @@ def onnx_generate(
         session.run_with_iobinding(binding)
         results = dict(zip(layout.outputs, binding.get_outputs()))
         cache = [results[name] for name in layout.cache_outputs]
-        logits = _to_torch(results[layout.logits])[:, -1, :]
-        next_tokens = _select_tokens(logits, do_sample, temperature, top_k, top_p, generator)
+        logits_value = results[layout.logits]
+        if numpy_greedy and logits_value.data_type() in _NUMPY_LOGITS:
+            # on CPU numpy's argmax costs ~4 us where torch's costs ~60 us for a 32k vocabulary
+            # (both return the first maximum)
+            next_tokens = torch.from_numpy(logits_value.numpy()[:, -1, :].argmax(axis=-1))
+        else:
+            logits = _to_torch(logits_value)[:, -1, :]
+            next_tokens = _select_tokens(logits, do_sample, temperature, top_k, top_p, generator)
         next_tokens = next_tokens.to(torch.int64)
         if eos:
             next_tokens = torch.where(finished, pad, next_tokens)
