@@ -351,6 +351,19 @@ class TestReduce(ExtTestCase):
         self.assertEqual(merged["sub"]["layer_types"], ["x", "y"])
         self.assertEqual(d["sub"]["layer_types"], ["x", "y", "z"], msg="not modified")
 
+    def test_complete_more_layers_repeats_the_pattern(self):
+        d = {"num_hidden_layers": 2, "layer_types": ["s", "f"], "no_rope_layers": [1, 0]}
+        over = complete_layer_overrides(d, {"num_hidden_layers": 5})
+        self.assertEqual(over["layer_types"], ["s", "f", "s", "f", "s"])
+        self.assertEqual(over["no_rope_layers"], [1, 0, 1, 0, 1])
+        # lists given by the caller are kept
+        over = complete_layer_overrides(d, {"num_hidden_layers": 3, "layer_types": ["f"] * 3})
+        self.assertEqual(over["layer_types"], ["f", "f", "f"])
+        self.assertEqual(
+            complete_layer_overrides({"num_hidden_layers": 0}, {"num_hidden_layers": 2}),
+            {"num_hidden_layers": 2},
+        )
+
     def test_reduce_gqa_mqa_mha(self):
         base = {"hidden_size": 512, "num_attention_heads": 8, "vocab_size": 10}
         for kv, expected in ((8, 4), (2, 2), (1, 1)):

@@ -306,14 +306,18 @@ def reduce_decoder_config(config: Any) -> dict[str, Any]:
 def complete_layer_overrides(d: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """
     Returns ``overrides`` completed so that the configuration stays consistent: when it
-    changes a number of layers to fewer layers without giving the per-layer lists
-    (``layer_types``...), they are reduced as :func:`reduce_layers` does, in
-    sub-configurations as well.
+    changes a number of layers without giving the per-layer lists (``layer_types``...),
+    they are reduced as :func:`reduce_layers` does or, for more layers, their pattern is
+    repeated, in sub-configurations as well.
 
     >>> complete_layer_overrides(
     ...     {"num_hidden_layers": 2, "layer_types": ["sliding_attention", "full_attention"]},
     ...     {"num_hidden_layers": 1})
     {'num_hidden_layers': 1, 'layer_types': ['sliding_attention']}
+    >>> complete_layer_overrides(
+    ...     {"num_hidden_layers": 2, "layer_types": ["sliding_attention", "full_attention"]},
+    ...     {"num_hidden_layers": 3})["layer_types"]
+    ['sliding_attention', 'full_attention', 'sliding_attention']
     """
     res = dict(overrides)
     for key, value in overrides.items():
@@ -323,4 +327,9 @@ def complete_layer_overrides(d: dict[str, Any], overrides: dict[str, Any]) -> di
             if value < d[key]:
                 for k, v in reduce_layers(d, key, value).items():
                     res.setdefault(k, v)
+            elif value > d[key]:
+                n = d[key]
+                for k, v in d.items():
+                    if isinstance(v, list) and len(v) == n and n > 0:
+                        res.setdefault(k, [v[i % n] for i in range(value)])
     return res
