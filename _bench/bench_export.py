@@ -5,7 +5,7 @@ Export benchmark of the two exporters of :func:`onnx_diagnostic.export.api.to_on
 ``optimize=True``, inside ``torch_export_patches(patch_transformers=True)``, on untrained
 reduced models (``get_untrained_model_with_inputs(model_id, same_as_trained=False)``, the
 shipped configuration reduced to small sizes, then set to 4 layers, the per-layer lists such as
-``layer_types`` repeated to match).
+``layer_types`` following).
 
 For every model and exporter it measures:
 
@@ -103,19 +103,12 @@ _STEP = re.compile(r"^\[to_onnx\] (\S+) done in ([0-9.eE+-]+)s$", re.M)
 
 def build(model_id: str, n_layers: int = N_LAYERS) -> Any:
     """
-    The reduced untrained model of ``model_id`` with ``n_layers`` layers: the per-layer lists
-    of the reduced configuration (``layer_types``, ``no_rope_layers``) are repeated, the
-    number of layers alone cannot be raised above the reduced one.
+    The reduced untrained model of ``model_id`` with ``n_layers`` layers (the per-layer lists
+    such as ``layer_types`` or ``no_rope_layers`` follow, their pattern repeated).
     """
     from onnx_diagnostic.torch_models.hghub import get_untrained_model_with_inputs
 
-    reduced = get_untrained_model_with_inputs(model_id).configuration
-    n = reduced.num_hidden_layers
-    changes: dict[str, Any] = {"num_hidden_layers": n_layers}
-    for key, value in reduced.to_dict().items():
-        if key != "num_hidden_layers" and isinstance(value, list) and len(value) == n:
-            changes[key] = (value * (n_layers // n + 1))[:n_layers]
-    return get_untrained_model_with_inputs(model_id, model_kwargs=changes)
+    return get_untrained_model_with_inputs(model_id, model_kwargs={"num_hidden_layers": n_layers})
 
 
 def export(data: Any, exporter: str) -> tuple[Any, float, float]:
