@@ -10,7 +10,7 @@ warm-up run, the methods taking turns.
 ::
 
     python _bench/bench_generate.py [--models tiny,smollm2] [--prompt 16] [--new 100]
-        [--repeat 5] [--variants]
+        [--repeat 5] [--variants] [--exporters custom,onnx-dynamo] [--lm-head]
 
 ``--variants`` also measures onnx_generate with a few onnxruntime session options
 (threads, spinning, graph optimizations).
@@ -229,6 +229,62 @@ def bench_model(
     return rows
 
 
+def bench_lm_head(vocab: int = 32000, hidden: int = 192, runs: int = 300) -> dict[str, float]:
+    """
+    The cost of the lm_head of one decode step alone (one row times a ``vocab x hidden``
+    float32 matrix): onnxruntime's MatMul in a one-node model (two threads, no spinning, as
+    :func:`make_session <onnx_diagnostic.helpers.rt_helper.make_session>` builds sessions)
+    against torch's ``linear``, microseconds, medians over ``runs`` after a warm-up.
+    """
+    import numpy as np
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    weight = torch.randn(vocab, hidden)
+    graph = oh.make_graph(
+        [oh.make_node("MatMul", ["x", "w"], ["y"])],
+        "lm_head",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, hidden])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, vocab])],
+        [nh.from_array(weight.t().contiguous().numpy(), "w")],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=10)
+    onnx.checker.check_model(model)
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = onnxruntime.InferenceSession(
+        model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+    )
+    x = torch.randn(1, 1, hidden)
+    feeds = {"x": x.numpy()}
+
+    def _median(fct: Callable[[], Any]) -> float:
+        for _ in range(20):
+            fct()
+        times = []
+        for _ in range(runs):
+            begin = time.perf_counter()
+            fct()
+            times.append(time.perf_counter() - begin)
+        return statistics.median(times) * 1e6
+
+    with torch.no_grad():
+        t_torch = _median(lambda: torch.nn.functional.linear(x, weight))
+    t_ort = _median(lambda: sess.run(None, feeds))
+    expected = torch.nn.functional.linear(x, weight).numpy()
+    diff = float(np.abs(sess.run(None, feeds)[0] - expected).max())
+    print(
+        f"\nlm_head alone ({vocab} x {hidden} float32, one row): onnxruntime MatMul "
+        f"{t_ort:.0f} us, torch linear {t_torch:.0f} us, ratio x{t_torch / t_ort:.2f}, "
+        f"max abs diff {diff:.2g}"
+    )
+    return dict(onnxruntime_us=t_ort, torch_us=t_torch)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="tiny,smollm2", help=f"among {sorted(MODELS)}")
@@ -238,6 +294,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--variants", action="store_true", help="onnxruntime session options")
     parser.add_argument(
         "--exporters", default="custom,onnx-dynamo", help="exporters of to_onnx to compare"
+    )
+    parser.add_argument(
+        "--lm-head", action="store_true", help="also measures the lm_head of Tiny-LLM alone"
     )
     args = parser.parse_args(argv)
     import onnxruntime
@@ -262,6 +321,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     tuple(e.strip() for e in args.exporters.split(",")),
                 )
             )
+    if args.lm_head:
+        bench_lm_head()
     return rows
 
 
