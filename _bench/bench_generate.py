@@ -28,16 +28,23 @@ Tiny-LLM (1 layer, 13M)    177-202 tok/s   196-203 tok/s   744-816 tok/s x4.0-4.
 SmolLM2-135M (4 layers)    50.8 tok/s      38.1 tok/s      108.8 tok/s x2.1
 =========================  ==============  ==============  =====================
 
-Both exporters, quiet machine, same run (Tiny-LLM, median of 7): transformers generate
-200 tokens/s, torch loop 212, onnx_generate on the ``custom`` export (69 nodes) 774 tokens/s
-x3.87, on the ``onnx-dynamo`` export 784 tokens/s x3.92. The smaller graph does not show:
-one token costs about 1.29 ms, of which the lm_head MatMul alone (32000 x 192 float32 weights,
-24.6 MB read per token) takes 0.56 to 0.82 ms in onnxruntime alone with two threads (two
-measures), the Python loop 0.3 ms, the ~60 other nodes about 0.4 ms
-(onnxruntime spends about 5 us on the smallest node). Transformers spends 5 ms per token,
-3 to 4 ms of them in the same lm_head (torch's ``linear`` with one row is 5 times slower
-than onnxruntime's MatMul here). x6 means 0.83 ms per token: the lm_head leaves at most 0.27 ms for
-everything else, which neither graph reaches.
+Both exporters in the same run, quiet machine, Tiny-LLM, median of 7 (two runs on two
+occasions; the machine's speed varies between them):
+
+=============================  ==========  ==========  ================  ================
+run                            generate    torch loop  custom export     onnx-dynamo
+=============================  ==========  ==========  ================  ================
+first (before numpy argmax)    200 tok/s   212 tok/s   774 tok/s x3.87   784 tok/s x3.92
+second (``--lm-head``)         253 tok/s   267 tok/s   1074 tok/s x4.24  1049 tok/s x4.15
+=============================  ==========  ==========  ================  ================
+
+The smaller graph of the custom export (69 nodes instead of 370, fused attention, rotary and
+norms) hardly shows. ``--lm-head`` measures, in the second run, the lm_head of one decode
+step alone (one row times the 32000 x 192 float32 matrix, 24.6 MB read per token):
+onnxruntime's MatMul 374 us, torch's ``linear`` 1963 us (x5.2). A token costs transformers
+3.95 ms and onnx_generate 0.93 ms: 0.37 ms of lm_head, about 0.19 ms of Python and 0.26 ms
+for the ~68 other nodes (about 4 us each). x6 means 0.66 ms per token, which leaves 0.29 ms
+for the Python loop and every other node after the lm_head: neither export reaches it.
 
 With ``--variants`` on the quiet machine (Tiny-LLM): ``intra_op_num_threads=2`` x4.7,
 ``ORT_ENABLE_BASIC`` x4.8, one thread x3.1. onnxruntime's own transformer fusions
