@@ -42,8 +42,9 @@ The smaller graph of the custom export (69 nodes instead of 370, fused attention
 norms) hardly shows. ``--lm-head`` measures, in the second run, the lm_head of one decode
 step alone (one row times the 32000 x 192 float32 matrix, 24.6 MB read per token):
 onnxruntime's MatMul 374 us, torch's ``linear`` 1963 us (x5.2). A token costs transformers
-3.95 ms and onnx_generate 0.93 ms: 0.37 ms of lm_head, about 0.19 ms of Python and 0.26 ms
-for the ~68 other nodes (about 4 us each). x6 means 0.66 ms per token, which leaves 0.29 ms
+3.95 ms and onnx_generate 0.93 ms (prefill included; a profiled run right after: 0.82 ms,
+0.63 ms in onnxruntime, of which 0.37 ms lm_head and 0.26 ms for the ~68 other nodes, about
+4 us each, and 0.19 ms of Python). x6 means 0.66 ms per token, which leaves 0.29 ms
 for the Python loop and every other node after the lm_head: neither export reaches it.
 
 With ``--variants`` on the quiet machine (Tiny-LLM): ``intra_op_num_threads=2`` x4.7,
