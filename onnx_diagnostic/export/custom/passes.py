@@ -234,7 +234,7 @@ def fold_constants(model: ir.Model, size_limit: int = 1 << 20) -> int:
             continue
         _replace_by_constant(graph, node, results, namer)
         count += 1
-    logger.info("[fold_constants] %d nodes folded", count)
+    logger.debug("[fold_constants] %d nodes folded", count)
     return count
 
 
@@ -374,7 +374,7 @@ def remove_identities(model: ir.Model) -> int:
             _replace_by_identity(graph, node, node.outputs[0], source)
             graph.remove(node, safe=True)
             count += 1
-    logger.info("[remove_identities] %d rewrites", count)
+    logger.debug("[remove_identities] %d rewrites", count)
     return count
 
 
@@ -466,7 +466,7 @@ def merge_unsqueeze(model: ir.Model) -> int:
         _remove_node(graph, inner)
         _drop_if_unused(graph, old_axes)
         count += 1
-    logger.info("[merge_unsqueeze] %d nodes merged", count)
+    logger.debug("[merge_unsqueeze] %d nodes merged", count)
     return count
 
 
@@ -541,7 +541,7 @@ def eliminate_common_subexpressions(model: ir.Model, max_size: int = 1 << 16) ->
                 _replace_by_identity(graph, node, dup, kept)
         graph.remove(node, safe=True)
         count += 1
-    logger.info("[eliminate_common_subexpressions] %d nodes removed", count)
+    logger.debug("[eliminate_common_subexpressions] %d nodes removed", count)
     return count
 
 
@@ -584,7 +584,7 @@ def remove_unused(model: ir.Model) -> int:
         if not value.uses() and not value.is_graph_output() and id(value) not in inputs:
             del graph.initializers[name]
             count += 1
-    logger.info("[remove_unused] %d nodes or initializers removed", count)
+    logger.debug("[remove_unused] %d nodes or initializers removed", count)
     return count
 
 
@@ -628,7 +628,7 @@ def deduplicate_constants(model: ir.Model, max_size: int = 1024) -> int:
         value.replace_all_uses_with(seen[key])
         del graph.initializers[name]
         count += 1
-    logger.info("[deduplicate_constants] %d initializers merged", count)
+    logger.debug("[deduplicate_constants] %d initializers merged", count)
     return count
 
 
