@@ -7,6 +7,7 @@ Inputs shared by the tasks running a text encoder once, without cache
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -80,3 +81,8 @@ def reduce_encoder_config(config: Any) -> dict[str, Any]:
     from ._reduce import reduce_decoder_config
 
     return reduce_decoder_config(config)
+
+
+def random_encoder_input_kwargs(config: Any) -> tuple[dict[str, Any], Callable]:
+    """Returns the default arguments of :func:`get_encoder_inputs`, and that function."""
+    return encoder_input_kwargs(config), get_encoder_inputs

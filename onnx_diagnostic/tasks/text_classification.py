@@ -18,11 +18,8 @@ takes them), dynamic in batch and sequence, see
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from ._text_encoder import encoder_input_kwargs
 from ._text_encoder import get_encoder_inputs as get_inputs
+from ._text_encoder import random_encoder_input_kwargs as random_input_kwargs
 from ._text_encoder import reduce_encoder_config as reduce_model_config
 
 __all__ = ["get_inputs", "random_input_kwargs", "reduce_model_config"]
@@ -30,8 +27,3 @@ __all__ = ["get_inputs", "random_input_kwargs", "reduce_model_config"]
 __TASK__ = "text-classification"
 #: Class used when the architecture is unknown to the installed transformers.
 AUTO_CLASS = "AutoModelForSequenceClassification"
-
-
-def random_input_kwargs(config: Any) -> tuple[dict[str, Any], Callable]:
-    """Returns the default arguments of :func:`get_inputs`, and that function."""
-    return encoder_input_kwargs(config), get_inputs
