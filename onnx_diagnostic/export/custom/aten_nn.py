@@ -76,25 +76,11 @@ def _batch_norm(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, weight, bias,
     return res
 
 
-def _transposed_weight(g: GraphBuilder, w: ir.Value) -> ir.Value:
-    """The transposed weight: a new initializer for a constant, a Transpose otherwise."""
-    if w.const_value is not None and len(w.shape) == 2:
-        cache = g.__dict__.setdefault("_transposed", {})
-        if id(w) not in cache:
-            t = w.const_value
-            arr = t.raw if isinstance(getattr(t, "raw", None), torch.Tensor) else None
-            if arr is None:
-                arr = torch.from_numpy(np.array(t.numpy()))
-            cache[id(w)] = g.add_initializer(f"{w.name}_T", arr.t().contiguous())
-        return cache[id(w)]
-    return g.op("Transpose", w, perm=[1, 0])
-
-
 @register(aten.linear.default)
 def _linear(
     g: GraphBuilder, node: torch.fx.Node, x: ir.Value, w: ir.Value, b: ir.Value | None = None
 ):
-    wt = _transposed_weight(g, w) if _rank(node.args[1]) == 2 else w
+    wt = g.transpose_2d(w) if _rank(node.args[1]) == 2 else w
     y = g.op("MatMul", x, wt)
     return y if b is None else g.op("Add", y, b)
 

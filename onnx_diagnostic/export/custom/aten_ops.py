@@ -486,11 +486,7 @@ def _sym_size(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int) -> An
     val = _out(node)
     if isinstance(val, int) or (isinstance(val, torch.SymInt) and val.node.expr.is_number):
         return int(val)
-    cache = g.__dict__.setdefault("_sizes", {})
-    key = (id(x), dim)
-    if key not in cache:
-        cache[key] = g.size(x, _norm_axis(dim, _rank(node.args[0])))
-    return cache[key]
+    return g.size(x, _norm_axis(dim, _rank(node.args[0])))
 
 
 def _sym_binary(py: Callable, op_type: str | None) -> Callable:

@@ -102,6 +102,8 @@ class GraphBuilder:
         self._names: set[str] = set()
         self._consts: dict[tuple, ir.Value] = {}
         self._scalar_as_1d: dict[int, ir.Value] = {}
+        self._sizes: dict[tuple[int, int], ir.Value] = {}
+        self._transposed: dict[int, ir.Value] = {}
         #: prefix of the names given to new values (the fx node being translated)
         self.prefix = "n"
 
@@ -331,13 +333,34 @@ class GraphBuilder:
         return out
 
     def size(self, x: ir.Value, axis: int) -> int | ir.Value:
-        """Dimension ``axis`` of ``x``: an int if static, a 0-d int64 value otherwise."""
+        """
+        Dimension ``axis`` of ``x``: an int if static, a 0-d int64 value otherwise
+        (computed once per value and axis).
+        """
         if x.shape is not None and axis < len(x.shape):
             d = x.shape[axis]
             if isinstance(d, int):
                 return d
-        shape = self.op("Shape", x, start=axis, end=axis + 1 if axis != -1 else None)
-        out = self.op("Squeeze", shape, self.ints([0]))
-        out.type = ir.TensorType(ir.DataType.INT64)
-        out.shape = ir.Shape([])
-        return out
+        key = (id(x), axis)
+        if key not in self._sizes:
+            shape = self.op("Shape", x, start=axis, end=axis + 1 if axis != -1 else None)
+            out = self.op("Squeeze", shape, self.ints([0]))
+            out.type = ir.TensorType(ir.DataType.INT64)
+            out.shape = ir.Shape([])
+            self._sizes[key] = out
+        return self._sizes[key]
+
+    def transpose_2d(self, w: ir.Value) -> ir.Value:
+        """
+        ``w`` transposed (a 2-D value): a new initializer, created once, when ``w`` is a
+        constant, a Transpose node otherwise.
+        """
+        if w.const_value is None:
+            return self.op("Transpose", w, perm=[1, 0])
+        if id(w) not in self._transposed:
+            t = w.const_value
+            arr = t.raw if isinstance(getattr(t, "raw", None), torch.Tensor) else None
+            if arr is None:
+                arr = torch.from_numpy(np.array(t.numpy()))
+            self._transposed[id(w)] = self.add_initializer(f"{w.name}_T", arr.t().contiguous())
+        return self._transposed[id(w)]

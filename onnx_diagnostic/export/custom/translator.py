@@ -118,13 +118,20 @@ def _opname(target: Any) -> str:
 _INLINED_HOPS = ("wrap_with_set_grad_enabled", "wrap_with_autocast")
 
 
+def _translation(target: Any) -> Callable | None:
+    """The translation registered for an fx target (an overload falls back on its packet)."""
+    from .aten_ops import TRANSLATIONS
+
+    fct = TRANSLATIONS.get(target)
+    if fct is None and isinstance(target, torch._ops.OpOverload):
+        fct = TRANSLATIONS.get(target.overloadpacket)
+    return fct
+
+
 class _Translator:
     def __init__(self, ep: torch.export.ExportedProgram, opset: int, verbose: int):
-        from .aten_ops import TRANSLATIONS
-
         self.ep = ep
         self.g = GraphBuilder(opset)
-        self.table: dict[Any, Callable] = TRANSLATIONS
         self.verbose = verbose
 
     # values of the arguments
@@ -205,9 +212,7 @@ class _Translator:
             return container[index]
         if isinstance(target, torch._ops.HigherOrderOperator):
             return self.higher_order(node, env)
-        fct = self.table.get(target)
-        if fct is None and isinstance(target, torch._ops.OpOverload):
-            fct = self.table.get(target.overloadpacket)
+        fct = _translation(target)
         if fct is None:
             if not node.users and not isinstance(target, torch._ops.OpOverload):
                 # a Python call torch.export kept for its side effect on the tracer
@@ -233,8 +238,7 @@ class _Translator:
                 if isinstance(r, ir.Value) and not r.is_graph_input() and r.const_value is None:
                     self.g.set_type(r, v)
         # in-place ops: later users of the mutated input read the new value
-        schema = getattr(target, "_schema", None)
-        if schema is not None and schema.arguments and schema.arguments[0].is_write:
+        if _is_inplace(node):
             first = node.args[0]
             if isinstance(first, torch.fx.Node) and isinstance(res, ir.Value):
                 env[first] = res
@@ -340,17 +344,13 @@ def needs_functionalization(gm: torch.fx.GraphModule) -> bool:
 
 
 def _translatable(node: torch.fx.Node) -> bool:
-    from .aten_ops import TRANSLATIONS
-
     target = node.target
-    if target is operator.getitem or target in TRANSLATIONS:
+    if target is operator.getitem or _translation(target) is not None:
         return True
     if isinstance(target, torch._ops.HigherOrderOperator):
         return getattr(target, "_name", "") in _INLINED_HOPS
-    if isinstance(target, torch._ops.OpOverload):
-        return target.overloadpacket in TRANSLATIONS
     # a Python call whose result is unused is skipped
-    return not node.users
+    return not node.users and not isinstance(target, torch._ops.OpOverload)
 
 
 def _retrace_reason(ep: torch.export.ExportedProgram) -> str:
