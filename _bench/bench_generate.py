@@ -242,7 +242,8 @@ def bench_lm_head(vocab: int = 32000, hidden: int = 192, runs: int = 300) -> dic
     The cost of the lm_head of one decode step alone (one row times a ``vocab x hidden``
     float32 matrix): onnxruntime's MatMul in a one-node model (two threads, no spinning, as
     :func:`make_session <onnx_diagnostic.helpers.rt_helper.make_session>` builds sessions)
-    against torch's ``linear``, microseconds, medians over ``runs`` after a warm-up.
+    against torch's ``linear``, microseconds, medians over ``runs`` taken in turns after a
+    warm-up (:func:`_measure`).
     """
     import numpy as np
     import onnx
@@ -270,21 +271,16 @@ def bench_lm_head(vocab: int = 32000, hidden: int = 192, runs: int = 300) -> dic
     x = torch.randn(1, 1, hidden)
     feeds = {"x": x.numpy()}
 
-    def _median(fct: Callable[[], Any]) -> float:
-        for _ in range(20):
-            fct()
-        times = []
-        for _ in range(runs):
-            begin = time.perf_counter()
-            fct()
-            times.append(time.perf_counter() - begin)
-        return statistics.median(times) * 1e6
-
     with torch.no_grad():
-        t_torch = _median(lambda: torch.nn.functional.linear(x, weight))
-    t_ort = _median(lambda: sess.run(None, feeds))
-    expected = torch.nn.functional.linear(x, weight).numpy()
-    diff = float(np.abs(sess.run(None, feeds)[0] - expected).max())
+        measures = _measure(
+            {
+                "onnxruntime": lambda: sess.run(None, feeds)[0],
+                "torch": lambda: torch.nn.functional.linear(x, weight),
+            },
+            runs,
+        )
+    t_ort, t_torch = measures["onnxruntime"][0] * 1e6, measures["torch"][0] * 1e6
+    diff = float(np.abs(measures["onnxruntime"][1] - measures["torch"][1].numpy()).max())
     print(
         f"\nlm_head alone ({vocab} x {hidden} float32, one row): onnxruntime MatMul "
         f"{t_ort:.0f} us, torch linear {t_torch:.0f} us, ratio x{t_torch / t_ort:.2f}, "
