@@ -272,3 +272,152 @@ def rope_original_max_position(config: Any, layer_type: str | None = None) -> in
             return int(sub["original_max_position_embeddings"])
     value = getattr(config, "original_max_position_embeddings", None)
     return int(value) if value else int(config.max_position_embeddings)
+
+
+# Names of the cache argument and of the cache output field.
+#
+# transformers 5.24 renamed the cache argument of every ``forward`` (and the output field of
+# every ``ModelOutput``) from ``past_key_values`` to ``cache``. The next rename costs one line:
+# put the new name first in CACHE_ARG_NAMES.
+
+#: Names transformers gave to the cache argument of ``forward``, newest first.
+CACHE_ARG_NAMES: tuple[str, ...] = ("cache", "past_key_values")
+
+#: Prefix of the cache inputs of an exported ONNX model (``past_key_values.0.key``...),
+#: the convention onnxruntime-genai and optimum read; it never follows transformers' renames.
+ONNX_CACHE_INPUT = "past_key_values"
+
+#: Prefix of the cache outputs of an exported ONNX model (``present.0.key``...).
+ONNX_CACHE_OUTPUT = "present"
+
+
+def _forward_parameters(model: Any) -> dict[str, Any] | None:
+    import inspect
+
+    fct = getattr(model, "forward", model)
+    if not callable(fct):
+        return None
+    try:
+        return dict(inspect.signature(fct).parameters)
+    except (TypeError, ValueError):
+        return None
+
+
+@functools.cache
+def default_cache_arg_name() -> str:
+    """
+    Returns the name the installed :epkg:`transformers` gives to the cache argument of a
+    model's ``forward`` (``"cache"`` from 5.24, ``"past_key_values"`` before), read from
+    the signature of ``LlamaModel.forward``.
+
+    >>> default_cache_arg_name() in CACHE_ARG_NAMES
+    True
+    """
+    cls = transformers_class("models.llama.modeling_llama", "LlamaModel")
+    params = _forward_parameters(cls) if cls is not None else None
+    if params:
+        for name in CACHE_ARG_NAMES:
+            if name in params:
+                return name
+    # No transformers (or no llama): the oldest name, the one most code was written for.
+    return CACHE_ARG_NAMES[-1]
+
+
+def cache_arg_name(model: Any = None) -> str:
+    """
+    Returns the name of the cache argument of ``model.forward`` (or of a function):
+    the one of :data:`CACHE_ARG_NAMES` its signature declares. A model or function declaring
+    none of them (a custom module taking ``**kwargs``), or None, gets the name the installed
+    :epkg:`transformers` uses (:func:`default_cache_arg_name`).
+
+    >>> def forward(input_ids, past_key_values=None):
+    ...     pass
+    >>> cache_arg_name(forward)
+    'past_key_values'
+    >>> cache_arg_name(None) == default_cache_arg_name()
+    True
+    """
+    if model is not None:
+        params = _forward_parameters(model)
+        if params:
+            for name in CACHE_ARG_NAMES:
+                if name in params:
+                    return name
+    return default_cache_arg_name()
+
+
+def declared_cache_arg_name(model: Any) -> str | None:
+    """
+    Returns the name of :data:`CACHE_ARG_NAMES` that ``model.forward`` declares,
+    None if it declares none.
+
+    >>> declared_cache_arg_name(lambda input_ids, cache=None: None)
+    'cache'
+    >>> declared_cache_arg_name(lambda x: x) is None
+    True
+    """
+    params = _forward_parameters(model)
+    if params:
+        for name in CACHE_ARG_NAMES:
+            if name in params:
+                return name
+    return None
+
+
+def is_cache_arg_name(name: Any) -> bool:
+    """
+    Tells if ``name`` is one of the names transformers gave to the cache argument.
+
+    >>> is_cache_arg_name("past_key_values"), is_cache_arg_name("cache"), is_cache_arg_name(0)
+    (True, True, False)
+    """
+    return isinstance(name, str) and name in CACHE_ARG_NAMES
+
+
+def rename_cache_argument(mapping: Any, name: str, where: str = "kwargs") -> Any:
+    """
+    Returns a copy of the dictionary ``mapping`` where any name of :data:`CACHE_ARG_NAMES`
+    is replaced by ``name``, in place (the order of the keys is kept). Anything that is not
+    a dict is returned as it is; a dict without a cache name is returned unchanged (not
+    copied).
+
+    :param mapping: keyword arguments, dynamic shapes...
+    :param name: the name to use (:func:`cache_arg_name` of the model)
+    :param where: what ``mapping`` is, for the error message
+    :raises ValueError: if ``mapping`` holds two different names of the cache
+
+    >>> rename_cache_argument({"input_ids": 1, "past_key_values": 2}, "cache")
+    {'input_ids': 1, 'cache': 2}
+    """
+    if not isinstance(mapping, dict):
+        return mapping
+    found = [k for k in mapping if is_cache_arg_name(k)]
+    if not found or found == [name]:
+        return mapping
+    if len(found) > 1:
+        raise ValueError(
+            f"{where} gives the cache twice, as {found[0]!r} and {found[1]!r}: these names are "
+            f"the same argument (the installed transformers calls it {name!r}), keep one"
+        )
+    return {(name if k == found[0] else k): v for k, v in mapping.items()}
+
+
+@functools.cache
+def output_cache_field() -> str:
+    """
+    Returns the name of the cache field of the model outputs of the installed
+    :epkg:`transformers` (``CausalLMOutputWithPast.cache`` from 5.24, ``.past_key_values``
+    before).
+
+    >>> output_cache_field() in CACHE_ARG_NAMES
+    True
+    """
+    import dataclasses
+
+    cls = transformers_class("modeling_outputs", "CausalLMOutputWithPast")
+    if cls is not None and dataclasses.is_dataclass(cls):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for name in CACHE_ARG_NAMES:
+            if name in fields:
+                return name
+    return "past_key_values"
