@@ -42,7 +42,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXPORTERS", "ExportStepError", "Exporter", "onnx_feeds", "to_onnx"]
+__all__ = [
+    "EXPORTERS",
+    "ExportStepError",
+    "Exporter",
+    "align_cache_argument",
+    "onnx_feeds",
+    "to_onnx",
+]
 
 #: Names of the steps reported by :class:`ExportStepError`.
 STEPS = ("torch.export", "translation", "optimization", "save")
@@ -145,12 +152,7 @@ EXPORTERS: dict[str, Exporter] = {
 }
 
 _HINTS = {
-    "torch.export": (
-        "torch.export.export could not trace the model. A transformers model with a cache "
-        "usually needs the export to run inside "
-        "`with torch_export_patches(patch_transformers=True):` "
-        "(onnx_diagnostic.torch_export_patches); was it?"
-    ),
+    "torch.export": "torch.export.export could not trace the model.",
     "translation": (
         "torch.onnx could not translate the ExportedProgram into ONNX: an operator has no "
         "translation or its translation failed; the operator is named in the error above."
@@ -167,7 +169,63 @@ _HINTS = {
 }
 
 
-def _hint(step: str, exc: BaseException, exporter: str = "onnx-dynamo") -> str:
+def _unknown_dynamic_shapes_names(model: Any, dynamic_shapes: Any) -> str | None:
+    """
+    Tells which top-level names of ``dynamic_shapes`` (a dict) ``model.forward`` does not
+    declare, and which ones it declares, None if every name is known.
+    """
+    if not isinstance(dynamic_shapes, dict):
+        return None
+    try:
+        params = inspect.signature(getattr(model, "forward", model)).parameters
+    except (TypeError, ValueError):
+        return None
+    var_kw = [p.name for p in params.values() if p.kind == p.VAR_KEYWORD]
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    unknown = [k for k in dynamic_shapes if k not in params]
+    if not unknown:
+        return None
+    text = (
+        f"dynamic_shapes names {unknown}, which forward does not declare (it declares "
+        f"{named}{f' and **{var_kw[0]}' if var_kw else ''})."
+    )
+    if var_kw:
+        text += (
+            f" The dynamic shapes of arguments caught by **{var_kw[0]} go under "
+            f"dynamic_shapes[{var_kw[0]!r}]."
+        )
+    return text
+
+
+def _patches_hint() -> str:
+    from ..torch_export_patches import active_patches
+
+    active = active_patches()
+    if active is None:
+        return (
+            " A transformers model with a cache usually needs the export to run inside "
+            "`with torch_export_patches(patch_transformers=True):` "
+            "(onnx_diagnostic.torch_export_patches); it did not."
+        )
+    if not active["patch_transformers"]:
+        return (
+            " It ran inside torch_export_patches(patch_transformers=False): "
+            "patch_transformers=True applies the patches of transformers."
+        )
+    return (
+        " It ran inside torch_export_patches(patch_transformers=True), whose patches did "
+        "not cover this failure: the error above names the line of the model that failed "
+        "(list_patches() shows which patches apply to the installed versions)."
+    )
+
+
+def _hint(
+    step: str,
+    exc: BaseException,
+    exporter: str = "onnx-dynamo",
+    model: Any = None,
+    dynamic_shapes: Any = None,
+) -> str:
     hint = _HINTS[step]
     if step == "translation" and exporter == "custom":
         hint = (
@@ -177,6 +235,11 @@ def _hint(step: str, exc: BaseException, exporter: str = "onnx-dynamo") -> str:
         )
     text = str(exc)
     if step == "torch.export":
+        unknown = _unknown_dynamic_shapes_names(model, dynamic_shapes)
+        if unknown:
+            hint += " " + unknown
+        elif "top-level keys must be the arg names" not in text:
+            hint += _patches_hint()
         if any(
             s in text
             for s in ("Constraints violated", "specialized", "guard", "Dim.DYNAMIC", "Dim(")
@@ -366,6 +429,48 @@ def _leaf_names(obj: Any, prefix: str, cache_prefix: str | None) -> list[tuple[s
     return out
 
 
+def _input_leaf_names(value: Any, name: str) -> list[tuple[str, Any]]:
+    """
+    Names the leaves of the input ``name``. The cache argument, whatever transformers calls
+    it (``cache`` from 5.24, ``past_key_values`` before), gives ``past_key_values.N.key``:
+    ONNX names do not follow transformers' renames.
+    """
+    prefix = compat.ONNX_CACHE_INPUT if compat.is_cache_arg_name(name) else None
+    return _leaf_names(value, name, prefix)
+
+
+def align_cache_argument(
+    model: Any, kwargs: dict[str, Any], dynamic_shapes: Any = None
+) -> tuple[dict[str, Any], Any]:
+    """
+    Renames the cache argument in ``kwargs`` and in ``dynamic_shapes`` (when it is a dict)
+    to the name ``model.forward`` declares: a user who gives ``past_key_values`` to a model of
+    transformers 5.24 (whose ``forward`` takes ``cache``), or ``cache`` to an older one, gets
+    it mapped, so that :func:`torch.export.export` never sees the cache in ``**kwargs``.
+    Nothing changes if the forward declares none of
+    :data:`onnx_diagnostic.helpers.compat.CACHE_ARG_NAMES`. The inputs are not modified.
+
+    :param model: the model (or its forward)
+    :param kwargs: keyword arguments
+    :param dynamic_shapes: dynamic shapes, renamed only if it is a dict
+    :return: new ``(kwargs, dynamic_shapes)``
+
+    >>> import torch
+    >>> class M(torch.nn.Module):
+    ...     def forward(self, input_ids, cache=None):
+    ...         return input_ids
+    >>> kw, ds = align_cache_argument(M(), {"past_key_values": 1}, {"past_key_values": 2})
+    >>> kw, ds
+    ({'cache': 1}, {'cache': 2})
+    """
+    name = compat.declared_cache_arg_name(model)
+    if name is None:
+        return kwargs, dynamic_shapes
+    kwargs = compat.rename_cache_argument(kwargs, name, "kwargs")
+    dynamic_shapes = compat.rename_cache_argument(dynamic_shapes, name, "dynamic_shapes")
+    return kwargs, dynamic_shapes
+
+
 def _dedup(names: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
@@ -384,9 +489,9 @@ def _default_input_names(
     """Maps the placeholder names of the exported program to the conventional names."""
     named: list[tuple[str, Any]] = []
     for name, value in zip(arg_names, args):
-        named.extend(_leaf_names(value, name, None))
+        named.extend(_input_leaf_names(value, name))
     for name, value in kwargs.items():
-        named.extend(_leaf_names(value, name, None))
+        named.extend(_input_leaf_names(value, name))
     from torch.export.graph_signature import InputKind
 
     user_inputs = [s for s in ep.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
@@ -556,7 +661,7 @@ def _axes_mapping(
             spec = None
         if spec is None:
             continue
-        tensors = [(n, t) for n, t in _leaf_names(value, name, None) if isinstance(t, torch.Tensor)]
+        tensors = [(n, t) for n, t in _input_leaf_names(value, name) if isinstance(t, torch.Tensor)]
         axes = _flatten_axes(spec)
         if len(axes) != len(tensors):
             logger.warning(
@@ -617,11 +722,12 @@ def onnx_feeds(
     """
     kwargs = {} if kwargs is None else kwargs
     _check_arguments(model, args, kwargs, "onnx-dynamo", None, None)
+    kwargs, _ = align_cache_argument(model, kwargs)
     args = tuple(args)
     arg_names, kwargs = _signature_order(model, args, kwargs)
     named: list[tuple[str, Any]] = []
     for name, value in [*zip(arg_names, args), *kwargs.items()]:
-        named.extend(_leaf_names(value, name, None))
+        named.extend(_input_leaf_names(value, name))
     names = _dedup([n for n, _ in named])
     return {n: t for n, (_, t) in zip(names, named) if isinstance(t, torch.Tensor)}
 
@@ -629,9 +735,11 @@ def onnx_feeds(
 class _Steps:
     """Runs the steps, times them, prints them if verbose, wraps their failures."""
 
-    def __init__(self, exporter: str, verbose: int):
+    def __init__(self, exporter: str, verbose: int, model: Any = None, dynamic_shapes: Any = None):
         self.exporter = exporter
         self.verbose = verbose
+        self.model = model
+        self.dynamic_shapes = dynamic_shapes
         self.durations: dict[str, float] = {}
 
     def run(self, step: str, fct: Callable[[], Any]) -> Any:
@@ -644,7 +752,8 @@ class _Steps:
         except Exception as e:
             if self.verbose:
                 print(f"[to_onnx] {step} failed: {type(e).__name__}")
-            raise ExportStepError(step, self.exporter, e, _hint(step, e, self.exporter)) from e
+            hint = _hint(step, e, self.exporter, self.model, self.dynamic_shapes)
+            raise ExportStepError(step, self.exporter, e, hint) from e
         self.durations[step] = time.perf_counter() - begin
         if self.verbose:
             print(f"[to_onnx] {step} done in {self.durations[step]:.3g}s")
@@ -706,10 +815,11 @@ def to_onnx(
     """
     kwargs = {} if kwargs is None else kwargs
     _check_arguments(model, args, kwargs, exporter, input_names, output_names)
+    kwargs, dynamic_shapes = align_cache_argument(model, kwargs, dynamic_shapes)
     args = tuple(args)
     arg_names, kwargs = _signature_order(model, args, kwargs)
     dynamic_shapes = _reorder_dynamic_shapes(dynamic_shapes, kwargs, arg_names)
-    steps = _Steps(exporter, verbose)
+    steps = _Steps(exporter, verbose, model, dynamic_shapes)
     export_ds = _to_export_dims(dynamic_shapes)
 
     ep = steps.run(

@@ -315,8 +315,16 @@ class ModelInputs:
             self.signature: inspect.Signature | None = inspect.signature(self.forward)
         except (TypeError, ValueError):
             self.signature = None
+        normalized = [self._normalize(inp, i) for i, inp in enumerate(inputs)]
+        # The cache argument has two names (transformers 5.24 renamed past_key_values to
+        # cache): input sets mixing them hold the same argument, named as forward declares it
+        # (the first name met if forward declares none).
+        self.cache_name = compat.declared_cache_arg_name(self.signature) or next(
+            (k for _, kw in normalized for k in kw if compat.is_cache_arg_name(k)), None
+        )
         self.inputs: list[tuple[tuple, dict]] = [
-            self._normalize(inp, i) for i, inp in enumerate(inputs)
+            (a, compat.rename_cache_argument(kw, self.cache_name, f"inputs[{i}]"))
+            for i, (a, kw) in enumerate(normalized)
         ]
 
     @staticmethod
@@ -469,6 +477,9 @@ class ModelInputs:
                     f"{self.signature} has no named parameter at that position ({kind})"
                 )
             names.append(params[i].name)
+        if self.cache_name is not None:
+            kwargs = compat.rename_cache_argument(kwargs, self.cache_name, "kwargs")
+            kwargs_ds = compat.rename_cache_argument(kwargs_ds, self.cache_name, "dynamic_shapes")
         for name in names:
             if name in kwargs:
                 raise ValueError(f"args and kwargs both define {name!r}")

@@ -294,6 +294,8 @@ ONNX_CACHE_OUTPUT = "present"
 def _forward_parameters(model: Any) -> dict[str, Any] | None:
     import inspect
 
+    if isinstance(model, inspect.Signature):
+        return dict(model.parameters)
     fct = getattr(model, "forward", model)
     if not callable(fct):
         return None
@@ -348,8 +350,8 @@ def cache_arg_name(model: Any = None) -> str:
 
 def declared_cache_arg_name(model: Any) -> str | None:
     """
-    Returns the name of :data:`CACHE_ARG_NAMES` that ``model.forward`` declares,
-    None if it declares none.
+    Returns the name of :data:`CACHE_ARG_NAMES` that ``model.forward`` (a model, a function
+    or an :class:`inspect.Signature`) declares, None if it declares none.
 
     >>> declared_cache_arg_name(lambda input_ids, cache=None: None)
     'cache'

@@ -44,6 +44,7 @@ from ..export.dynamic_shapes import (
     _nest_var_keyword,
     _replace,
 )
+from ..helpers import compat
 from ..helpers.helper import max_diff, string_type
 
 logger = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ class InputObserver:
                 return original(*args, **kwargs)
             try:
                 values, constants, positional = self._bind(args, kwargs)
-            except TypeError:
+            except (TypeError, ValueError):
                 # a call the signature rejects, the method raises the usual error
                 return original(*args, **kwargs)
             begin = time.perf_counter()
@@ -230,6 +231,14 @@ class InputObserver:
 
     def _bind(self, args: tuple, kwargs: dict) -> tuple[dict[str, Any], dict[str, Any], bool]:
         assert self._signature is not None
+        # transformers 5.24 renamed past_key_values to cache: both names are one argument,
+        # recorded as forward declares it (the first name met if it declares none).
+        name = compat.declared_cache_arg_name(self._signature) or next(
+            (k for c in self._calls for k in c.values if compat.is_cache_arg_name(k)),
+            next((k for k in kwargs if compat.is_cache_arg_name(k)), None),
+        )
+        if name is not None:
+            kwargs = compat.rename_cache_argument(kwargs, name, "kwargs")
         bound = self._signature.bind_partial(*args, **kwargs)
         values: dict[str, Any] = {}
         constants: dict[str, Any] = {}

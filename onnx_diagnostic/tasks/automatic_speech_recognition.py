@@ -4,7 +4,8 @@ Task ``automatic-speech-recognition``: a speech encoder-decoder called with a ca
 
 Inputs: ``input_features`` (batch, mel bins, ``2 * max_source_positions`` frames: Whisper
 requires that exact length), ``decoder_input_ids`` (``seq_length`` new tokens),
-``past_key_values``, an ``EncoderDecoderCache``: ``cache_length`` tokens in the
+the cache (``cache`` from transformers 5.24, ``past_key_values`` before), an
+``EncoderDecoderCache``: ``cache_length`` tokens in the
 self-attention part, ``max_source_positions`` encoded frames (static) in the cross-attention
 part.
 
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..helpers.compat import cache_arg_name
 from ._common import (
     BATCH,
     CACHE,
@@ -139,20 +141,23 @@ def get_inputs(
         past_length=check_int("past_length", past_length, minimum=0),
     )
     dtype = float_dtype(model, dtype)
+    cache_name = cache_arg_name(model)
 
     def _make(batch_size: int, sequence_length: int, past_length: int) -> dict[str, Any]:
         return dict(
             input_features=torch.randn((batch_size, num_mel_bins, 2 * encoder_length), dtype=dtype),
             decoder_input_ids=random_ids((batch_size, sequence_length), dummy_max_token_id),
-            past_key_values=make_encoder_decoder_cache(
-                num_decoder_layers,
-                batch_size,
-                num_heads,
-                past_length,
-                encoder_length,
-                head_dim,
-                dtype,
-            ),
+            **{
+                cache_name: make_encoder_decoder_cache(
+                    num_decoder_layers,
+                    batch_size,
+                    num_heads,
+                    past_length,
+                    encoder_length,
+                    head_dim,
+                    dtype,
+                )
+            },
         )
 
     res: dict[str, Any] = dict(
@@ -160,10 +165,12 @@ def get_inputs(
         dynamic_shapes=dict(
             input_features={0: BATCH},
             decoder_input_ids={0: BATCH, 1: SEQ},
-            past_key_values=[
-                cache_shapes(num_decoder_layers, CACHE),
-                cache_shapes(num_decoder_layers, None),
-            ],
+            **{
+                cache_name: [
+                    cache_shapes(num_decoder_layers, CACHE),
+                    cache_shapes(num_decoder_layers, None),
+                ]
+            },
         ),
     )
     if add_second_input:

@@ -5,7 +5,8 @@ Task ``image-text-to-text``: a vision-language model called with a cache
 Inputs: ``input_ids`` (``seq_length`` new tokens, the first ones are the
 ``mm_tokens_per_image`` placeholders of one image per sample), ``attention_mask``
 (cache and new tokens), ``position_ids``, ``pixel_values`` (one image per sample, static
-size) and ``past_key_values`` (a ``DynamicCache`` of the language model, sliding layers
+size) and the cache (``cache`` from transformers 5.24, ``past_key_values`` before; a
+``DynamicCache`` of the language model, sliding layers
 included). There is no ``token_type_ids``: transformers 4.57 indexes it with the positions
 of the cache (it expects the images in the first call, without cache) and fails, without it
 the image placeholders attend to each other causally.

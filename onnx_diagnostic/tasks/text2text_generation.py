@@ -3,7 +3,9 @@ Task ``text2text-generation``: an encoder-decoder called with a cache
 (``T5ForConditionalGeneration``, ``BartForConditionalGeneration``).
 
 Inputs: ``input_ids`` and ``attention_mask`` (encoder side, ``encoder_length`` tokens),
-``decoder_input_ids`` (``seq_length`` new tokens), ``past_key_values``, an
+``decoder_input_ids`` (``seq_length`` new tokens), the cache (named as the
+model's ``forward`` declares it: ``cache`` from transformers 5.24, ``past_key_values``
+before, see :func:`onnx_diagnostic.helpers.compat.cache_arg_name`), an
 ``EncoderDecoderCache`` whose self-attention part holds ``cache_length`` tokens and whose
 cross-attention part holds the ``encoder_length`` encoded tokens. Its dynamic shapes
 follow the canonical layout: ``[[self key_0, self value_0, ...], [cross key_0, ...]]``.
@@ -13,8 +15,10 @@ follow the canonical layout: ``[[self key_0, self value_0, ...], [cross key_0, .
 >>> config = transformers.T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
 >>> kwargs, fct = random_input_kwargs(config)
 >>> res = fct(None, config, **kwargs)
->>> sorted(res["inputs"])
-['attention_mask', 'decoder_input_ids', 'input_ids', 'past_key_values']
+>>> from onnx_diagnostic.helpers.compat import cache_arg_name
+>>> sorted(res["inputs"]) == sorted(
+...     ['attention_mask', 'decoder_input_ids', 'input_ids', cache_arg_name()])
+True
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..helpers.compat import cache_arg_name
 from ._common import (
     BATCH,
     CACHE,
@@ -125,6 +130,7 @@ def get_inputs(
         past_length=check_int("past_length", past_length, minimum=0),
     )
     dtype = float_dtype(model, dtype)
+    cache_name = cache_arg_name(model)
 
     def _make(
         batch_size: int, encoder_length: int, sequence_length: int, past_length: int
@@ -133,15 +139,17 @@ def get_inputs(
             input_ids=random_ids((batch_size, encoder_length), dummy_max_token_id),
             attention_mask=torch.ones((batch_size, encoder_length), dtype=torch.int64),
             decoder_input_ids=random_ids((batch_size, sequence_length), dummy_max_token_id),
-            past_key_values=make_encoder_decoder_cache(
-                num_decoder_layers,
-                batch_size,
-                num_heads,
-                past_length,
-                encoder_length,
-                head_dim,
-                dtype,
-            ),
+            **{
+                cache_name: make_encoder_decoder_cache(
+                    num_decoder_layers,
+                    batch_size,
+                    num_heads,
+                    past_length,
+                    encoder_length,
+                    head_dim,
+                    dtype,
+                )
+            },
         )
 
     res: dict[str, Any] = dict(
@@ -150,10 +158,12 @@ def get_inputs(
             input_ids={0: BATCH, 1: ENCODER_SEQ},
             attention_mask={0: BATCH, 1: ENCODER_SEQ},
             decoder_input_ids={0: BATCH, 1: SEQ},
-            past_key_values=[
-                cache_shapes(num_decoder_layers, CACHE),
-                cache_shapes(num_decoder_layers, ENCODER_SEQ),
-            ],
+            **{
+                cache_name: [
+                    cache_shapes(num_decoder_layers, CACHE),
+                    cache_shapes(num_decoder_layers, ENCODER_SEQ),
+                ]
+            },
         ),
     )
     if add_second_input:

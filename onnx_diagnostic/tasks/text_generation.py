@@ -3,8 +3,10 @@ Task ``text-generation``: a decoder-only language model called with a cache
 (``LlamaForCausalLM``, ``Phi3ForCausalLM``, ``GPT2LMHeadModel``...).
 
 Inputs: ``input_ids``, ``attention_mask`` (covering the cache and the new tokens),
-``position_ids``, ``past_key_values`` (a ``DynamicCache``, with sliding layers where
-``config.layer_types`` says so).
+``position_ids`` and the cache, a ``DynamicCache`` with sliding layers where
+``config.layer_types`` says so (named as the
+model's ``forward`` declares it: ``cache`` from transformers 5.24, ``past_key_values``
+before, see :func:`onnx_diagnostic.helpers.compat.cache_arg_name`).
 
 >>> import transformers
 >>> from onnx_diagnostic.tasks.text_generation import random_input_kwargs
@@ -13,8 +15,10 @@ Inputs: ``input_ids``, ``attention_mask`` (covering the cache and the new tokens
 ...     num_attention_heads=2, num_key_value_heads=1, vocab_size=100)
 >>> kwargs, fct = random_input_kwargs(config)
 >>> res = fct(None, config, **kwargs)
->>> sorted(res["inputs"])
-['attention_mask', 'input_ids', 'past_key_values', 'position_ids']
+>>> from onnx_diagnostic.helpers.compat import cache_arg_name
+>>> sorted(res["inputs"]) == sorted(
+...     ['attention_mask', 'input_ids', 'position_ids', cache_arg_name()])
+True
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 import torch
 
 from . import _common
+from ..helpers.compat import cache_arg_name
 from ._common import (
     BATCH,
     CACHE,
@@ -87,6 +92,7 @@ def _make_inputs(
     layer_types: Sequence[str] | None,
     sliding_window: int | None,
     dtype: torch.dtype,
+    cache_name: str,
 ) -> dict[str, Any]:
     from ..cache_helpers import make_dynamic_cache
 
@@ -99,9 +105,11 @@ def _make_inputs(
         input_ids=random_ids((batch_size, sequence_length), dummy_max_token_id),
         attention_mask=torch.ones((batch_size, total), dtype=torch.int64),
         position_ids=position_ids.unsqueeze(0).expand((batch_size, -1)).contiguous(),
-        past_key_values=make_dynamic_cache(
-            pairs, layer_types=layer_types, sliding_window=sliding_window
-        ),
+        **{
+            cache_name: make_dynamic_cache(
+                pairs, layer_types=layer_types, sliding_window=sliding_window
+            )
+        },
     )
 
 
@@ -149,7 +157,7 @@ def get_inputs(
     ...     num_attention_heads=2, num_key_value_heads=1, vocab_size=100)
     >>> res = get_inputs(None, config, past_length=5)
     >>> string_type(res["inputs"], with_shape=True)  # doctest: +ELLIPSIS
-    'dict(input_ids:T7s2x3,attention_mask:T7s2x8,position_ids:T7s2x3,past_key_values:...'
+    'dict(input_ids:T7s2x3,attention_mask:T7s2x8,position_ids:T7s2x3,...:DynamicCache(...'
     """
     cfg = None if config is None else text_config(config)
 
@@ -202,6 +210,7 @@ def get_inputs(
         layer_types=layer_types,
         sliding_window=sliding_window,
         dtype=float_dtype(model, dtype),
+        cache_name=cache_arg_name(model),
     )
     res = dict(
         inputs=_make_inputs(**sizes, **common),
@@ -209,7 +218,7 @@ def get_inputs(
             input_ids={0: BATCH, 1: SEQ},
             attention_mask={0: BATCH, 1: CACHE_SEQ},
             position_ids={0: BATCH, 1: SEQ},
-            past_key_values=cache_shapes(num_hidden_layers, CACHE),
+            **{common["cache_name"]: cache_shapes(num_hidden_layers, CACHE)},
         ),
     )
     if add_second_input:

@@ -24,6 +24,7 @@ from .patches import AppliedPatch, apply_patch, known_patches, list_patches
 from .serialization import register_flattening_functions
 
 __all__ = [
+    "active_patches",
     "bypass_export_some_errors",
     "list_patches",
     "register_flattening_functions",
@@ -65,6 +66,8 @@ def torch_export_patches(
             )
     """
     with contextlib.ExitStack() as stack:
+        _ACTIVE.append(dict(patch_transformers=patch_transformers, patch_torch=patch_torch))
+        stack.callback(_ACTIVE.pop)
         stack.enter_context(register_flattening_functions(verbose=verbose))
         if patch:
             specs = known_patches(patch_transformers=patch_transformers, patch_torch=patch_torch)
@@ -79,6 +82,25 @@ def torch_export_patches(
                     if verbose:
                         print(f"[torch_export_patches] patches {applied.target} ({spec.name})")
         yield convert_legacy_caches
+
+
+#: One entry per active :func:`torch_export_patches` context, innermost last.
+_ACTIVE: list[dict[str, bool]] = []
+
+
+def active_patches() -> dict[str, bool] | None:
+    """
+    Tells whether the code runs inside :func:`torch_export_patches`: None outside, the
+    options of the innermost context inside (error messages use it to avoid telling a user
+    to enter a context they are in).
+
+    >>> active_patches() is None
+    True
+    >>> with torch_export_patches(patch_transformers=True):
+    ...     active_patches()
+    {'patch_transformers': True, 'patch_torch': True}
+    """
+    return dict(_ACTIVE[-1]) if _ACTIVE else None
 
 
 def _undo(applied: AppliedPatch, verbose: int) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ..helpers.compat import CACHE_ARG_NAMES
+
 __all__ = ["convert_legacy_caches", "use_dyn_not_str"]
 
 
@@ -56,27 +58,32 @@ def _is_dim_hint(obj: Any) -> bool:
 
 def convert_legacy_caches(inputs: Any) -> Any:
     """
-    Returns ``inputs`` where a ``past_key_values`` given in the legacy format (a tuple of
-    ``(key, value)`` pairs, which transformers>=4.56 no longer accepts) becomes a
-    DynamicCache. Returns ``inputs`` itself (same object) when there is nothing to convert.
+    Returns ``inputs`` where a cache (``past_key_values``, or ``cache`` as transformers 5.24
+    names it) given in the legacy format (a tuple of ``(key, value)`` pairs, which
+    transformers>=4.56 no longer accepts) becomes a DynamicCache. The argument keeps the
+    name the user gave it (:func:`onnx_diagnostic.export.api.to_onnx` maps it to the name
+    the model declares). Returns ``inputs`` itself (same object) when there is nothing to
+    convert.
 
     >>> x = {"input_ids": None}
     >>> convert_legacy_caches(x) is x
     True
     """
     if isinstance(inputs, dict):
-        pkv = inputs.get("past_key_values", None)
-        if _is_legacy_cache(pkv):
+        new = None
+        for name in CACHE_ARG_NAMES:
+            pkv = inputs.get(name, None)
+            if not _is_legacy_cache(pkv):
+                continue
             from ..cache_helpers import CacheInputError, make_dynamic_cache
 
-            new = dict(inputs)
+            new = dict(inputs) if new is None else new
             try:
-                new["past_key_values"] = make_dynamic_cache([tuple(p) for p in pkv])
+                new[name] = make_dynamic_cache([tuple(p) for p in pkv])
             except CacheInputError as e:
                 # Names the user's argument, not the internal one.
-                raise CacheInputError(str(e).replace("key_value_pairs", "past_key_values")) from e
-            return new
-        return inputs
+                raise CacheInputError(str(e).replace("key_value_pairs", name)) from e
+        return inputs if new is None else new
     if isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], dict):
         converted = convert_legacy_caches(inputs[1])
         return inputs if converted is inputs[1] else (inputs[0], converted)

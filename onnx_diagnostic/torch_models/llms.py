@@ -3,8 +3,12 @@ Untrained language models to test an export without downloading anything.
 
 >>> from onnx_diagnostic.torch_models.llms import get_tiny_llm
 >>> data = get_tiny_llm()
->>> type(data["model"]).__name__, sorted(data["inputs"])
-('LlamaForCausalLM', ['attention_mask', 'input_ids', 'past_key_values', 'position_ids'])
+>>> type(data["model"]).__name__, list(data["inputs"])[:3]
+('LlamaForCausalLM', ['input_ids', 'attention_mask', 'position_ids'])
+
+The fourth input is the cache, named as ``forward`` declares it: ``cache`` from
+transformers 5.24, ``past_key_values`` before
+(:func:`onnx_diagnostic.helpers.compat.cache_arg_name`).
 """
 
 from __future__ import annotations
@@ -49,19 +53,20 @@ def get_tiny_llm(
 
     The inputs are ``input_ids`` (batch, sequence), ``attention_mask``
     (batch, past + sequence), ``position_ids`` (``past_length`` to
-    ``past_length + sequence_length - 1``) and ``past_key_values``, a ``DynamicCache``.
+    ``past_length + sequence_length - 1``) and the cache, a ``DynamicCache``, named as
+    the model's ``forward`` declares it (``cache`` from transformers 5.24,
+    ``past_key_values`` before).
 
     >>> import pprint
     >>> from onnx_diagnostic.helpers import string_type
     >>> data = get_tiny_llm()
     >>> string_type(data["inputs"], with_shape=True)  # doctest: +ELLIPSIS
-    'dict(input_ids:T7s2x3,attention_mask:T7s2x33,position_ids:T7s2x3,past_key_values:...'
-    >>> pprint.pprint(data["dynamic_shapes"])
-    {'attention_mask': {0: 'batch', 1: 'cache+seq'},
-     'input_ids': {0: 'batch', 1: 'seq_length'},
-     'past_key_values': [{0: 'batch', 2: 'cache_length'},
-                         {0: 'batch', 2: 'cache_length'}],
-     'position_ids': {0: 'batch', 1: 'seq_length'}}
+    'dict(input_ids:T7s2x3,attention_mask:T7s2x33,position_ids:T7s2x3,...:DynamicCache(...'
+    >>> pprint.pprint(data["dynamic_shapes"], sort_dicts=False, width=90)  # doctest: +ELLIPSIS
+    {'input_ids': {0: 'batch', 1: 'seq_length'},
+     'attention_mask': {0: 'batch', 1: 'cache+seq'},
+     'position_ids': {0: 'batch', 1: 'seq_length'},
+     ...: [{0: 'batch', 2: 'cache_length'}, {0: 'batch', 2: 'cache_length'}]}
     """
     d = load_config_dict(TINY_LLM)
     if dynamic_rope:
