@@ -36,7 +36,13 @@ extensions = [
 ]
 
 templates_path: list[str] = []
-exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py"]
+# versions_table.rst is written by _bench/version_matrix.py and included by versions.rst
+exclude_patterns = [
+    "_build",
+    "auto_examples/*.ipynb",
+    "auto_examples/*.py",
+    "versions_table.rst",
+]
 source_suffix = {".rst": "restructuredtext"}
 master_doc = "index"
 language = "en"

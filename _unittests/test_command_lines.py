@@ -174,5 +174,133 @@ class TestCommandLines(ExtTestCase):
         self.assertIn("arnir0/Tiny-LLM", res.stdout)
 
 
+class TestCommandLineVersions(ExtTestCase):
+    def test_versions_text(self):
+        from onnx_diagnostic.helpers import compat
+
+        rc, out, _ = self.capture(lambda: main(["versions"]))
+        self.assertEqual(0, rc)
+        lines = out.splitlines()
+        self.assertEqual(["package", "version", "tested", "status"], lines[0].split())
+        for package in ("python", "torch", "transformers", "onnx", "onnxruntime", "onnxscript"):
+            row = [li for li in lines if li.split()[:1] == [package]]
+            self.assertEqual(1, len(row), msg=f"{package}\n{out}")
+        row = next(li for li in lines if li.startswith("transformers "))
+        self.assertIn(compat.transformers_version(), row)
+        self.assertIn(" .. ".join(compat.TESTED_VERSIONS["transformers"]), row)
+        self.assertIn(f"cache argument of forward: {compat.default_cache_arg_name()}", out)
+        self.assertIn(f"cache field of the outputs: {compat.output_cache_field()}", out)
+        self.assertIn("patches of torch_export_patches:", out)
+        self.assertIn("transformers:DynamicLayer.lazy_initialization", out)
+
+    def test_versions_json(self):
+        from onnx_diagnostic.helpers import compat
+        from onnx_diagnostic.torch_export_patches import list_patches
+
+        rc, out, _ = self.capture(lambda: main(["versions", "--format", "json"]))
+        self.assertEqual(0, rc)
+        data = json.loads(out)
+        self.assertEqual(
+            ["cache_arg_name", "output_cache_field", "packages", "patches"], sorted(data)
+        )
+        self.assertIn(data["cache_arg_name"], compat.CACHE_ARG_NAMES)
+        rows = {r["package"]: r for r in data["packages"]}
+        self.assertEqual(compat.transformers_version(), rows["transformers"]["version"])
+        self.assertEqual(
+            list(compat.TESTED_VERSIONS["torch"]), rows["torch"]["tested"], msg=str(rows)
+        )
+        self.assertEqual([p["name"] for p in list_patches()], [p["name"] for p in data["patches"]])
+        for p in data["patches"]:
+            self.assertIn(p["status"], ("applies", "skipped"))
+
+    def test_versions_does_not_patch(self):
+        import transformers.cache_utils
+
+        before = transformers.cache_utils.DynamicLayer.__dict__["lazy_initialization"]
+        self.capture(lambda: main(["versions"]))
+        after = transformers.cache_utils.DynamicLayer.__dict__["lazy_initialization"]
+        self.assertIs(before, after)
+
+    def test_versions_patch_skipped_and_why(self):
+        from onnx_diagnostic import _command_lines
+
+        rows = [
+            dict(
+                name="transformers:A.f",
+                library="transformers",
+                applies=False,
+                versions="transformers<4.50",
+                targets=[],
+            ),
+            dict(
+                name="transformers:B.g",
+                library="transformers",
+                applies=True,
+                versions="any",
+                targets=["transformers.B.g"],
+            ),
+        ]
+        with mock.patch(
+            "onnx_diagnostic.torch_export_patches.patches.list_patches", return_value=rows
+        ):
+            rc, out, _ = self.capture(lambda: _command_lines.main(["versions"]))
+        self.assertEqual(0, rc)
+        line_a = next(li for li in out.splitlines() if "transformers:A.f" in li)
+        self.assertIn("skipped", line_a)
+        self.assertIn(
+            "not needed with the installed versions (needed for transformers<4.50)", line_a
+        )
+        line_b = next(li for li in out.splitlines() if "transformers:B.g" in li)
+        self.assertIn("applies", line_b)
+        self.assertIn("transformers.B.g", line_b)
+
+    def test_versions_outside_tested_range(self):
+        from onnx_diagnostic.helpers import compat
+
+        rows = [
+            dict(package="transformers", version="4.40.0", tested=("4.57", "5.24"), in_range=False),
+            dict(package="onnxscript", version=None, tested=("0.7", "0.7"), in_range=None),
+            dict(package="onnxruntime-genai", version="0.9.0", tested=None, in_range=None),
+        ]
+        with mock.patch.object(compat, "version_report", return_value=rows):
+            rc, out, _ = self.capture(lambda: main(["versions"]))
+        self.assertEqual(0, rc)
+        lines = out.splitlines()
+        self.assertIn("OUTSIDE the tested range", next(li for li in lines if "4.40.0" in li))
+        self.assertIn("not installed", next(li for li in lines if li.startswith("onnxscript")))
+        genai = next(li for li in lines if li.startswith("onnxruntime-genai"))
+        self.assertIn("untested", genai)
+        self.assertIn("no tested range", genai)
+
+    def test_version_report_and_range(self):
+        from onnx_diagnostic.helpers import compat
+
+        self.assertTrue(
+            compat.in_tested_range("transformers", compat.TESTED_VERSIONS["transformers"][1] + ".9")
+        )
+        self.assertFalse(compat.in_tested_range("torch", "2.12.1"))
+        self.assertFalse(compat.in_tested_range("torch", "2.99.0"))
+        self.assertTrue(compat.in_tested_range("torch", "2.13.0+cpu"))
+        self.assertIsNone(compat.in_tested_range("onnxruntime-genai", "0.9.0"))
+        rows = compat.version_report()
+        self.assertEqual(
+            ["python", "torch", "transformers", "onnx", "onnxruntime", "onnxscript"],
+            [r["package"] for r in rows][:6],
+        )
+        self.assertEqual(compat.transformers_version(), rows[2]["version"])
+        self.assertEqual(torch.__version__, rows[1]["version"])
+
+    def test_python_dash_m_versions(self):
+        res = subprocess.run(
+            [sys.executable, "-m", "onnx_diagnostic", "versions", "--format", "json"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        self.assertEqual(0, res.returncode, msg=res.stderr)
+        self.assertIn("transformers", [r["package"] for r in json.loads(res.stdout)["packages"]])
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

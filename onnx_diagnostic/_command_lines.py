@@ -10,6 +10,11 @@ Command lines: ``python -m onnx_diagnostic <command> ...``.
 * ``print FILE``: shows what a dump (:func:`onnx_diagnostic.helpers.torch_helper.steal_forward`,
   :func:`onnx_diagnostic.helpers.mini_onnx_builder.create_onnx_model_from_input_tensors`)
   holds, or summarizes an ONNX model.
+* ``versions [--format text|json]``: prints the installed versions of python, torch,
+  transformers, onnx, onnxruntime, onnxscript (onnxruntime-genai if installed) and whether
+  each lies in the tested range (:data:`onnx_diagnostic.helpers.compat.TESTED_VERSIONS`),
+  the name transformers gives to the cache argument and output field, and which patches of
+  :func:`onnx_diagnostic.torch_export_patches.torch_export_patches` apply to these versions.
 
 >>> from onnx_diagnostic._command_lines import main
 >>> main(["validate", "--list"])  # doctest: +ELLIPSIS
@@ -103,6 +108,22 @@ def get_parser() -> argparse.ArgumentParser:
         help="shows what a dump from steal_forward holds or summarizes an ONNX model",
     )
     prt.add_argument("file", help="an ONNX file")
+
+    ver = sub.add_parser(
+        "versions",
+        help="prints the installed versions, the tested range and the patches that apply",
+        description=(
+            "Prints the installed versions of python, torch, transformers, onnx, onnxruntime, "
+            "onnxscript (and onnxruntime-genai if installed), whether each lies in the range "
+            "the tests run on, the name the installed transformers gives to the cache argument "
+            "of forward and to the cache field of the outputs, and every patch of "
+            "torch_export_patches with whether it applies to these versions (nothing is "
+            "patched). Always exits with 0."
+        ),
+    )
+    ver.add_argument(
+        "--format", choices=["text", "json"], default="text", help="output format, text or json"
+    )
     return parser
 
 
@@ -193,6 +214,82 @@ def _cmd_print(args: argparse.Namespace) -> int:
     return 0
 
 
+def _patch_status(row: dict[str, Any]) -> tuple[str, str]:
+    """Returns ``(status, why)`` of a row of :func:`list_patches`."""
+    if not row["applies"]:
+        return "skipped", f"not needed with the installed versions (needed for {row['versions']})"
+    if not row["targets"]:
+        return "applies", "targets looked up when the patches are entered, none loaded now"
+    return "applies", ", ".join(row["targets"])
+
+
+def versions_summary() -> dict[str, Any]:
+    """
+    Returns what ``python -m onnx_diagnostic versions`` prints: ``packages``
+    (:func:`version_report <onnx_diagnostic.helpers.compat.version_report>`),
+    ``cache_arg_name``, ``output_cache_field`` and ``patches`` (name, library, status,
+    why, versions).
+
+    >>> summary = versions_summary()
+    >>> sorted(summary)
+    ['cache_arg_name', 'output_cache_field', 'packages', 'patches']
+    >>> summary["patches"][0]["status"] in ("applies", "skipped")
+    True
+    """
+    from .helpers import compat
+    from .torch_export_patches.patches import list_patches
+
+    patches = []
+    for row in list_patches():
+        status, why = _patch_status(row)
+        patches.append(
+            dict(
+                name=row["name"],
+                library=row["library"],
+                status=status,
+                why=why,
+                versions=row["versions"],
+            )
+        )
+    return dict(
+        packages=compat.version_report(),
+        cache_arg_name=compat.default_cache_arg_name(),
+        output_cache_field=compat.output_cache_field(),
+        patches=patches,
+    )
+
+
+def _cmd_versions(args: argparse.Namespace) -> int:
+    import json
+
+    summary = versions_summary()
+    if args.format == "json":
+        print(json.dumps(summary, indent=2))
+        return 0
+    rows = [("package", "version", "tested", "status")]
+    for row in summary["packages"]:
+        tested = "untested" if row["tested"] is None else " .. ".join(row["tested"])
+        if row["version"] is None:
+            status = "not installed"
+        elif row["in_range"] is None:
+            status = "no tested range"
+        else:
+            status = "tested" if row["in_range"] else "OUTSIDE the tested range"
+        rows.append((row["package"], row["version"] or "-", tested, status))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(f"{v:<{w}}" for v, w in zip(row, widths)) + "  " + row[3])
+    print()
+    print(f"cache argument of forward: {summary['cache_arg_name']}")
+    print(f"cache field of the outputs: {summary['output_cache_field']}")
+    print()
+    print("patches of torch_export_patches:")
+    width = max((len(p["name"]) for p in summary["patches"]), default=0)
+    for p in summary["patches"]:
+        print(f"  {p['name']:<{width}}  {p['status']:<7}  {p['why']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     Runs a command line and returns its exit code.
@@ -203,4 +300,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     if args.command == "validate":
         return _cmd_validate(args)
+    if args.command == "versions":
+        return _cmd_versions(args)
     return _cmd_print(args)

@@ -423,3 +423,92 @@ def output_cache_field() -> str:
             if name in fields:
                 return name
     return "past_key_values"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tested versions: the single source of truth read by ``python -m onnx_diagnostic versions``
+# and ``_bench/version_matrix.py`` (default first transformers), shown on _doc/versions.rst.
+# ---------------------------------------------------------------------------------------------
+
+#: Oldest and newest release of each package the test suite runs on. A bound is compared on
+#: as many components as it gives: ``"5.24"`` covers every 5.24.x. ``.ci/run`` tests
+#: transformers 4.57.6 and the latest with torch 2.13; ``_bench/version_matrix.py`` tests
+#: every transformers minor release in between. Update these bounds with the matrix.
+TESTED_VERSIONS: dict[str, tuple[str, str]] = {
+    "python": ("3.11", "3.11"),
+    "torch": ("2.13", "2.14"),
+    "transformers": ("4.57", "5.24"),
+    "onnx": ("1.23", "1.23"),
+    "onnxruntime": ("1.32", "1.32"),
+    "onnxscript": ("0.7", "0.7"),
+}
+
+# Package shown by version_report -> distributions providing it (first installed wins),
+# and whether the row is shown when the package is missing.
+_REPORTED_PACKAGES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("python", (), True),
+    ("torch", ("torch",), True),
+    ("transformers", ("transformers",), True),
+    ("onnx", ("onnx",), True),
+    ("onnxruntime", ("onnxruntime", "onnxruntime-gpu"), True),
+    ("onnxscript", ("onnxscript",), True),
+    ("onnxruntime-genai", ("onnxruntime-genai", "onnxruntime-genai-cuda"), False),
+)
+
+
+def in_tested_range(package: str, version: str) -> bool | None:
+    """
+    Tells if ``version`` of ``package`` lies in :data:`TESTED_VERSIONS`,
+    None if the package has no tested range.
+
+    >>> in_tested_range("transformers", "4.57.6"), in_tested_range("transformers", "4.56.2")
+    (True, False)
+    >>> in_tested_range("torch", "2.13.0+cpu"), in_tested_range("unknown", "1.0") is None
+    (True, True)
+    """
+    bounds = TESTED_VERSIONS.get(package, None)
+    if bounds is None:
+        return None
+    low, high = _parse(bounds[0]), _parse(bounds[1])
+    parsed = _parse(version)
+    return parsed[: len(low)] >= low and parsed[: len(high)] <= high
+
+
+def version_report() -> list[dict[str, Any]]:
+    """
+    Returns one row per package (python, torch, transformers, onnx, onnxruntime, onnxscript,
+    onnxruntime-genai when installed): ``package``, installed ``version`` (None if missing),
+    ``tested`` range (``(oldest, newest)`` of :data:`TESTED_VERSIONS`, None if untested) and
+    ``in_range`` (None when missing or untested). Versions are read from the installed
+    distributions, nothing is imported.
+
+    >>> rows = {row["package"]: row for row in version_report()}
+    >>> rows["transformers"]["tested"] == TESTED_VERSIONS["transformers"]
+    True
+    >>> sorted(rows["torch"])
+    ['in_range', 'package', 'tested', 'version']
+    """
+    import importlib.metadata
+    import platform
+
+    rows = []
+    for package, distributions, always in _REPORTED_PACKAGES:
+        version = platform.python_version() if package == "python" else None
+        for dist in distributions:
+            try:
+                version = importlib.metadata.version(dist)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        if version is None and not always:
+            continue
+        tested = TESTED_VERSIONS.get(package, None)
+        rows.append(
+            dict(
+                package=package,
+                version=version,
+                tested=tested,
+                in_range=None if version is None else in_tested_range(package, version),
+            )
+        )
+    return rows
