@@ -164,8 +164,10 @@ def build_dynamic_cache(
 ) -> Any:
     """
     Builds a DynamicCache without checking its inputs and without creating any tensor
-    or guard: the pytree unflatten function calls it while :func:`torch.export.export`
-    traces a model. Use :func:`make_dynamic_cache` otherwise.
+    or guard, so that a model building a cache can be traced by :func:`torch.export.export`
+    (the pytree unflatten function rebuilds the layers the same way, one by one, in
+    :mod:`onnx_diagnostic.torch_export_patches.serialization`).
+    Use :func:`make_dynamic_cache` otherwise.
     """
     layers = []
     for (key, value), kind in zip(pairs, layer_types):

@@ -6,6 +6,7 @@ and the registry left exactly as it was by :func:`register_flattening_functions`
 
 import contextlib
 import io
+import re
 import unittest
 import warnings
 
@@ -24,11 +25,13 @@ from onnx_diagnostic.cache_helpers import (
 from onnx_diagnostic.ext_test_case import ExtTestCase
 from onnx_diagnostic.helpers import compat
 from onnx_diagnostic.torch_export_patches.serialization import (
+    CacheSerializationError,
     cache_safe_globals,
     flatten_cache_names,
     register_cache_serialization,
     register_flattening_functions,
     serialization_entries,
+    supported_layer_classes,
     unregister,
 )
 
@@ -698,6 +701,516 @@ class TestRegistryWhenAlreadyRegistered(ExtTestCase):
         for cls, node in before[0].items():
             self.assertIs(after[0][cls], node)
         self.assertEqual(set(after[1]), set(before[1]))
+
+
+# Layer classes added by transformers 5.23 / 5.24 (DynamicIndexedLayer, LinearAttention*Layer,
+# DummyLayer): every cache below is built as the models of the table in the docstring of
+# serialization.py build theirs, through the public API of the layers (update, update_indexer,
+# update_conv_state, update_recurrent_state).
+
+
+def _requires(*names):
+    """Skips a test when the installed transformers lacks one of these cache_utils classes."""
+    missing = [n for n in names if compat.cache_class(n) is None]
+    return unittest.skipIf(
+        bool(missing),
+        f"transformers {compat.transformers_version()} has no {', '.join(missing)}",
+    )
+
+
+def _randn(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _full_layer(batch, seq, seed):
+    layer = cu.DynamicLayer()
+    layer.update(*_kv(batch=batch, seq=seq, seed=seed))
+    return layer
+
+
+def _sliding_layer(batch, seq, seed, window=8):
+    # seq < window: the layer has seen as many tokens as it keeps (see the module docstring)
+    layer = SLIDING_CLS(sliding_window=window)
+    layer.update(*_kv(batch=batch, seq=seq, seed=seed))
+    return layer
+
+
+def _indexed_layer(batch, seq, seed, indexer=True, positions=False):
+    layer = compat.cache_class("DynamicIndexedLayer")()
+    layer.update(*_kv(batch=batch, seq=seq, seed=seed))
+    if indexer:  # a layer of glm_moe_dsa reusing the indexer of another one has none
+        layer.update_indexer(_randn(batch, seq, 6, seed=seed + 10))
+    if positions:  # qwen4_exp keeps the positions seen by the indexer
+        layer.indexer_position_ids = torch.arange(seq).expand(3, batch, seq).clone()
+    return layer
+
+
+def _fill_states(layer, batch, seed, recurrent=True):
+    for s in range(layer.number_of_states):
+        layer.update_conv_state(_randn(batch, 12, 4, seed=seed + 20 + s), state_idx=s)
+        if recurrent:
+            layer.update_recurrent_state(_randn(batch, 2, 4, 4, seed=seed + 30 + s), state_idx=s)
+    return layer
+
+
+def _linear_layer(batch, seed, recurrent=True, number_of_states=1):
+    layer = compat.cache_class("LinearAttentionLayer")(number_of_states=number_of_states)
+    return _fill_states(layer, batch, seed, recurrent=recurrent)
+
+
+def _hybrid_layer(batch, seq, seed, number_of_states=1, window=None, recurrent=True):
+    if window is None:
+        cls = compat.cache_class("LinearAttentionAndFullAttentionLayer")
+        layer = cls(number_of_states=number_of_states)
+    else:
+        cls = compat.cache_class("LinearAttentionAndSlidingWindowAttentionLayer")
+        layer = cls(sliding_window=window, number_of_states=number_of_states)
+    layer.update(*_kv(batch=batch, seq=seq, seed=seed))
+    return _fill_states(layer, batch, seed, recurrent=recurrent)
+
+
+def _dummy_layer():
+    return compat.cache_class("DummyLayer")()
+
+
+def _cache_of(layers, cls=None):
+    cache = (cls or cu.DynamicCache)()
+    cache.layers = list(layers)
+    return cache
+
+
+#: kind -> (classes it needs, builder(batch, seq, seed), the models whose caches look alike)
+NEW_CACHES = {
+    "linear": (
+        ("LinearAttentionLayer",),
+        lambda b, s, seed: _cache_of([_linear_layer(b, seed), _full_layer(b, s, seed + 1)]),
+    ),  # qwen3_next, qwen3_5, jamba, bamba, granitemoehybrid, kimi_linear...
+    "conv": (
+        ("LinearAttentionLayer",),
+        lambda b, s, seed: _cache_of(
+            [_linear_layer(b, seed, recurrent=False), _full_layer(b, s, seed + 1)]
+        ),
+    ),  # lfm2, lfm3: conv states only
+    "indexed": (
+        ("DynamicIndexedLayer",),
+        lambda b, s, seed: _cache_of(
+            [_indexed_layer(b, s, seed), _indexed_layer(b, s, seed + 1, indexer=False)]
+        ),
+    ),  # glm_moe_dsa, deepseek_v32, mistral_large4...
+    "indexed_positions": (
+        ("DynamicIndexedLayer", "LinearAttentionLayer"),
+        lambda b, s, seed: _cache_of(
+            [_linear_layer(b, seed), _indexed_layer(b, s, seed + 1, positions=True)]
+        ),
+    ),  # qwen4_exp
+    "hybrid": (
+        ("LinearAttentionAndFullAttentionLayer", "LinearAttentionLayer"),
+        lambda b, s, seed: _cache_of([_linear_layer(b, seed), _hybrid_layer(b, s, seed + 1)]),
+    ),  # zamba2, falcon_h1
+    "hybrid_sliding": (
+        ("LinearAttentionAndSlidingWindowAttentionLayer", "LinearAttentionAndFullAttentionLayer"),
+        lambda b, s, seed: _cache_of(
+            [
+                _hybrid_layer(b, s, seed, number_of_states=4, window=8, recurrent=False),
+                _hybrid_layer(b, s, seed + 1, number_of_states=4, recurrent=False),
+            ]
+        ),
+    ),  # inkling: 4 conv states per layer
+    "dummy": (
+        ("DummyLayer", "LinearAttentionLayer"),
+        lambda b, s, seed: _cache_of(
+            [_linear_layer(b, seed), _dummy_layer(), _full_layer(b, s, seed + 1), _dummy_layer()]
+        ),
+    ),  # nemotron_h ("mlp"/"moe" layers), gemma3n and gemma4 (layers sharing the cache)
+    "mtp": (
+        ("MtpCache",),
+        lambda b, s, seed: _cache_of(
+            [_full_layer(b, s, seed), _full_layer(b, s, seed + 1)], compat.cache_class("MtpCache")
+        ),
+    ),  # multi-token prediction in generate
+}
+
+
+def _new_cache(kind, batch=2, seq=5, seed=0):
+    return NEW_CACHES[kind][1](batch, seq, seed)
+
+
+#: Which dimensions of every flattened tensor are dynamic, by name.
+_DYNAMIC_DIMS = [
+    (re.compile(r"^(full_|sliding_|indexed_)?(key|value)_\d+$"), {0: DYN, 2: DYN}),
+    (re.compile(r"^indexer_key_\d+$"), {0: DYN, 1: DYN}),
+    (re.compile(r"^indexer_position_ids_\d+$"), {1: DYN, 2: DYN}),
+    (re.compile(r"^(conv|recurrent)_state_\d+(_\d+)?$"), {0: DYN}),
+]
+
+
+def _new_cache_ds(cache):
+    out = []
+    for name in [path[-1].key for path, _ in pytree.tree_flatten_with_path(cache)[0]]:
+        dims = [d for pattern, d in _DYNAMIC_DIMS if pattern.match(name)]
+        assert len(dims) == 1, f"unexpected name {name!r}"
+        out.append(dims[0])
+    return out
+
+
+# not needed by forward; DynamicLayer sets no dtype any more in transformers 5.24 and
+# compat.init_layer always does
+_IGNORED_ATTRIBUTES = {"dtype", "device"}
+
+
+class _SameLayers(ExtTestCase):
+    def assertSameValue(self, expected, got, where):
+        if isinstance(expected, torch.Tensor):
+            self.assertIsInstance(got, torch.Tensor, msg=where)
+            self.assertEqual(expected.dtype, got.dtype, msg=where)
+            self.assertEqualArray(expected, got, msg=where)
+        elif isinstance(expected, dict):
+            self.assertEqual(set(expected), set(got), msg=where)
+            for k in expected:
+                self.assertSameValue(expected[k], got[k], f"{where}[{k!r}]")
+        else:
+            self.assertEqual(expected, got, msg=where)
+
+    def assertSameLayers(self, expected, got):
+        """Same classes, same attributes, same tensors, layer after layer."""
+        self.assertIs(type(got), type(expected))
+        self.assertEqual(
+            [type(layer).__name__ for layer in got.layers],
+            [type(layer).__name__ for layer in expected.layers],
+        )
+        for i, (a, b) in enumerate(zip(expected.layers, got.layers)):
+            va = {k: v for k, v in vars(a).items() if k not in _IGNORED_ATTRIBUTES}
+            vb = {k: v for k, v in vars(b).items() if k not in _IGNORED_ATTRIBUTES}
+            self.assertEqual(sorted(va), sorted(vb), msg=f"attributes of layers[{i}]")
+            for k in va:
+                self.assertSameValue(va[k], vb[k], f"layers[{i}].{k}")
+        for prop in ("is_sliding", "is_linear", "is_dummy"):
+            if hasattr(type(expected), prop):
+                self.assertEqual(getattr(expected, prop), getattr(got, prop), msg=prop)
+        self.assertEqual(expected.get_seq_length(), got.get_seq_length())
+
+
+class TestNewLayerNames(ExtTestCase):
+    def test_linear_and_full(self):
+        states = ((4, True, True, True),)
+        self.assertEqual(
+            flatten_cache_names((("linear_attention", False, states), "full_attention")),
+            ["conv_state_0", "recurrent_state_0", "key_1", "value_1"],
+        )
+
+    def test_several_states_get_a_suffix(self):
+        states = ((4, True, False, True), (4, True, False, True))
+        self.assertEqual(
+            flatten_cache_names((("linear_attention", False, states),)),
+            ["conv_state_0_0", "conv_state_0_1"],
+        )
+
+    def test_indexed_with_and_without_indexer(self):
+        self.assertEqual(
+            flatten_cache_names(
+                (("indexed_attention", True, True, True), ("indexed_attention", True, False, False))
+            ),
+            ["key_0", "value_0", "indexer_key_0", "indexer_position_ids_0", "key_1", "value_1"],
+        )
+
+    def test_hybrid_layers_are_named_by_their_attention(self):
+        states = ((4, True, True, True),)
+        self.assertEqual(
+            flatten_cache_names(
+                (("hybrid_sliding", 8, True, False, states), ("hybrid", True, False, states))
+            ),
+            [
+                "sliding_key_0",
+                "sliding_value_0",
+                "conv_state_0",
+                "recurrent_state_0",
+                "full_key_1",
+                "full_value_1",
+                "conv_state_1",
+                "recurrent_state_1",
+            ],
+        )
+
+    def test_dummy_layers_keep_their_index(self):
+        self.assertEqual(
+            flatten_cache_names(("dummy", "sliding_attention:4", "dummy", "full_attention")),
+            ["sliding_key_1", "sliding_value_1", "full_key_3", "full_value_3"],
+        )
+
+
+class TestNewLayersRoundTrip(_SameLayers):
+    def _check(self, kind, names):
+        cache = _new_cache(kind)
+        leaves, spec = pytree.tree_flatten(cache)
+        self.assertEqual(
+            [path[-1].key for path, _ in pytree.tree_flatten_with_path(cache)[0]], names
+        )
+        rebuilt = pytree.tree_unflatten(leaves, spec)
+        self.assertSameLayers(cache, rebuilt)
+        # the rebuilt cache holds the very same tensors
+        for a, b in zip(leaves, pytree.tree_leaves(rebuilt)):
+            self.assertIs(a, b)
+        # json keeps the specification (torch.export.save / load)
+        self.assertEqual(pytree.treespec_loads(pytree.treespec_dumps(spec)), spec)
+        # flattening changed nothing
+        self.assertSameLayers(_new_cache(kind), cache)
+        return cache, rebuilt
+
+    @_requires(*NEW_CACHES["linear"][0])
+    def test_linear_attention_layer(self):
+        cache, rebuilt = self._check(
+            "linear", ["conv_state_0", "recurrent_state_0", "key_1", "value_1"]
+        )
+        self.assertIs(rebuilt.get_conv_state(0), cache.get_conv_state(0))
+        self.assertIs(rebuilt.get_recurrent_state(0), cache.get_recurrent_state(0))
+        self.assertTrue(rebuilt.has_previous_state(0))
+
+    @_requires(*NEW_CACHES["conv"][0])
+    def test_linear_attention_layer_with_conv_states_only(self):
+        _, rebuilt = self._check("conv", ["conv_state_0", "key_1", "value_1"])
+        self.assertIsNone(rebuilt.get_recurrent_state(0))
+
+    @_requires(*NEW_CACHES["indexed"][0])
+    def test_indexed_layer(self):
+        _, rebuilt = self._check(
+            "indexed", ["key_0", "value_0", "indexer_key_0", "key_1", "value_1"]
+        )
+        self.assertFalse(rebuilt.layers[1].is_indexer_initialized)
+
+    @_requires(*NEW_CACHES["indexed_positions"][0])
+    def test_indexed_layer_with_positions(self):
+        self._check(
+            "indexed_positions",
+            [
+                "conv_state_0",
+                "recurrent_state_0",
+                "key_1",
+                "value_1",
+                "indexer_key_1",
+                "indexer_position_ids_1",
+            ],
+        )
+
+    @_requires(*NEW_CACHES["hybrid"][0])
+    def test_linear_and_full_attention_layer(self):
+        self._check(
+            "hybrid",
+            [
+                "conv_state_0",
+                "recurrent_state_0",
+                "key_1",
+                "value_1",
+                "conv_state_1",
+                "recurrent_state_1",
+            ],
+        )
+
+    @_requires(*NEW_CACHES["hybrid_sliding"][0])
+    def test_linear_and_sliding_window_attention_layer(self):
+        names = ["sliding_key_0", "sliding_value_0"] + [f"conv_state_0_{s}" for s in range(4)]
+        names += ["full_key_1", "full_value_1"] + [f"conv_state_1_{s}" for s in range(4)]
+        _, rebuilt = self._check("hybrid_sliding", names)
+        # fresh dictionaries of states in every layer
+        self.assertIsNot(rebuilt.layers[0].conv_states, rebuilt.layers[1].conv_states)
+        again = pytree.tree_unflatten(*pytree.tree_flatten(rebuilt))
+        self.assertIsNot(again.layers[0].conv_states, rebuilt.layers[0].conv_states)
+
+    @_requires(*NEW_CACHES["dummy"][0])
+    def test_dummy_layers_keep_their_place(self):
+        self._check("dummy", ["conv_state_0", "recurrent_state_0", "key_2", "value_2"])
+
+    @_requires(*NEW_CACHES["mtp"][0])
+    def test_mtp_cache(self):
+        self.assertIn(compat.cache_class("MtpCache"), pytree.SUPPORTED_NODES)
+        self._check("mtp", ["key_0", "value_0", "key_1", "value_1"])
+
+    @_requires("DummyLayer")
+    def test_a_cache_of_dummy_and_empty_layers_is_empty(self):
+        cache = _cache_of([cu.DynamicLayer(), _dummy_layer(), _dummy_layer()])
+        leaves, spec = pytree.tree_flatten(cache)
+        self.assertEqual(leaves, [])
+        self.assertEqual(len(pytree.tree_unflatten(leaves, spec).layers), 0)
+
+    @unittest.skipIf(not HAS_SLIDING_LAYER, NO_SLIDING_REASON)
+    def test_sliding_layers_with_two_windows(self):
+        cache = _cache_of([_sliding_layer(2, 3, 0, window=4), _sliding_layer(2, 3, 1, window=8)])
+        self.assertSameLayers(cache, pytree.tree_unflatten(*pytree.tree_flatten(cache)))
+
+    def test_tree_map_keeps_the_layers(self):
+        for kind, (needed, _) in NEW_CACHES.items():
+            if any(compat.cache_class(n) is None for n in needed):
+                continue
+            with self.subTest(kind=kind):
+                cache = _new_cache(kind)
+                doubled = pytree.tree_map(lambda t: t * 2, cache)
+                self.assertIs(type(doubled), type(cache))
+                self.assertEqual(
+                    [type(layer) for layer in doubled.layers],
+                    [type(layer) for layer in cache.layers],
+                )
+                for a, b in zip(pytree.tree_leaves(cache), pytree.tree_leaves(doubled)):
+                    self.assertEqualArray(a * 2, b)
+
+    def test_supported_layer_classes_are_safe_globals(self):
+        supported = supported_layer_classes()
+        self.assertIn(cu.DynamicLayer, supported)
+        for name in _LAYERS_OF_5_23:
+            cls = compat.cache_class(name)
+            self.assertEqual(cls is not None, cls in supported, msg=name)
+        for cls in supported:
+            self.assertIn(cls, cache_safe_globals())
+
+
+_LAYERS_OF_5_23 = [
+    "DynamicIndexedLayer",
+    "LinearAttentionLayer",
+    "LinearAttentionAndFullAttentionLayer",
+    "LinearAttentionAndSlidingWindowAttentionLayer",
+    "DummyLayer",
+]
+
+
+class StateReader(torch.nn.Module):
+    """Reads every state of a cache through the cache API, returns a cache of doubled states."""
+
+    def forward(self, x, cache):
+        out = x
+        for i, layer in enumerate(cache.layers):
+            if getattr(layer, "keys", None) is not None:
+                out = out + layer.keys.sum(dim=(1, 2, 3)) + layer.values.sum(dim=(1, 2, 3))
+            if getattr(layer, "indexer_keys", None) is not None:
+                out = out + layer.indexer_keys.sum(dim=(1, 2))
+            if getattr(layer, "indexer_position_ids", None) is not None:
+                out = out + layer.indexer_position_ids.sum(dim=(0, 2)).to(x.dtype)
+            for s in range(getattr(layer, "number_of_states", 0)):
+                conv = cache.get_conv_state(i, s)
+                if conv is not None:
+                    out = out + conv.sum(dim=(1, 2))
+                recurrent = cache.get_recurrent_state(i, s)
+                if recurrent is not None:
+                    out = out + recurrent.sum(dim=(1, 2, 3))
+        return out, pytree.tree_map(lambda t: t * 2, cache)
+
+
+class TestExportNewLayers(_SameLayers):
+    def _check_export(self, kind):
+        model = StateReader()
+        x1, c1 = torch.randn(2), _new_cache(kind, batch=2, seq=5)
+        ep = torch.export.export(
+            model, (x1, c1), dynamic_shapes=({0: DYN}, _new_cache_ds(c1)), strict=False
+        )
+        self.assertEqual(dict(ep.constants), {})
+        # another batch size and another sequence length
+        x2, c2 = torch.randn(3), _new_cache(kind, batch=3, seq=7, seed=5)
+        expected = model(x2, c2)
+        got = ep.module()(x2, c2)
+        self.assertEqualArray(expected[0], got[0], atol=1e-4)
+        self.assertSameLayers(expected[1], got[1])
+        return ep
+
+    @_requires(*NEW_CACHES["linear"][0])
+    def test_linear(self):
+        ep = self._check_export("linear")
+        names = [n.name for n in ep.graph.nodes if n.op == "placeholder"]
+        self.assertEqual(
+            names,
+            ["x", "cache_conv_state_0", "cache_recurrent_state_0", "cache_key_1", "cache_value_1"],
+        )
+
+    @_requires(*NEW_CACHES["conv"][0])
+    def test_conv(self):
+        self._check_export("conv")
+
+    @_requires(*NEW_CACHES["indexed"][0])
+    def test_indexed(self):
+        self._check_export("indexed")
+
+    @_requires(*NEW_CACHES["indexed_positions"][0])
+    def test_indexed_positions(self):
+        self._check_export("indexed_positions")
+
+    @_requires(*NEW_CACHES["hybrid"][0])
+    def test_hybrid(self):
+        self._check_export("hybrid")
+
+    @_requires(*NEW_CACHES["hybrid_sliding"][0])
+    def test_hybrid_sliding(self):
+        self._check_export("hybrid_sliding")
+
+    @_requires(*NEW_CACHES["dummy"][0])
+    def test_dummy(self):
+        self._check_export("dummy")
+
+    @_requires(*NEW_CACHES["mtp"][0])
+    def test_mtp(self):
+        self._check_export("mtp")
+
+    @_requires(*NEW_CACHES["linear"][0])
+    def test_saved_program_accepts_a_linear_cache(self):
+        model = StateReader()
+        c1 = _new_cache("linear")
+        ep = torch.export.export(
+            model, (torch.randn(2), c1), dynamic_shapes=({0: DYN}, _new_cache_ds(c1)), strict=False
+        )
+        buffer = io.BytesIO()
+        torch.export.save(ep, buffer)
+        buffer.seek(0)
+        with torch.serialization.safe_globals(cache_safe_globals()):
+            loaded = torch.export.load(buffer)
+        x2, c2 = torch.randn(3), _new_cache("linear", batch=3, seq=7, seed=5)
+        expected, got = model(x2, c2), loaded.module()(x2, c2)
+        self.assertEqualArray(expected[0], got[0], atol=1e-4)
+        self.assertSameLayers(expected[1], got[1])
+
+
+class _UnknownLayer(cu.DynamicLayer):
+    """A layer class onnx_diagnostic does not know: a model's own layer may hold more state."""
+
+
+class TestUnknownLayer(ExtTestCase):
+    def _cache(self):
+        unknown = _UnknownLayer()
+        unknown.update(*_kv(seed=1))
+        return _cache_of([_full_layer(2, 3, 0), unknown])
+
+    def test_flatten_raises_a_clear_error(self):
+        for flatten in (pytree.tree_flatten, pytree.tree_flatten_with_path):
+            with self.subTest(flatten=flatten.__name__):
+                with self.assertRaises(CacheSerializationError) as cm:
+                    flatten(self._cache())
+                err = cm.exception
+                self.assertIsInstance(err, TypeError)
+                self.assertIs(err.layer_class, _UnknownLayer)
+                self.assertEqual(err.layer_index, 1)
+                msg = str(err)
+                self.assertIn("DynamicCache.layers[1]", msg)
+                self.assertIn(f"{__name__}._UnknownLayer", msg)
+                self.assertIn("torch.utils._pytree.register_pytree_node", msg)
+                self.assertIn("onnx_diagnostic.cache_helpers", msg)
+                self.assertIn("open an issue", msg)
+
+    def test_export_raises_the_same_error(self):
+        cache = self._cache()
+        with self.assertRaisesRegex(CacheSerializationError, r"layers\[1\].*_UnknownLayer"):
+            torch.export.export(CacheReader(), (torch.randn(2, 4, 8), cache), strict=False)
+
+    def test_an_unknown_layer_never_updated_is_skipped(self):
+        cache = _cache_of([_full_layer(2, 3, 0), _UnknownLayer()])
+        leaves, spec = pytree.tree_flatten(cache)
+        self.assertEqual(len(leaves), 2)
+        self.assertEqual(
+            [type(layer) for layer in pytree.tree_unflatten(leaves, spec).layers],
+            [cu.DynamicLayer],
+        )
+
+    @_requires("LinearAttentionLayer")
+    def test_a_subclass_of_a_known_layer_is_unknown(self):
+        class MyLinearLayer(compat.cache_class("LinearAttentionLayer")):
+            pass
+
+        layer = _fill_states(MyLinearLayer(), 2, 0)
+        with self.assertRaisesRegex(CacheSerializationError, r"layers\[0\].*MyLinearLayer"):
+            pytree.tree_flatten(_cache_of([layer]))
 
 
 if __name__ == "__main__":
