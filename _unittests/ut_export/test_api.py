@@ -14,6 +14,10 @@ from onnx_diagnostic.cache_helpers import make_dynamic_cache, make_encoder_decod
 from onnx_diagnostic.ext_test_case import ExtTestCase
 from onnx_diagnostic.export import api
 from onnx_diagnostic.export.api import EXPORTERS, ExportStepError, to_onnx
+from onnx_diagnostic.helpers.compat import cache_arg_name
+
+#: the cache argument as the installed transformers names it
+CACHE = cache_arg_name()
 
 
 def _dims(value_info) -> list:
@@ -28,7 +32,7 @@ def _run(onx: onnx.ModelProto, feeds: dict) -> list:
 def _onnx_feeds(names: list[str], inputs: dict) -> dict:
     """Flattens the inputs of a causal LM (a DynamicCache included) with the ONNX names."""
     flat = []
-    for name in ("input_ids", "attention_mask", "position_ids", "past_key_values"):
+    for name in ("input_ids", "attention_mask", "position_ids", CACHE):
         if name in inputs:
             flat.extend(pytree.tree_leaves(inputs[name]))
     assert len(flat) == len(names), (names, len(flat))
@@ -297,7 +301,7 @@ class TestToOnnxTinyLLM(ExtTestCase):
         cls.filename = os.path.join(cls.tmp.name, "tiny_llm.onnx")
         model = cls.data["model"]
         cls.forward = model.forward
-        cache = cls.data["inputs"]["past_key_values"]
+        cache = cls.data["inputs"][CACHE]
         cls.cache_before = (cache, cache.layers[0].keys, tuple(cache.layers[0].keys.shape))
         with torch_export_patches(patch_transformers=True):
             cls.onx = to_onnx(
@@ -314,7 +318,7 @@ class TestToOnnxTinyLLM(ExtTestCase):
 
     def test_inputs_are_left_unchanged(self):
         cache, keys, shape = self.cache_before
-        self.assertIs(cache, self.data["inputs"]["past_key_values"])
+        self.assertIs(cache, self.data["inputs"][CACHE])
         self.assertIs(keys, cache.layers[0].keys)
         self.assertEqual(shape, tuple(cache.layers[0].keys.shape))
         self.assertEqual((2, 1, 30, 96), shape)
@@ -384,3 +388,130 @@ class TestToOnnxTinyLLM(ExtTestCase):
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
+
+
+class _NewNames(torch.nn.Module):
+    """A model declaring the cache argument as transformers>=5.24 does."""
+
+    def forward(self, input_ids, cache=None):
+        return input_ids.float().sum() + cache.layers[0].keys.sum()
+
+
+class _OldNames(torch.nn.Module):
+    """A model declaring the cache argument as transformers<5.24 does."""
+
+    def forward(self, input_ids, past_key_values=None):
+        return input_ids.float().sum() + past_key_values.layers[0].keys.sum()
+
+
+class TestCacheArgumentNames(ExtTestCase):
+    def _cache(self, batch=2, length=3):
+        return make_dynamic_cache(
+            [(torch.rand(batch, 1, length, 4), torch.rand(batch, 1, length, 4))]
+        )
+
+    def test_either_name_gives_the_same_onnx_signature(self):
+        D = torch.export.Dim.DYNAMIC
+        for cls in (_NewNames, _OldNames):
+            for given in ("cache", "past_key_values"):
+                with self.subTest(model=cls.__name__, given=given):
+                    cache = self._cache()
+                    kwargs = {"input_ids": torch.ones((2, 3), dtype=torch.int64), given: cache}
+                    ds = {"input_ids": {0: "batch"}, given: [{0: "batch", 2: D}] * 2}
+                    onx = to_onnx(cls(), (), kwargs=kwargs, dynamic_shapes=ds)
+                    self.assertEqual(
+                        [i.name for i in onx.graph.input],
+                        ["input_ids", "past_key_values.0.key", "past_key_values.0.value"],
+                    )
+                    self.assertEqual(_dims(onx.graph.input[1])[0], "batch")
+                    # the user's inputs are left as they were
+                    self.assertEqual(list(kwargs), ["input_ids", given])
+                    self.assertIs(kwargs[given], cache)
+                    feeds = api.onnx_feeds(cls(), (), kwargs)
+                    self.assertEqual(list(feeds), [i.name for i in onx.graph.input])
+
+    def test_both_names_is_a_clear_error(self):
+        kwargs = {"cache": self._cache(), "past_key_values": self._cache()}
+        kwargs["input_ids"] = torch.ones((2, 3), dtype=torch.int64)
+        with self.assertRaises(ValueError) as cm:
+            to_onnx(_NewNames(), (), kwargs=kwargs)
+        self.assertIn("kwargs gives the cache twice", str(cm.exception))
+
+    def test_align_cache_argument(self):
+        kw, ds = api.align_cache_argument(_NewNames(), {"past_key_values": 1}, None)
+        self.assertEqual(kw, {"cache": 1})
+        self.assertIsNone(ds)
+        kw, ds = api.align_cache_argument(_OldNames(), {"cache": 1}, ({0: "b"},))
+        self.assertEqual(kw, {"past_key_values": 1})
+        self.assertEqual(ds, ({0: "b"},))
+
+        def forward(x, **kwargs):
+            return x
+
+        kw, ds = api.align_cache_argument(forward, {"cache": 1}, {"cache": 2})
+        self.assertEqual((kw, ds), ({"cache": 1}, {"cache": 2}))
+
+    def test_llm_of_the_installed_transformers_with_the_old_name(self):
+        from onnx_diagnostic.torch_export_patches import torch_export_patches
+        from onnx_diagnostic.torch_models.llms import get_tiny_llm
+
+        data = get_tiny_llm()
+        inputs = dict(data.inputs)
+        ds = dict(data.dynamic_shapes)
+        name = cache_arg_name(data.model)
+        other = "past_key_values" if name == "cache" else "cache"
+        inputs[other] = inputs.pop(name)
+        ds[other] = ds.pop(name)
+        with torch_export_patches(patch_transformers=True):
+            onx = to_onnx(data.model, (), kwargs=inputs, dynamic_shapes=ds)
+        names = [i.name for i in onx.graph.input]
+        self.assertEqual(names[-2:], ["past_key_values.0.key", "past_key_values.0.value"])
+        self.assertEqual(
+            [o.name for o in onx.graph.output][1:], ["present.0.key", "present.0.value"]
+        )
+
+
+class TestTorchExportHint(ExtTestCase):
+    class DataDependent(torch.nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:
+                return x + 1
+            return x - 1
+
+    def test_outside_patches_suggests_them(self):
+        with self.assertRaises(ExportStepError) as cm:
+            to_onnx(self.DataDependent(), (torch.rand(2, 3),))
+        self.assertIn("it did not", cm.exception.hint)
+
+    def test_inside_patches_does_not_suggest_entering_them(self):
+        from onnx_diagnostic.torch_export_patches import torch_export_patches
+
+        with torch_export_patches(patch_transformers=True):
+            with self.assertRaises(ExportStepError) as cm:
+                to_onnx(self.DataDependent(), (torch.rand(2, 3),))
+        hint = cm.exception.hint
+        self.assertNotIn("it did not", hint)
+        self.assertIn("It ran inside torch_export_patches(patch_transformers=True)", hint)
+        with torch_export_patches(patch_transformers=False):
+            with self.assertRaises(ExportStepError) as cm:
+                to_onnx(self.DataDependent(), (torch.rand(2, 3),))
+        self.assertIn("patch_transformers=True applies", cm.exception.hint)
+
+    def test_unknown_dynamic_shapes_name_is_named(self):
+        class M(torch.nn.Module):
+            def forward(self, input_ids, attention_mask=None, **kwargs):
+                return input_ids * 2
+
+        x = torch.ones((2, 3))
+        with self.assertRaises(ExportStepError) as cm:
+            to_onnx(
+                M(),
+                (),
+                kwargs=dict(input_ids=x, mask=x),
+                dynamic_shapes=dict(input_ids={0: "batch"}, mask={0: "batch"}),
+            )
+        hint = cm.exception.hint
+        self.assertIn("dynamic_shapes names ['mask']", hint)
+        self.assertIn("['input_ids', 'attention_mask'] and **kwargs", hint)
+        self.assertIn("dynamic_shapes['kwargs']", hint)
+        self.assertNotIn("torch_export_patches", hint)

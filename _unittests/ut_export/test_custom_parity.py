@@ -31,6 +31,10 @@ from onnx_diagnostic.helpers.torch_helper import dummy_llm
 from onnx_diagnostic.torch_export_patches import torch_export_patches
 from onnx_diagnostic.torch_models.hghub import get_untrained_model_with_inputs
 from onnx_diagnostic.torch_models.hghub.hub_api import shipped_model_ids
+from onnx_diagnostic.helpers.compat import cache_arg_name
+
+#: the cache argument as the installed transformers names it
+CACHE = cache_arg_name()
 
 #: every shipped text-generation model id gets its own test
 MODEL_IDS = shipped_model_ids("text-generation")
@@ -130,7 +134,7 @@ class TestCustomParity(ExtTestCase):
     def _check_names(self, model_id, onx, data):
         """Conventional names and the names of the dynamic dimensions."""
         inputs, ds = data.inputs, data.dynamic_shapes
-        n_cache = len(ds["past_key_values"])
+        n_cache = len(ds[CACHE])
         self.assertEqual(n_cache % 2, 0, msg=f"{model_id}: {n_cache} cache tensors")
         cache_names = [f"{i}.{k}" for i in range(n_cache // 2) for k in ("key", "value")]
         first = [n for n in ("input_ids", "attention_mask", "position_ids") if n in inputs]
@@ -152,7 +156,7 @@ class TestCustomParity(ExtTestCase):
         self.assertEqual(by_name["input_ids"][:2], ["batch", "seq_length"], msg=model_id)
         for name in onnx_inputs:
             if name.startswith("past_key_values."):
-                spec = ds["past_key_values"][cache_names.index(name[len("past_key_values.") :])]
+                spec = ds[CACHE][cache_names.index(name[len("past_key_values.") :])]
                 self.assertEqual(by_name[name][0], "batch", msg=f"{model_id}: {name}")
                 self.assertEqual(by_name[name][2], "cache_length", msg=f"{model_id}: {name}")
             else:

@@ -11,6 +11,10 @@ from onnx_diagnostic.ext_test_case import ExtTestCase
 from onnx_diagnostic.export import ModelInputs
 from onnx_diagnostic.export.dynamic_shapes import DynamicShapesError
 from onnx_diagnostic.helpers.compat import cache_class
+from onnx_diagnostic.helpers.compat import cache_arg_name
+
+#: the cache argument as the installed transformers names it
+CACHE = cache_arg_name()
 
 DYN = torch.export.Dim.DYNAMIC
 
@@ -195,17 +199,23 @@ class TestModelInputs(ExtTestCase):
                 past_key_values=_cache(1, batch, 1, past, 16),
             )
 
+        # the input sets use the old name of the cache argument, ModelInputs maps it to the
+        # name forward declares (cache on transformers>=5.24)
         sets = [make(2, 3, 5), make(3, 4, 7)]
-        _, ds = ModelInputs(model, sets).guess_dynamic_shapes(auto="dim")
+        mi = ModelInputs(model, sets)
+        _, ds = mi.guess_dynamic_shapes(auto="dim")
+        self.assertIn(CACHE, mi.inputs[0][1])
         batch, seq = ds["input_ids"][0], ds["input_ids"][1]
         self.assertEqual(batch.__name__, "batch")
         self.assertIs(ds["position_ids"][1], seq)
-        self.assertIs(ds["past_key_values"][0][0], batch)
-        self.assertIs(ds["past_key_values"][1][2], ds["past_key_values"][0][2])
+        self.assertIs(ds[CACHE][0][0], batch)
+        self.assertIs(ds[CACHE][1][2], ds[CACHE][0][2])
         mask = ds["attention_mask"][1]
-        self.assertEqual(mask.__name__, "input_ids_1_plus_past_key_values_2")
-        ep = torch.export.export(model, (), kwargs=sets[0], dynamic_shapes=ds, strict=False)
-        got = ep.module()(**make(4, 2, 9))
+        self.assertEqual(mask.__name__, f"input_ids_1_plus_{CACHE}_2")
+        kwargs = mi.inputs[0][1]
+        ep = torch.export.export(model, (), kwargs=kwargs, dynamic_shapes=ds, strict=False)
+        new = make(4, 2, 9)
+        got = ep.module()(**{CACHE: new.pop("past_key_values")}, **new)
         self.assertEqual(got.logits.shape, (4, 2, 1000))
 
     def test_var_keyword_arguments_are_nested(self):
@@ -479,3 +489,47 @@ class TestSeed001(ExtTestCase):
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
+
+
+class TestModelInputsCacheNames(ExtTestCase):
+    def test_input_sets_mixing_names_are_one_argument(self):
+        class New(torch.nn.Module):
+            def forward(self, input_ids, cache=None):
+                return input_ids
+
+        sets = [
+            dict(input_ids=torch.ones(2, 3), past_key_values=_cache(1, 2, 1, 5, 4)),
+            dict(input_ids=torch.ones(3, 4), cache=_cache(1, 3, 1, 7, 4)),
+        ]
+        mi = ModelInputs(New(), sets)
+        self.assertEqual(mi.cache_name, "cache")
+        self.assertEqual([list(kw) for _, kw in mi.inputs], [["input_ids", "cache"]] * 2)
+        # the user's input sets are left as they were
+        self.assertIn("past_key_values", sets[0])
+        _, ds = mi.guess_dynamic_shapes()
+        self.assertEqual(list(ds), ["input_ids", "cache"])
+        self.assertEqual(len(ds["cache"]), 2)
+        _, kwargs, (_, kwargs_ds) = mi.move_to_kwargs(
+            (),
+            {"past_key_values": sets[0]["past_key_values"]},
+            ((), {"past_key_values": ds["cache"]}),
+        )
+        self.assertEqual(list(kwargs), ["cache"])
+        self.assertEqual(list(kwargs_ds), ["cache"])
+
+    def test_undeclared_cache_keeps_the_first_name(self):
+        def forward(x, **kwargs):
+            return x
+
+        sets = [dict(x=torch.ones(2), cache=1), dict(x=torch.ones(3), past_key_values=2)]
+        mi = ModelInputs(forward, sets)
+        self.assertEqual(mi.cache_name, "cache")
+        self.assertEqual(mi.inputs[1][1], {"x": sets[1]["x"], "cache": 2})
+
+    def test_one_set_with_both_names_is_a_clear_error(self):
+        def forward(x, cache=None):
+            return x
+
+        with self.assertRaises(ValueError) as cm:
+            ModelInputs(forward, [dict(x=torch.ones(2), cache=1, past_key_values=2)])
+        self.assertIn("inputs[0] gives the cache twice", str(cm.exception))

@@ -18,6 +18,10 @@ from onnx_diagnostic.cache_helpers import (
 from onnx_diagnostic.ext_test_case import ExtTestCase, hide_stdout
 from onnx_diagnostic.helpers import max_diff, string_type
 from onnx_diagnostic.helpers.helper import flatten_object
+from onnx_diagnostic.helpers.compat import output_cache_field
+
+#: the cache field of model outputs as the installed transformers names it
+OUT = output_cache_field()
 
 
 def _cache(*shapes, value=None):
@@ -360,11 +364,11 @@ class TestStringTypeTransformers(ExtTestCase):
 
     def test_model_output(self):
         cache = _cache((2, 1, 33, 96))
-        out = CausalLMOutputWithPast(logits=torch.zeros((2, 3, 32000)), past_key_values=cache)
+        out = CausalLMOutputWithPast(logits=torch.zeros((2, 3, 32000)), **{OUT: cache})
         self.assertEqual(
             string_type(out, with_shape=True),
             "CausalLMOutputWithPast(logits:T1s2x3x32000,"
-            "past_key_values:DynamicCache(key_cache=#1[T1s2x1x33x96], "
+            f"{OUT}:DynamicCache(key_cache=#1[T1s2x1x33x96], "
             "value_cache=#1[T1s2x1x33x96]))",
         )
 
@@ -446,7 +450,7 @@ class TestFlattenObject(ExtTestCase):
 
     def test_same_order_as_pytree(self):
         cache = _cache((1, 2, 3, 4), (1, 2, 3, 4))
-        out = CausalLMOutputWithPast(logits=torch.zeros(2), past_key_values=cache)
+        out = CausalLMOutputWithPast(logits=torch.zeros(2), **{OUT: cache})
         leaves = torch.utils._pytree.tree_leaves(out)
         flat = flatten_object(out)
         self.assertEqual(len(flat), len(leaves))
@@ -456,7 +460,7 @@ class TestFlattenObject(ExtTestCase):
     def test_model_output_skips_none(self):
         cache = _cache((1, 2, 3, 4))
         logits = torch.zeros(2, 3)
-        out = CausalLMOutputWithPast(loss=None, logits=logits, past_key_values=cache)
+        out = CausalLMOutputWithPast(loss=None, logits=logits, **{OUT: cache})
         flat = flatten_object(out)
         self.assertEqual(len(flat), 3)
         self.assertIs(flat[0], logits)
@@ -515,22 +519,22 @@ class TestMaxDiff(ExtTestCase):
 
     def test_caches_and_model_outputs(self):
         cache = _cache((1, 2, 3, 4))
-        out = CausalLMOutputWithPast(logits=torch.zeros(2, 3), past_key_values=cache)
+        out = CausalLMOutputWithPast(logits=torch.zeros(2, 3), **{OUT: cache})
         cache2 = make_dynamic_cache([(cache.layers[0].keys.clone(), cache.layers[0].values + 0.25)])
-        out2 = CausalLMOutputWithPast(logits=torch.zeros(2, 3), past_key_values=cache2)
+        out2 = CausalLMOutputWithPast(logits=torch.zeros(2, 3), **{OUT: cache2})
         d = max_diff(out, out2)
         self.assertAlmostEqual(d["abs"], 0.25, atol=1e-6)
         self.assertEqual(d["n"], 6 + 2 * 24)
-        self.assertEqual(d["where"], "expected.past_key_values.value_0")
+        self.assertEqual(d["where"], f"expected.{OUT}.value_0")
 
     def test_flat_onnxruntime_outputs(self):
         cache = _cache((1, 2, 3, 4), (1, 2, 3, 4))
-        out = CausalLMOutputWithPast(logits=torch.rand(2, 3), past_key_values=cache)
+        out = CausalLMOutputWithPast(logits=torch.rand(2, 3), **{OUT: cache})
         got = [t.numpy().copy() for t in flatten_object(out)]
         got[3][0, 0, 0, 0] += 1
         d = max_diff(out, got)
         self.assertAlmostEqual(d["abs"], 1.0, atol=1e-6)
-        self.assertEqual(d["where"], "expected.past_key_values.key_1")
+        self.assertEqual(d["where"], f"expected.{OUT}.key_1")
         self.assertEqual(d["argm"], (0, 0, 0, 0))
         self.assertEqual(d["n"], 6 + 4 * 24)
 
@@ -554,13 +558,11 @@ class TestMaxDiff(ExtTestCase):
     def test_shape_mismatch_names_the_path(self):
         c1 = make_dynamic_cache([(torch.zeros(2, 4, 3, 7), torch.zeros(2, 4, 3, 7))])
         c2 = make_dynamic_cache([(torch.zeros(3, 4, 4, 8), torch.zeros(3, 4, 4, 8))])
-        e = (torch.zeros(1), CausalLMOutputWithPast(logits=torch.zeros(1), past_key_values=c1))
-        g = (torch.zeros(1), CausalLMOutputWithPast(logits=torch.zeros(1), past_key_values=c2))
+        e = (torch.zeros(1), CausalLMOutputWithPast(logits=torch.zeros(1), **{OUT: c1}))
+        g = (torch.zeros(1), CausalLMOutputWithPast(logits=torch.zeros(1), **{OUT: c2}))
         d = max_diff(e, g)
         self.assertEqual(d["abs"], math.inf)
-        self.assertEqual(
-            d["error"], "expected[1].past_key_values.key_0: shape (2, 4, 3, 7) vs (3, 4, 4, 8)"
-        )
+        self.assertEqual(d["error"], f"expected[1].{OUT}.key_0: shape (2, 4, 3, 7) vs (3, 4, 4, 8)")
 
     def test_structure_mismatches(self):
         self.assertEqual(
@@ -588,7 +590,7 @@ class TestMaxDiff(ExtTestCase):
         )
 
     def test_flat_list_too_short(self):
-        out = CausalLMOutputWithPast(logits=torch.zeros(2), past_key_values=_cache((1, 1, 1, 1)))
+        out = CausalLMOutputWithPast(logits=torch.zeros(2), **{OUT: _cache((1, 1, 1, 1))})
         d = max_diff(out, [np.zeros(2, dtype=np.float32)])
         self.assertEqual(d["abs"], math.inf)
         self.assertIn("3 tensors vs 1 once flattened", d["error"])

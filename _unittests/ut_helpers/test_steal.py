@@ -9,6 +9,10 @@ from onnx_diagnostic.helpers import string_type
 from onnx_diagnostic.helpers.mini_onnx_builder import create_input_tensors_from_onnx_model
 from onnx_diagnostic.helpers.steal import steal_forward
 from onnx_diagnostic.helpers.torch_helper import dummy_llm
+from onnx_diagnostic.helpers.compat import cache_arg_name
+
+#: the cache argument as the installed transformers names it
+CACHE = cache_arg_name()
 
 # What seed 002 printed (its output with verbose=1 and a dump file).
 SEED_002 = """
@@ -370,7 +374,7 @@ class TestStealForward(ExtTestCase):
         self.assertEqual(first_kwargs["input_ids"].tolist(), input_ids.tolist())
         last_kwargs = saved["", 99, "I"][1]
         self.assertEqual(last_kwargs["input_ids"].shape, (1, 1))
-        self.assertEqual(type(last_kwargs["past_key_values"]).__name__, "DynamicCache")
+        self.assertEqual(type(last_kwargs[CACHE]).__name__, "DynamicCache")
         self.assertEqualAny(stored["", 99, "O"], saved["", 99, "O"])
 
     def test_bad_arguments(self):

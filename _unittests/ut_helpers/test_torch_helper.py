@@ -28,6 +28,10 @@ from onnx_diagnostic.helpers.torch_helper import (
     to_any,
     torch_deepcopy,
 )
+from onnx_diagnostic.helpers.compat import output_cache_field
+
+#: the cache field of model outputs as the installed transformers names it
+OUT = output_cache_field()
 
 
 def _pair(*shape):
@@ -140,13 +144,13 @@ class TestToAny(ExtTestCase):
 
     def test_model_output(self):
         out = CausalLMOutputWithPast(
-            logits=torch.rand(2, 3), past_key_values=make_dynamic_cache([_pair(1, 2, 3, 4)])
+            logits=torch.rand(2, 3), **{OUT: make_dynamic_cache([_pair(1, 2, 3, 4)])}
         )
         res = to_any(out, torch.float16)
         self.assertIs(type(res), CausalLMOutputWithPast)
         self.assertEqual(
             string_type(res),
-            "CausalLMOutputWithPast(logits:T10r2,past_key_values:"
+            f"CausalLMOutputWithPast(logits:T10r2,{OUT}:"
             "DynamicCache(key_cache=#1[T10r4], value_cache=#1[T10r4]))",
         )
 
@@ -201,7 +205,7 @@ class TestTorchDeepcopy(ExtTestCase):
 
     def test_model_output(self):
         out = CausalLMOutputWithPast(
-            logits=torch.rand(2, 3), past_key_values=make_dynamic_cache([_pair(1, 2, 3, 4)])
+            logits=torch.rand(2, 3), **{OUT: make_dynamic_cache([_pair(1, 2, 3, 4)])}
         )
         res = torch_deepcopy(out)
         self.assertEqualAny(out, res)

@@ -16,6 +16,10 @@ from onnx_diagnostic.helpers.torch_helper import steal_forward
 from onnx_diagnostic.investigate.input_observer import InputObserver
 from onnx_diagnostic.torch_export_patches import torch_export_patches
 from onnx_diagnostic.torch_models.llms import get_tiny_llm
+from onnx_diagnostic.helpers.compat import cache_arg_name
+
+#: the cache argument as the installed transformers names it
+CACHE = cache_arg_name()
 
 
 def _generate(model, batch):
@@ -36,7 +40,7 @@ class TestCaptureEndToEnd(ExtTestCase):
         # them unless they are grown
         kwargs = observer.infer_arguments(for_export=True, set_batch_dimension_for=True)
         self.assertEqual(kwargs["input_ids"].shape, (2, 2))
-        self.assertEqual(kwargs["past_key_values"].layers[0].keys.shape, (2, 1, 8, 96))
+        self.assertEqual(kwargs[CACHE].layers[0].keys.shape, (2, 1, 8, 96))
         with torch_export_patches(patch_transformers=True):
             ep = torch.export.export(model, (), kwargs=kwargs, dynamic_shapes=ds, strict=False)
             epo = torch.onnx.export(ep, (), kwargs=kwargs, dynamic_shapes=ds, dynamo=True)
@@ -77,7 +81,7 @@ class TestCaptureEndToEnd(ExtTestCase):
                 args_ds, kwargs_ds = mi.guess_dynamic_shapes(auto=auto)
                 self.assertEqual(args_ds, ())
                 self.assertEqual(kwargs_ds["input_ids"], {})  # one new token in every call
-                self.assertEqual(list(kwargs_ds["past_key_values"][0]), [2])
+                self.assertEqual(list(kwargs_ds[CACHE][0]), [2])
                 with torch_export_patches(patch_transformers=True):
                     ep = torch.export.export(
                         model, (), kwargs=inputs[0], dynamic_shapes=kwargs_ds, strict=False

@@ -508,3 +508,66 @@ class TestInputObserver(ExtTestCase):
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
+
+
+class NewNamesModel(torch.nn.Module):
+    """Declares the cache argument as transformers>=5.24 does (the old name goes to **kwargs)."""
+
+    def forward(self, input_ids, attention_mask=None, cache=None, **kwargs):
+        return input_ids
+
+
+class OldNamesModel(torch.nn.Module):
+    """Declares the cache argument as transformers<5.24 does."""
+
+    def forward(self, input_ids, attention_mask=None, past_key_values=None, **kwargs):
+        return input_ids
+
+
+class KwargsModel(torch.nn.Module):
+    """Declares no cache argument, receives it through **kwargs."""
+
+    def forward(self, input_ids, **kwargs):
+        return input_ids
+
+
+class TestInputObserverCacheNames(ExtTestCase):
+    def _calls(self, model, names):
+        observer = InputObserver()
+        with observer(model):
+            for i, name in enumerate(names):
+                seq = 3 + i
+                model(
+                    torch.ones((2, 1), dtype=torch.int64),
+                    attention_mask=torch.ones((2, seq + 1), dtype=torch.int64),
+                    **{name: _cache(1, 2, seq)},
+                )
+        return observer
+
+    def test_calls_mixing_names_are_one_argument(self):
+        for model, expected in ((NewNamesModel(), "cache"), (OldNamesModel(), "past_key_values")):
+            with self.subTest(model=type(model).__name__):
+                observer = self._calls(model, ["past_key_values", "cache", "past_key_values"])
+                self.assertEqual(observer.num_obs(), 3)
+                kwargs = observer.infer_arguments()
+                self.assertIn(expected, kwargs)
+                ds = observer.infer_dynamic_shapes()
+                self.assertIn(expected, ds)
+                self.assertNotIn("past_key_values" if expected == "cache" else "cache", ds)
+                self.assertEqual(len(ds[expected]), 2)
+                self.assertIn(2, ds[expected][0])
+
+    def test_undeclared_cache_keeps_the_first_name_met(self):
+        observer = self._calls(KwargsModel(), ["cache", "past_key_values"])
+        self.assertEqual(observer.num_obs(), 2)
+        kwargs = observer.infer_arguments()
+        self.assertIn("cache", kwargs)
+        self.assertNotIn("past_key_values", kwargs)
+
+    def test_both_names_in_one_call_is_left_to_the_model(self):
+        observer = InputObserver()
+        model = KwargsModel()
+        with observer(model):
+            model(torch.ones((2, 1)), cache=_cache(1, 2, 3), past_key_values=_cache(1, 2, 3))
+        # the call ran, it was not recorded: the model decides what both names mean
+        self.assertEqual(observer.num_obs(), 0)

@@ -21,6 +21,10 @@ from onnx_diagnostic.tasks._reduce import (
     reduce_rope,
     reduce_vocabulary,
 )
+from onnx_diagnostic.helpers.compat import cache_arg_name
+
+#: the cache argument as the installed transformers names it
+CACHE = cache_arg_name()
 
 
 def _llama(**kwargs):
@@ -99,7 +103,7 @@ class TestTextGeneration(ExtTestCase):
         config = _gemma2()
         kwargs, fct = random_input_kwargs(config, "text-generation")
         res = fct(None, config, **kwargs)
-        cache = res["inputs"]["past_key_values"]
+        cache = res["inputs"][CACHE]
         self.assertEqual(get_cache_layer_types(cache), ["sliding_attention", "full_attention"])
         model = transformers.Gemma2ForCausalLM(config).eval()
         model(**res["inputs"])
@@ -117,9 +121,9 @@ class TestTextGeneration(ExtTestCase):
         model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
         kwargs, fct = random_input_kwargs(config, "text-generation")
         res = fct(model, config, **kwargs)
-        self.assertEqual(res["inputs"]["past_key_values"].layers[0].keys.dtype, torch.bfloat16)
+        self.assertEqual(res["inputs"][CACHE].layers[0].keys.dtype, torch.bfloat16)
         res = fct(None, config, dtype=torch.float16, **kwargs)
-        self.assertEqual(res["inputs"]["past_key_values"].layers[0].keys.dtype, torch.float16)
+        self.assertEqual(res["inputs"][CACHE].layers[0].keys.dtype, torch.float16)
         with self.assertRaises(TaskInputError):
             fct(None, config, dtype=torch.int64, **kwargs)
 
@@ -137,7 +141,7 @@ class TestTextGeneration(ExtTestCase):
             head_dim=4,
             past_length=0,
         )
-        self.assertEqual(tuple(res["inputs"]["past_key_values"].layers[0].keys.shape), (2, 1, 0, 4))
+        self.assertEqual(tuple(res["inputs"][CACHE].layers[0].keys.shape), (2, 1, 0, 4))
 
     def test_layer_types_length_is_checked(self):
         config = _llama()
@@ -191,9 +195,7 @@ class TestOtherTasks(ExtTestCase):
         res = self._run(
             "text2text-generation", config, transformers.T5ForConditionalGeneration(config)
         )
-        self.assertEqual(
-            [len(x) for x in res["dynamic_shapes"]["past_key_values"]], [2, 2], msg="self, cross"
-        )
+        self.assertEqual([len(x) for x in res["dynamic_shapes"][CACHE]], [2, 2], msg="self, cross")
 
     def test_speech(self):
         config = transformers.WhisperConfig(

@@ -19,6 +19,10 @@ from onnx_diagnostic.helpers.helper import flatten_object
 from onnx_diagnostic.torch_export_patches import torch_export_patches
 from onnx_diagnostic.torch_export_patches.patch_inputs import use_dyn_not_str
 from onnx_diagnostic.torch_models.hghub import get_untrained_model_with_inputs
+from onnx_diagnostic.helpers.compat import cache_arg_name
+
+#: the cache argument as the installed transformers names it
+CACHE = cache_arg_name()
 
 #: architecture -> shipped model id
 ARCHITECTURES = {
@@ -38,7 +42,7 @@ FIGURES = {}
 
 
 def _sizes(inputs):
-    cache = inputs["past_key_values"]
+    cache = inputs[CACHE]
     return (
         inputs["input_ids"].shape[0],
         inputs["input_ids"].shape[1],

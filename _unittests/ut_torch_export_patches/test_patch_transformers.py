@@ -13,6 +13,10 @@ from onnx_diagnostic.torch_export_patches.serialization import (
     register_cache_serialization,
     unregister,
 )
+from onnx_diagnostic.helpers.compat import cache_arg_name
+
+#: the cache argument as the installed transformers names it
+CACHE = cache_arg_name()
 
 D = torch.export.Dim.DYNAMIC
 COMMON = dict(
@@ -51,9 +55,11 @@ def _inputs(batch, seq, past):
         input_ids=torch.randint(0, 100, (batch, seq)),
         attention_mask=torch.ones((batch, seq + past), dtype=torch.int64),
         position_ids=torch.arange(past, past + seq).unsqueeze(0).expand(batch, -1),
-        past_key_values=make_dynamic_cache(
-            [(torch.randn(batch, 1, past, head_dim), torch.randn(batch, 1, past, head_dim))]
-        ),
+        **{
+            CACHE: make_dynamic_cache(
+                [(torch.randn(batch, 1, past, head_dim), torch.randn(batch, 1, past, head_dim))]
+            )
+        },
     )
 
 
@@ -61,7 +67,7 @@ DS = dict(
     input_ids={0: D, 1: D},
     attention_mask={0: D, 1: D},
     position_ids={0: D, 1: D},
-    past_key_values=[{0: D, 2: D}] * 2,
+    **{CACHE: [{0: D, 2: D}] * 2},
 )
 
 

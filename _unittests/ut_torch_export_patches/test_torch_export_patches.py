@@ -22,6 +22,10 @@ from onnx_diagnostic.torch_export_patches.serialization import (
     register_cache_serialization,
     unregister,
 )
+from onnx_diagnostic.helpers.compat import cache_arg_name
+
+#: the cache argument as the installed transformers names it
+CACHE = cache_arg_name()
 
 
 def _snapshot_targets():
@@ -181,17 +185,15 @@ class TestTorchExportPatches(ExtTestCase):
         kwargs = dict(
             input_ids=torch.randint(0, 100, (2, 3)),
             attention_mask=torch.ones((2, 7), dtype=torch.int64),
-            past_key_values=cache,
+            **{CACHE: cache},
         )
         D = torch.export.Dim.DYNAMIC
-        ds = dict(
-            input_ids={0: D, 1: D}, attention_mask={0: D, 1: D}, past_key_values=[{0: D, 2: D}] * 2
-        )
+        ds = {"input_ids": {0: D, 1: D}, "attention_mask": {0: D, 1: D}, CACHE: [{0: D, 2: D}] * 2}
         with torch_export_patches(patch_transformers=True) as modificator:
             ep = torch.export.export(
                 model, (), kwargs=modificator(kwargs), dynamic_shapes=ds, strict=False
             )
-        self.assertIn("past_key_values", str(ep.graph_signature))
+        self.assertIn(CACHE, str(ep.graph_signature))
         # The inputs were not mutated by the export.
         self.assertEqual(cache.layers[0].keys.shape, (2, 1, 4, 16))
 

@@ -7,6 +7,10 @@ from onnx_diagnostic.ext_test_case import ExtTestCase
 from onnx_diagnostic.helpers import string_type
 from onnx_diagnostic.tasks import TaskInputError, check_inputs2
 from onnx_diagnostic.torch_models.llms import get_tiny_llm
+from onnx_diagnostic.helpers.compat import cache_arg_name
+
+#: the cache argument as the installed transformers names it
+CACHE = cache_arg_name()
 
 
 class TestGetTinyLlm(ExtTestCase):
@@ -18,7 +22,7 @@ class TestGetTinyLlm(ExtTestCase):
         self.assertEqual(
             string_type(self.data["inputs"], with_shape=True),
             "dict(input_ids:T7s2x3,attention_mask:T7s2x33,position_ids:T7s2x3,"
-            "past_key_values:DynamicCache(key_cache=#1[T1s2x1x30x96], "
+            f"{CACHE}:DynamicCache(key_cache=#1[T1s2x1x30x96], "
             "value_cache=#1[T1s2x1x30x96]))",
         )
 
@@ -29,7 +33,7 @@ class TestGetTinyLlm(ExtTestCase):
                 "input_ids": {0: "batch", 1: "seq_length"},
                 "attention_mask": {0: "batch", 1: "cache+seq"},
                 "position_ids": {0: "batch", 1: "seq_length"},
-                "past_key_values": [{0: "batch", 2: "cache_length"}] * 2,
+                CACHE: [{0: "batch", 2: "cache_length"}] * 2,
             },
         )
 
@@ -104,7 +108,7 @@ class TestGetTinyLlmOptions(ExtTestCase):
         self.assertEqual(
             string_type(data.inputs, with_shape=True),
             "dict(input_ids:T7s1x5,attention_mask:T7s1x12,position_ids:T7s1x5,"
-            "past_key_values:DynamicCache(key_cache=#1[T1s1x1x7x96], "
+            f"{CACHE}:DynamicCache(key_cache=#1[T1s1x1x7x96], "
             "value_cache=#1[T1s1x1x7x96]))",
         )
         self.assertEqualArray(torch.arange(7, 12).unsqueeze(0), data.inputs["position_ids"])
@@ -117,8 +121,8 @@ class TestGetTinyLlmOptions(ExtTestCase):
     def test_config_overrides(self):
         data = get_tiny_llm(num_hidden_layers=2, hidden_size=64, intermediate_size=32, head_dim=32)
         self.assertEqual(data.configuration.num_hidden_layers, 2)
-        self.assertEqual(len(data.inputs["past_key_values"].layers), 2)
-        self.assertEqual(len(data.dynamic_shapes["past_key_values"]), 4)
+        self.assertEqual(len(data.inputs[CACHE].layers), 2)
+        self.assertEqual(len(data.dynamic_shapes[CACHE]), 4)
         out = data.model(**data.inputs)
         self.assertEqual(tuple(out.logits.shape), (2, 3, 32000))
 

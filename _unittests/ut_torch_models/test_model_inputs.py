@@ -15,6 +15,10 @@ from onnx_diagnostic.torch_models.hghub import (
     shipped_model_ids,
 )
 from onnx_diagnostic.torch_models.hghub.hub_api import load_config_dict
+from onnx_diagnostic.helpers.compat import cache_arg_name
+
+#: the cache argument as the installed transformers names it
+CACHE = cache_arg_name()
 
 
 def _missing_class(model_id):
@@ -78,7 +82,7 @@ class TestGetUntrainedModel(ExtTestCase):
                 self.assertEqual(
                     data.configuration.layer_types, ["sliding_attention", "full_attention"]
                 )
-                layers = data.inputs["past_key_values"].layers
+                layers = data.inputs[CACHE].layers
                 self.assertEqual([type(la).__name__ for la in layers][1], "DynamicLayer")
                 self.assertTrue(getattr(layers[0], "is_sliding", False))
 
@@ -114,7 +118,7 @@ class TestGetUntrainedModel(ExtTestCase):
         data = get_untrained_model_with_inputs("arnir0/Tiny-LLM", same_as_trained=True)
         self.assertEqual(data.configuration.hidden_size, 192)
         self.assertEqual(data.configuration.intermediate_size, 1024)
-        self.assertEqual(tuple(data.inputs["past_key_values"].layers[0].keys.shape), (2, 1, 30, 96))
+        self.assertEqual(tuple(data.inputs[CACHE].layers[0].keys.shape), (2, 1, 30, 96))
 
     def test_model_kwargs_applied_last(self):
         data = get_untrained_model_with_inputs(
@@ -122,7 +126,7 @@ class TestGetUntrainedModel(ExtTestCase):
         )
         self.assertEqual(data.configuration.text_config.num_hidden_layers, 1)
         self.assertEqual(data.configuration.text_config.hidden_size, 64)
-        self.assertEqual(len(data.dynamic_shapes["past_key_values"]), 2)
+        self.assertEqual(len(data.dynamic_shapes[CACHE]), 2)
 
     def test_inputs_kwargs(self):
         data = get_untrained_model_with_inputs(

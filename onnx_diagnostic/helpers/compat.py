@@ -425,6 +425,92 @@ def output_cache_field() -> str:
     return "past_key_values"
 
 
+class CacheAliasDict(dict):
+    """
+    The inputs of a model, a :class:`dict` whose cache argument also answers to the other
+    names of :data:`CACHE_ARG_NAMES`: on transformers 5.24, ``inputs["past_key_values"]``
+    reads and writes ``inputs["cache"]``. Only the stored name is a key (iteration,
+    ``model(**inputs)``, :func:`string_type <onnx_diagnostic.helpers.string_type>` show
+    the name the model declares), so scripts written before the rename keep working.
+    The library returns its input dictionaries in this class
+    (:func:`onnx_diagnostic.torch_models.llms.get_tiny_llm`, the tasks...); it flattens
+    like a dict for :mod:`torch.utils._pytree`.
+
+    >>> inputs = CacheAliasDict(input_ids=1, cache=2)
+    >>> inputs["past_key_values"], "past_key_values" in inputs, list(inputs)
+    (2, True, ['input_ids', 'cache'])
+    >>> inputs["past_key_values"] = 3
+    >>> dict(inputs)
+    {'input_ids': 1, 'cache': 3}
+    """
+
+    def _key(self, key: Any) -> Any:
+        if is_cache_arg_name(key) and not dict.__contains__(self, key):
+            for name in CACHE_ARG_NAMES:
+                if dict.__contains__(self, name):
+                    return name
+        return key
+
+    def __getitem__(self, key: Any) -> Any:
+        return dict.__getitem__(self, self._key(key))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        dict.__setitem__(self, self._key(key), value)
+
+    def __delitem__(self, key: Any) -> None:
+        dict.__delitem__(self, self._key(key))
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, self._key(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return dict.get(self, self._key(key), default)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        return dict.pop(self, self._key(key), *default)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        return dict.setdefault(self, self._key(key), default)
+
+    def copy(self) -> CacheAliasDict:
+        return CacheAliasDict(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict.__repr__(self)})"
+
+
+_ALIAS_REGISTERED: list[bool] = []
+
+
+def cache_alias_dict(inputs: dict[str, Any]) -> CacheAliasDict:
+    """
+    Returns ``inputs`` as a :class:`CacheAliasDict` (a shallow copy, the values are the
+    same objects) and registers that class with :mod:`torch.utils._pytree` the first time
+    (flattened like a dict, unflattened into the same class).
+
+    >>> import torch.utils._pytree as pytree
+    >>> inputs = cache_alias_dict({"x": 1, "past_key_values": 2})
+    >>> pytree.tree_leaves(inputs), inputs["cache"]
+    ([1, 2], 2)
+    """
+    if not _ALIAS_REGISTERED:
+        import torch.utils._pytree as pytree
+
+        if CacheAliasDict not in pytree.SUPPORTED_NODES:
+            pytree.register_pytree_node(
+                CacheAliasDict,
+                lambda d: (list(d.values()), list(d.keys())),
+                lambda values, keys: CacheAliasDict(zip(keys, values)),
+                serialized_type_name=f"{__name__}.CacheAliasDict",
+                flatten_with_keys_fn=lambda d: (
+                    [(pytree.MappingKey(k), v) for k, v in d.items()],
+                    list(d.keys()),
+                ),
+            )
+        _ALIAS_REGISTERED.append(True)
+    return CacheAliasDict(inputs)
+
+
 # ---------------------------------------------------------------------------------------------
 # Tested versions: the single source of truth read by ``python -m onnx_diagnostic versions``
 # and ``_bench/version_matrix.py`` (default first transformers), shown on _doc/versions.rst.

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..helpers.compat import cache_arg_name
+from ..helpers.compat import cache_alias_dict, cache_arg_name
 from ._common import (
     BATCH,
     CACHE,
@@ -144,20 +144,24 @@ def get_inputs(
     cache_name = cache_arg_name(model)
 
     def _make(batch_size: int, sequence_length: int, past_length: int) -> dict[str, Any]:
-        return dict(
-            input_features=torch.randn((batch_size, num_mel_bins, 2 * encoder_length), dtype=dtype),
-            decoder_input_ids=random_ids((batch_size, sequence_length), dummy_max_token_id),
-            **{
-                cache_name: make_encoder_decoder_cache(
-                    num_decoder_layers,
-                    batch_size,
-                    num_heads,
-                    past_length,
-                    encoder_length,
-                    head_dim,
-                    dtype,
-                )
-            },
+        return cache_alias_dict(
+            dict(
+                input_features=torch.randn(
+                    (batch_size, num_mel_bins, 2 * encoder_length), dtype=dtype
+                ),
+                decoder_input_ids=random_ids((batch_size, sequence_length), dummy_max_token_id),
+                **{
+                    cache_name: make_encoder_decoder_cache(
+                        num_decoder_layers,
+                        batch_size,
+                        num_heads,
+                        past_length,
+                        encoder_length,
+                        head_dim,
+                        dtype,
+                    )
+                },
+            )
         )
 
     res: dict[str, Any] = dict(

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from . import _common
-from ..helpers.compat import cache_arg_name
+from ..helpers.compat import cache_alias_dict, cache_arg_name
 from ._common import (
     BATCH,
     CACHE,
@@ -101,15 +101,17 @@ def _make_inputs(
     pairs = random_kv_pairs(
         num_hidden_layers, batch_size, num_key_value_heads, past_length, head_dim, dtype
     )
-    return dict(
-        input_ids=random_ids((batch_size, sequence_length), dummy_max_token_id),
-        attention_mask=torch.ones((batch_size, total), dtype=torch.int64),
-        position_ids=position_ids.unsqueeze(0).expand((batch_size, -1)).contiguous(),
-        **{
-            cache_name: make_dynamic_cache(
-                pairs, layer_types=layer_types, sliding_window=sliding_window
-            )
-        },
+    return cache_alias_dict(
+        dict(
+            input_ids=random_ids((batch_size, sequence_length), dummy_max_token_id),
+            attention_mask=torch.ones((batch_size, total), dtype=torch.int64),
+            position_ids=position_ids.unsqueeze(0).expand((batch_size, -1)).contiguous(),
+            **{
+                cache_name: make_dynamic_cache(
+                    pairs, layer_types=layer_types, sliding_window=sliding_window
+                )
+            },
+        )
     )
 
 

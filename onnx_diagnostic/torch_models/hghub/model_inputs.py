@@ -3,8 +3,15 @@ Builds an untrained model of a model id, with inputs and dynamic shapes, offline
 
 >>> from onnx_diagnostic.torch_models.hghub import get_untrained_model_with_inputs
 >>> data = get_untrained_model_with_inputs("arnir0/Tiny-LLM")
->>> data["task"], sorted(data["inputs"])
-('text-generation', ['attention_mask', 'input_ids', 'past_key_values', 'position_ids'])
+>>> data["task"], list(data["inputs"])[:3]
+('text-generation', ['input_ids', 'attention_mask', 'position_ids'])
+
+The cache is the fourth input, named as the model's ``forward`` declares it (``cache`` from
+transformers 5.24, ``past_key_values`` before); the input dictionary also answers to the
+other name (:class:`onnx_diagnostic.helpers.compat.CacheAliasDict`):
+
+>>> data["inputs"]["past_key_values"] is data["inputs"]["cache"]
+True
 """
 
 from __future__ import annotations
