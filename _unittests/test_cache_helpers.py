@@ -7,6 +7,7 @@ import torch
 
 from onnx_diagnostic.cache_helpers import (
     CacheInputError,
+    flatten_dynamic_cache,
     get_cache_kv,
     get_cache_layer_types,
     is_cache,
@@ -623,6 +624,192 @@ class TestAliasModule(ExtTestCase):
         k, v = _kv()
         cache = mdc([(k, v)])
         self.assertIs(get_cache_kv(cache)[0][0], k)
+
+
+# Layer classes of transformers 5.23+ (DynamicIndexedLayer, LinearAttention*Layer, DummyLayer),
+# built through their public API as the models do (update, update_indexer,
+# update_conv_state, update_recurrent_state), see test_serialization.py.
+
+
+def _requires(*names):
+    """Skips a test when the installed transformers lacks one of these cache_utils classes."""
+    missing = [n for n in names if compat.cache_class(n) is None]
+    return unittest.skipIf(
+        bool(missing),
+        f"transformers {compat.transformers_version()} has no {', '.join(missing)}",
+    )
+
+
+def _randn(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _updated(layer, seed):
+    layer.update(*_kv(seed=seed))
+    return layer
+
+
+def _with_states(layer, seed, recurrent=True):
+    for s in range(layer.number_of_states):
+        layer.update_conv_state(_randn(2, 12, 4, seed=seed + 20 + s), state_idx=s)
+        if recurrent:
+            layer.update_recurrent_state(_randn(2, 2, 4, 4, seed=seed + 30 + s), state_idx=s)
+    return layer
+
+
+def _new_layer(kind, seed=0):
+    """One filled layer of every kind a DynamicCache of transformers 5.24 may hold."""
+    cls = {
+        "full": "DynamicLayer",
+        "indexed": "DynamicIndexedLayer",
+        "linear": "LinearAttentionLayer",
+        "hybrid": "LinearAttentionAndFullAttentionLayer",
+        "hybrid_sliding": "LinearAttentionAndSlidingWindowAttentionLayer",
+        "dummy": "DummyLayer",
+    }[kind]
+    cls = compat.cache_class(cls)
+    if kind == "full":
+        return _updated(cls(), seed)
+    if kind == "indexed":
+        layer = _updated(cls(), seed)
+        layer.update_indexer(_randn(2, 3, 6, seed=seed + 10))
+        return layer
+    if kind == "linear":
+        return _with_states(cls(), seed)
+    if kind == "hybrid":
+        return _with_states(_updated(cls(), seed), seed)
+    if kind == "hybrid_sliding":
+        return _with_states(_updated(cls(sliding_window=8), seed), seed)
+    return cls()
+
+
+def _cache_of(layers):
+    cache = compat.cache_class("DynamicCache")()
+    cache.layers = list(layers)
+    return cache
+
+
+class _UnknownLayer(compat.cache_class("DynamicLayer")):
+    """A layer class onnx_diagnostic does not know (a model's own layer may hold more)."""
+
+
+_ALL_NEW_LAYERS = (
+    "DynamicIndexedLayer",
+    "LinearAttentionLayer",
+    "LinearAttentionAndFullAttentionLayer",
+    "LinearAttentionAndSlidingWindowAttentionLayer",
+    "DummyLayer",
+)
+
+
+class TestNewLayerClasses(ExtTestCase):
+    def _cache(self):
+        # qwen3_next, nemotron_h, glm_moe_dsa, zamba2, inkling in one cache
+        kinds = ["linear", "full", "dummy", "indexed", "hybrid", "hybrid_sliding"]
+        return _cache_of(_new_layer(kind, seed=i) for i, kind in enumerate(kinds))
+
+    @_requires(*_ALL_NEW_LAYERS)
+    def test_layer_types_as_transformers_names_them(self):
+        self.assertEqual(
+            get_cache_layer_types(self._cache()),
+            [
+                "linear_attention",
+                "full_attention",
+                "dummy",
+                "indexed_attention",
+                "hybrid",
+                "hybrid_sliding",
+            ],
+        )
+
+    @_requires(*_ALL_NEW_LAYERS)
+    def test_layer_types_include_layers_never_updated(self):
+        cache = _cache_of(
+            [
+                _new_layer("full"),
+                compat.cache_class("LinearAttentionLayer")(),
+                compat.cache_class("DynamicLayer")(),
+            ]
+        )
+        self.assertEqual(
+            get_cache_layer_types(cache), ["full_attention", "linear_attention", "full_attention"]
+        )
+
+    @_requires(*_ALL_NEW_LAYERS)
+    def test_kv_are_the_attention_keys_and_values_only(self):
+        cache = self._cache()
+        keys, values = get_cache_kv(cache)
+        with_attention = [1, 3, 4, 5]  # full, indexed, hybrid, hybrid_sliding
+        self.assertEqual(len(keys), len(with_attention))
+        self.assertEqual(len(values), len(with_attention))
+        for j, i in enumerate(with_attention):
+            self.assertIs(keys[j], cache.layers[i].keys)
+            self.assertIs(values[j], cache.layers[i].values)
+        # the legacy properties follow get_cache_kv
+        self.assertIs(cache.key_cache[1], cache.layers[3].keys)
+
+    @_requires("LinearAttentionLayer")
+    def test_kv_of_a_cache_of_linear_layers_only_is_empty(self):
+        cache = _cache_of([_new_layer("linear", 0), _new_layer("linear", 1)])
+        self.assertEqual(get_cache_kv(cache), ([], []))
+
+    @_requires(*_ALL_NEW_LAYERS)
+    def test_flatten_dynamic_cache_is_the_pytree_flattening(self):
+        import torch.utils._pytree as pytree
+
+        cache = self._cache()
+        named, layer_types = flatten_dynamic_cache(cache)
+        with_path = pytree.tree_flatten_with_path(cache)[0]
+        self.assertEqual([n for n, _ in named], [path[-1].key for path, _ in with_path])
+        for (_, a), (_, b) in zip(named, with_path):
+            self.assertIs(a, b)
+        self.assertEqual(layer_types, get_cache_layer_types(cache))
+        self.assertEqual(
+            [n for n, _ in named][:6],
+            ["conv_state_0", "recurrent_state_0", "full_key_1", "full_value_1", "indexed_key_3"]
+            + ["indexed_value_3"],
+        )
+        self.assertIn("indexer_key_3", [n for n, _ in named])
+
+    def test_flatten_dynamic_cache_rejects_other_caches(self):
+        with self.assertRaises(TypeError) as cm:
+            flatten_dynamic_cache(make_static_cache([_kv()], 4))
+        self.assertIn("must be a DynamicCache, not StaticCache", str(cm.exception))
+
+    def test_unknown_layer_class_raises_the_serialization_error(self):
+        from onnx_diagnostic.torch_export_patches.serialization import CacheSerializationError
+
+        unknown = _updated(_UnknownLayer(), 1)
+        cache = _cache_of([_updated(compat.cache_class("DynamicLayer")(), 0), unknown])
+        for fct in (get_cache_kv, get_cache_layer_types, flatten_dynamic_cache):
+            with self.subTest(fct=fct.__name__):
+                with self.assertRaises(CacheSerializationError) as cm:
+                    fct(cache)
+                self.assertEqual(cm.exception.layer_index, 1)
+                self.assertIs(cm.exception.layer_class, _UnknownLayer)
+                self.assertIn("DynamicCache.layers[1]", str(cm.exception))
+                self.assertIn("_UnknownLayer", str(cm.exception))
+
+    def test_full_and_sliding_caches_are_unchanged(self):
+        pairs = [_kv(seed=0), _kv(seed=1)]
+        self.assertEqual(get_cache_layer_types(make_dynamic_cache(pairs)), ["full_attention"] * 2)
+        keys, _ = get_cache_kv(make_dynamic_cache(pairs))
+        self.assertIs(keys[1], pairs[1][0])
+        if HAS_SLIDING_LAYER:
+            cache = make_dynamic_cache(
+                pairs, layer_types=["sliding_attention", "full_attention"], sliding_window=4
+            )
+            self.assertEqual(get_cache_layer_types(cache), ["sliding_attention", "full_attention"])
+            named, _ = flatten_dynamic_cache(cache)
+            self.assertEqual(
+                [n for n, _ in named],
+                ["sliding_key_0", "sliding_value_0", "full_key_1", "full_value_1"],
+            )
+
+    def test_docstring_examples(self):
+        import onnx_diagnostic.cache_helpers as module_under_test
+
+        self.assertDocstringExamples(module_under_test)
 
 
 if __name__ == "__main__":

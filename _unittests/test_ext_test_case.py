@@ -356,6 +356,135 @@ class TestDecorators(ExtTestCase):
         self.assertEqual(out, "visible\n")
 
 
+# Caches holding the layer classes of transformers 5.23+, built through their public API
+# as the models do (see test_serialization.py).
+
+
+def _requires_layers(*names):
+    """Skips a test when the installed transformers lacks one of these cache_utils classes."""
+    missing = [n for n in names if compat.cache_class(n) is None]
+    return unittest.skipIf(
+        bool(missing),
+        f"transformers {compat.transformers_version()} has no {', '.join(missing)}",
+    )
+
+
+def _seeded(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _full_layer(seed=0, cls_name="DynamicLayer", **kwargs):
+    layer = compat.cache_class(cls_name)(**kwargs)
+    layer.update(_seeded(2, 4, 3, 8, seed=seed), _seeded(2, 4, 3, 8, seed=seed + 1))
+    return layer
+
+
+def _linear_layer(seed=0, kernel=None):
+    layer = compat.cache_class("LinearAttentionLayer")()
+    layer.update_conv_state(_seeded(2, 12, 4, seed=seed + 2))
+    layer.update_recurrent_state(_seeded(2, 2, 4, 4, seed=seed + 3))
+    if kernel is not None:
+        layer.conv_kernel_size[0] = kernel
+    return layer
+
+
+def _indexed_layer(seed=0):
+    layer = _full_layer(seed, "DynamicIndexedLayer")
+    layer.update_indexer(_seeded(2, 3, 6, seed=seed + 4))
+    return layer
+
+
+def _cache_of(*layers):
+    cache = compat.cache_class("DynamicCache")()
+    cache.layers = list(layers)
+    return cache
+
+
+class TestAssertEqualAnyNewCacheLayers(ExtTestCase):
+    def _qwen3_next(self, seed=0, kernel=None):
+        return _cache_of(_linear_layer(seed, kernel), _full_layer(seed + 10))
+
+    @_requires_layers("LinearAttentionLayer")
+    def test_equal_linear_caches(self):
+        self.assertEqualAny(self._qwen3_next(), self._qwen3_next())
+
+    @_requires_layers("LinearAttentionLayer")
+    def test_conv_and_recurrent_states_are_compared(self):
+        for attribute, name in (
+            ("conv_states", "conv_state_0"),
+            ("recurrent_states", "recurrent_state_0"),
+        ):
+            with self.subTest(name=name):
+                value = self._qwen3_next()
+                getattr(value.layers[0], attribute)[0].add_(1)
+                with self.assertRaises(AssertionError) as cm:
+                    self.assertEqualAny(dict(cache=self._qwen3_next()), dict(cache=value))
+                self.assertIn(f"expected['cache'].{name}: ", str(cm.exception))
+                self.assertIn("values differ", str(cm.exception))
+
+    @_requires_layers("DynamicIndexedLayer")
+    def test_indexer_keys_are_compared(self):
+        value = _cache_of(_indexed_layer())
+        value.layers[0].indexer_keys.mul_(2)
+        with self.assertRaises(AssertionError) as cm:
+            self.assertEqualAny(_cache_of(_indexed_layer()), value)
+        self.assertIn("expected.indexer_key_0: ", str(cm.exception))
+
+    @_requires_layers("LinearAttentionLayer")
+    def test_attention_keys_keep_their_layer_index(self):
+        value = self._qwen3_next()
+        value.layers[1].keys.add_(1)
+        with self.assertRaises(AssertionError) as cm:
+            self.assertEqualAny(self._qwen3_next(), value)
+        self.assertIn("expected.key_1: ", str(cm.exception))
+
+    @_requires_layers("LinearAttentionLayer")
+    def test_layer_types_are_compared(self):
+        with self.assertRaises(AssertionError) as cm:
+            self.assertEqualAny(self._qwen3_next(), _cache_of(_full_layer(), _full_layer(10)))
+        self.assertEqual(
+            str(cm.exception),
+            "expected: layer types ['linear_attention', 'full_attention'] vs "
+            "['full_attention', 'full_attention']",
+        )
+
+    @_requires_layers("LinearAttentionLayer")
+    def test_layer_settings_are_compared(self):
+        with self.assertRaises(AssertionError) as cm:
+            self.assertEqualAny(self._qwen3_next(kernel=4), self._qwen3_next(kernel=3))
+        self.assertIn("expected: flattened layers ", str(cm.exception))
+
+    @unittest.skipIf(
+        compat.cache_class("DynamicSlidingWindowLayer") is None,
+        "the installed transformers has no DynamicSlidingWindowLayer",
+    )
+    def test_sliding_windows_are_compared(self):
+        def cache(window):
+            return _cache_of(_full_layer(0, "DynamicSlidingWindowLayer", sliding_window=window))
+
+        self.assertEqualAny(cache(4), cache(4))
+        with self.assertRaises(AssertionError) as cm:
+            self.assertEqualAny(cache(4), cache(8))
+        self.assertEqual(
+            str(cm.exception),
+            "expected: flattened layers ('sliding_attention:4',) vs ('sliding_attention:8',)",
+        )
+
+    def test_unknown_layer_class_raises_the_serialization_error(self):
+        from onnx_diagnostic.torch_export_patches.serialization import CacheSerializationError
+
+        class MyLayer(compat.cache_class("DynamicLayer")):
+            pass
+
+        cache = _cache_of(_full_layer(), _full_layer(1, "DynamicLayer"))
+        cache.layers[1].__class__ = MyLayer
+        with self.assertRaises(CacheSerializationError) as cm:
+            self.assertEqualAny([cache], [cache])
+        self.assertEqual(cm.exception.layer_index, 1)
+        self.assertIs(cm.exception.layer_class, MyLayer)
+        self.assertTrue(str(cm.exception).startswith("expected[0]: DynamicCache.layers[1] "))
+
+
 class TestDocstrings(ExtTestCase):
     def test_examples_in_docstrings_run(self):
         from onnx_diagnostic import ext_test_case as module_under_test

@@ -21,6 +21,7 @@ scripts written for older versions keep running.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from .helpers.compat import is_cache
 
 __all__ = [
     "CacheInputError",
+    "flatten_dynamic_cache",
     "get_cache_kv",
     "get_cache_layer_types",
     "is_cache",
@@ -274,10 +276,118 @@ def _new_static_cache(layers: list) -> Any:
     return cache
 
 
+def _serialization() -> Any:
+    # imported here: serialization imports this module back
+    from .torch_export_patches import serialization
+
+    return serialization
+
+
+def _is_dynamic_cache(cache: Any) -> bool:
+    """DynamicCache and its subclasses (MtpCache...), flattened by the canonical functions."""
+    return isinstance(cache, _cu.DynamicCache)
+
+
+#: Group of every tensor of the canonical flattening, found from its name without the
+#: layer index and without the prefix telling the attention type (``sliding_key_3`` -> key).
+_TENSOR_GROUPS = {
+    "key": "key_cache",
+    "value": "value_cache",
+    "indexer_key": "indexer_keys",
+    "indexer_position_ids": "indexer_position_ids",
+    "conv_state": "conv_states",
+    "recurrent_state": "recurrent_states",
+}
+_SUFFIX = re.compile(r"(_\d+)+$")
+_ATTENTION_PREFIX = re.compile(r"^(full|sliding|indexed)_(?=key$|value$)")
+
+
+def _tensor_group(name: str) -> str:
+    """``key_cache`` for ``key_0`` or ``sliding_key_2``, ``conv_states`` for ``conv_state_1_0``."""
+    return _TENSOR_GROUPS[_ATTENTION_PREFIX.sub("", _SUFFIX.sub("", name))]
+
+
+def _layer_type_of_kind(kind: Any) -> str:
+    """The layer type of one entry of the flattening context (``"sliding_attention:4"``...)."""
+    return (kind if isinstance(kind, str) else kind[0]).split(":")[0]
+
+
+def flatten_dynamic_cache(cache: Any) -> tuple[list[tuple[str, torch.Tensor]], list[str]]:
+    """
+    Returns every tensor of a DynamicCache (or of a subclass such as ``MtpCache``) with its
+    name, as the canonical flattening of
+    :mod:`onnx_diagnostic.torch_export_patches.serialization` orders and names them
+    (``key_0``, ``value_0``, ``conv_state_1``, ``recurrent_state_1``, ``indexer_key_2``...),
+    and the type of every layer it keeps. Layers never updated are left out
+    (a dummy layer keeps its place but holds no tensor).
+
+    :param cache: a DynamicCache
+    :return: ``([(name, tensor), ...], [layer type, ...])``
+    :raises CacheSerializationError: for a layer class the canonical flattening
+        does not know, naming the layer
+
+    >>> import torch
+    >>> kv = (torch.zeros(1, 2, 3, 4), torch.ones(1, 2, 3, 4))
+    >>> cache = make_dynamic_cache(
+    ...     [kv, kv], layer_types=["sliding_attention", "full_attention"], sliding_window=8
+    ... )
+    >>> named, layer_types = flatten_dynamic_cache(cache)
+    >>> [name for name, _ in named]
+    ['sliding_key_0', 'sliding_value_0', 'full_key_1', 'full_value_1']
+    >>> layer_types
+    ['sliding_attention', 'full_attention']
+    """
+    if not _is_dynamic_cache(cache):
+        raise TypeError(f"cache must be a DynamicCache, not {type(cache).__name__}")
+    named, context = _canonical_flattening(cache)
+    return named, [_layer_type_of_kind(kind) for kind in context]
+
+
+def _canonical_flattening(cache: Any) -> tuple[list[tuple[str, torch.Tensor]], tuple]:
+    """Named tensors and context (one entry per layer kept) of a DynamicCache."""
+    ser = _serialization()
+    flat, context = ser._flatten_dynamic_cache(cache)
+    return list(zip(ser.flatten_cache_names(context), flat)), context
+
+
+def _error_at(err: Any, path: str) -> Any:
+    """The same CacheSerializationError, its message starting with ``path``."""
+    return type(err)(f"{path}: {err}", layer_class=err.layer_class, layer_index=err.layer_index)
+
+
+def _dynamic_cache_groups(cache: Any) -> tuple[dict[str, list[torch.Tensor]], list[str]]:
+    """The tensors of the canonical flattening by group (``key_cache``...), the layer types."""
+    named, layer_types = flatten_dynamic_cache(cache)
+    groups: dict[str, list[torch.Tensor]] = {g: [] for g in _TENSOR_GROUPS.values()}
+    for name, t in named:
+        groups[_tensor_group(name)].append(t)
+    return groups, layer_types
+
+
 def get_cache_layer_types(cache: Any) -> list[str]:
     """
-    Returns the type of every layer of a cache,
-    ``"full_attention"`` or ``"sliding_attention"``.
+    Returns the type of every layer of a cache, as transformers names them in
+    ``config.layer_types`` (``transformers.cache_utils.DYNAMIC_LAYER_TYPE_MAPPING``),
+    one per element of ``cache.layers``, never updated layers included.
+
+    For a DynamicCache, the type follows the class of the layer:
+
+    * ``"full_attention"``: ``DynamicLayer``
+    * ``"sliding_attention"``: ``DynamicSlidingWindowLayer`` (``chunked_attention`` layers too)
+    * ``"indexed_attention"``: ``DynamicIndexedLayer`` (attention keys and values, indexer keys)
+    * ``"linear_attention"``: ``LinearAttentionLayer`` (conv and recurrent states only;
+      the ``"conv"`` layers of lfm2 are the same class, they are reported as
+      ``"linear_attention"``)
+    * ``"hybrid"``: ``LinearAttentionAndFullAttentionLayer``
+    * ``"hybrid_sliding"``: ``LinearAttentionAndSlidingWindowAttentionLayer``
+    * ``"dummy"``: ``DummyLayer`` (a layer without cache: ``"moe"``, ``"mlp"``, or a layer
+      reusing the cache of another one)
+
+    Any other layer class (a model's own layer, a subclass) raises the
+    :class:`~onnx_diagnostic.torch_export_patches.serialization.CacheSerializationError`
+    the canonical flattening raises. For a StaticCache, a layer is ``"sliding_attention"``
+    if it is a sliding window layer, ``"full_attention"`` otherwise.
+    An ``EncoderDecoderCache`` has no layers of its own, the result is empty.
 
     >>> import torch
     >>> kv = (torch.rand(1, 2, 3, 4), torch.rand(1, 2, 3, 4))
@@ -287,18 +397,38 @@ def get_cache_layer_types(cache: Any) -> list[str]:
     >>> get_cache_layer_types(cache)
     ['sliding_attention', 'full_attention']
     """
+    layers = getattr(cache, "layers", [])
+    if not _is_dynamic_cache(cache):
+        return [
+            SLIDING_ATTENTION if getattr(layer, "is_sliding", False) else FULL_ATTENTION
+            for layer in layers
+        ]
+    ser = _serialization()
+    known = ser._known_layer_classes()
     out = []
-    for layer in getattr(cache, "layers", []):
-        out.append(SLIDING_ATTENTION if getattr(layer, "is_sliding", False) else FULL_ATTENTION)
+    for index, layer in enumerate(layers):
+        layer_type = known.get(type(layer), None)
+        if layer_type is None:
+            raise ser._unknown_layer_error(cache, index, layer)
+        out.append(layer_type)
     return out
 
 
 def get_cache_kv(cache: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """
-    Returns the lists of keys and values of any cache, on every supported version.
-    For an :class:`EncoderDecoderCache`, it returns those of the self-attention cache
+    Returns the lists of the attention keys and values of any cache, on every supported
+    version. For an :class:`EncoderDecoderCache`, it returns those of the self-attention cache
     followed by those of the cross-attention cache.
-    Uninitialized layers are skipped.
+
+    Only attention keys and values are returned, one pair per layer holding some
+    (full, sliding, indexed and hybrid layers): layers never updated, linear attention layers
+    (conv and recurrent states), dummy layers are skipped, and so are the conv and recurrent
+    states of hybrid layers and the indexer keys of indexed layers. ``keys[j]`` is then the
+    j-th layer holding keys, not always ``cache.layers[j]``
+    (see :func:`get_cache_layer_types`). Every tensor of a DynamicCache, with its name,
+    comes from :func:`flatten_dynamic_cache` (or :func:`torch.utils._pytree.tree_flatten`).
+    A DynamicCache holding a layer class the canonical flattening does not know raises
+    :class:`~onnx_diagnostic.torch_export_patches.serialization.CacheSerializationError`.
 
     >>> import torch
     >>> keys, values = get_cache_kv(make_dynamic_cache([]))
@@ -311,6 +441,9 @@ def get_cache_kv(cache: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         return k1 + k2, v1 + v2
     if not isinstance(cache, _cu.Cache):
         raise TypeError(f"cache must be a transformers Cache, not {type(cache).__name__}")
+    if _is_dynamic_cache(cache):
+        groups, _ = _dynamic_cache_groups(cache)
+        return groups["key_cache"], groups["value_cache"]
     keys, values = [], []
     for layer in cache.layers:
         if getattr(layer, "is_initialized", True) and getattr(layer, "keys", None) is not None:

@@ -27,6 +27,7 @@ import torch
 
 from .helpers import compat
 from .helpers.helper import (
+    _is_dynamic_cache,
     _is_encoder_decoder_cache,
     _numpy_elem_type,
     _to_torch,
@@ -362,6 +363,12 @@ class ExtTestCase(unittest.TestCase):
         containers and tensors within tolerance (see :meth:`assertEqualArray`).
         The error names the place where they differ,
         e.g. ``expected[1]['past_key_values'].key_0: shape (2, 4, 3, 7) vs (3, 4, 4, 8)``.
+        Two DynamicCache must have the same layer types
+        (:func:`onnx_diagnostic.cache_helpers.get_cache_layer_types`), the same settings
+        (sliding windows, conv kernel sizes, which states are set) and every tensor of their
+        canonical flattening equal, named as it names them (``expected.conv_state_0``,
+        ``expected.indexer_key_1``...); a layer class it does not know raises its
+        ``CacheSerializationError``.
 
         >>> import torch
         >>> ExtTestCase().assertEqualAny(dict(a=[torch.zeros(2)]), dict(a=[torch.ones(2)]))
@@ -486,7 +493,13 @@ def _any_mismatch(expected: Any, value: Any, path: str, atol: float, rtol: float
 
 
 def _cache_mismatch(expected: Any, value: Any, path: str, atol: float, rtol: float) -> str | None:
-    from .cache_helpers import get_cache_kv, get_cache_layer_types
+    from .cache_helpers import (
+        _canonical_flattening,
+        _error_at,
+        get_cache_kv,
+        get_cache_layer_types,
+    )
+    from .torch_export_patches.serialization import CacheSerializationError
 
     if type(expected) is not type(value):
         return _type_mismatch(expected, value, path)
@@ -495,6 +508,26 @@ def _cache_mismatch(expected: Any, value: Any, path: str, atol: float, rtol: flo
             err = _any_mismatch(
                 getattr(expected, name), getattr(value, name), f"{path}.{name}", atol, rtol
             )
+            if err:
+                return err
+        return None
+    if _is_dynamic_cache(expected):
+        # every layer, every tensor: the canonical flattening (conv and recurrent states,
+        # indexer keys...), a layer class it does not know raises CacheSerializationError
+        try:
+            te, tv = get_cache_layer_types(expected), get_cache_layer_types(value)
+        except CacheSerializationError as e:
+            raise _error_at(e, path) from e
+        if len(te) != len(tv):
+            return f"{path}: {len(te)} layers vs {len(tv)}"
+        if te != tv:
+            return f"{path}: layer types {te} vs {tv}"
+        (ne, ce), (nv, cv) = _canonical_flattening(expected), _canonical_flattening(value)
+        if ce != cv:
+            # same types, other settings: sliding window, conv kernel size, a state set or not
+            return f"{path}: flattened layers {ce} vs {cv}"
+        for (name, a), (_, b) in zip(ne, nv):
+            err = _any_mismatch(a, b, f"{path}.{name}", atol, rtol)
             if err:
                 return err
         return None

@@ -256,12 +256,38 @@ def _fmt_class_name(obj: Any, with_shape: bool, with_min_max: bool) -> str:
     return type(obj).__name__
 
 
+def _fmt_dynamic_cache(obj: Any, with_shape: bool, with_min_max: bool) -> str:
+    """A DynamicCache (or a subclass) through the canonical flattening."""
+    from ..cache_helpers import _dynamic_cache_groups
+    from ..torch_export_patches.serialization import CacheSerializationError
+
+    name = type(obj).__name__
+    try:
+        groups, layer_types = _dynamic_cache_groups(obj)
+    except CacheSerializationError as e:
+        # string_type never fails: the description says which layer cannot be read
+        cls = e.layer_class.__name__ if e.layer_class is not None else "?"
+        return f"{name}(unsupported layers[{e.layer_index}]:{cls})"
+    fields = [
+        f"{field}={_fmt_list(tensors, with_shape, with_min_max)}"
+        for field, tensors in groups.items()
+        if tensors or field in ("key_cache", "value_cache")
+    ]
+    # short names: full, sliding, indexed, linear, hybrid, hybrid_sliding, dummy
+    kinds = [t.replace("_attention", "") for t in layer_types]
+    if any(k != "full" for k in kinds):
+        fields.append(f"layers=[{','.join(kinds)}]")
+    return f"{name}({', '.join(fields)})"
+
+
 def _fmt_cache(obj: Any, with_shape: bool, with_min_max: bool) -> str:
     name = type(obj).__name__
     if hasattr(obj, "self_attention_cache") and hasattr(obj, "cross_attention_cache"):
         sa = _string_type(obj.self_attention_cache, with_shape, with_min_max)
         ca = _string_type(obj.cross_attention_cache, with_shape, with_min_max)
         return f"{name}(self_attention_cache={sa}, cross_attention_cache={ca})"
+    if _is_dynamic_cache(obj):
+        return _fmt_dynamic_cache(obj, with_shape, with_min_max)
     layers = getattr(obj, "layers", None)
     if layers is None:
         # Caches which are not made of layers (older MambaCache...): only the class name.
@@ -390,7 +416,18 @@ def string_type(obj: Any, with_shape: bool = False, with_min_max: bool = False) 
       the same for StaticCache and other subclasses of ``Cache`` with their class name,
       ``, layers=[sliding,full]`` is added before the closing parenthesis
       when a layer is a sliding window layer,
-      ``EncoderDecoderCache(self_attention_cache=..., cross_attention_cache=...)``
+      ``EncoderDecoderCache(self_attention_cache=..., cross_attention_cache=...)``.
+      A DynamicCache is read through its canonical flattening
+      (:mod:`onnx_diagnostic.torch_export_patches.serialization`): ``key_cache`` and
+      ``value_cache`` hold the attention keys and values, the other tensors follow when
+      there are some, ``indexer_keys=#1[...]``, ``indexer_position_ids=#1[...]``,
+      ``conv_states=#2[...]``, ``recurrent_states=#2[...]``, and ``layers=[...]`` gives the
+      type of every layer as soon as one is not a full attention layer
+      (``full``, ``sliding``, ``indexed``, ``linear``, ``hybrid``, ``hybrid_sliding``,
+      ``dummy``): ``DynamicCache(key_cache=#1[T1r4], value_cache=#1[T1r4],
+      conv_states=#1[T1r3], recurrent_states=#1[T1r4], layers=[linear,full])``;
+      a layer class this flattening does not know gives
+      ``DynamicCache(unsupported layers[1]:MyLayer)``
     * ``ModelOutput``: class name and the fields which are not None:
       ``CausalLMOutputWithPast(logits:T1s2x3x32000,past_key_values:DynamicCache(...))``
     * anything else (``torch.nn.Module`` included): its class name
@@ -419,14 +456,31 @@ def _is_encoder_decoder_cache(obj: Any) -> bool:
     return hasattr(obj, "self_attention_cache") and hasattr(obj, "cross_attention_cache")
 
 
+def _is_dynamic_cache(obj: Any) -> bool:
+    # without importing transformers: a cache exists only if cache_utils was loaded
+    mod = compat.loaded_cache_module()
+    return mod is not None and isinstance(obj, mod.DynamicCache)
+
+
 def _cache_named_tensors(cache: Any, path: str) -> list[tuple[str, Any]]:
-    """``[(path.key_0, k0), (path.value_0, v0), ...]``, the canonical order."""
-    from ..cache_helpers import get_cache_kv
+    """
+    ``[(path.key_0, k0), (path.value_0, v0), ...]``, the canonical order: a DynamicCache
+    as its pytree flattening names and orders its tensors (``conv_state_1``...).
+    """
+    from ..cache_helpers import _error_at, flatten_dynamic_cache, get_cache_kv
 
     if _is_encoder_decoder_cache(cache):
         return _cache_named_tensors(
             cache.self_attention_cache, f"{path}.self_attention_cache"
         ) + _cache_named_tensors(cache.cross_attention_cache, f"{path}.cross_attention_cache")
+    if _is_dynamic_cache(cache):
+        from ..torch_export_patches.serialization import CacheSerializationError
+
+        try:
+            named, _ = flatten_dynamic_cache(cache)
+        except CacheSerializationError as e:
+            raise _error_at(e, path) from e
+        return [(f"{path}.{name}", t) for name, t in named]
     keys, values = get_cache_kv(cache)
     out = []
     for i, (k, v) in enumerate(zip(keys, values)):
@@ -473,6 +527,10 @@ def flatten_object(obj: Any) -> list[Any]:
     ``EncoderDecoderCache`` as its self attention cache followed by its cross attention
     cache), a ``ModelOutput`` as its fields which are not None. ``None`` is skipped,
     python numbers become 0-d tensors, numpy arrays are kept as they are.
+    A DynamicCache gives every tensor of its pytree flattening in the same order
+    (:func:`onnx_diagnostic.cache_helpers.flatten_dynamic_cache`): conv and recurrent
+    states of linear attention layers, indexer keys... included; a layer class this
+    flattening does not know raises ``CacheSerializationError`` (a ``TypeError``).
 
     :param obj: nested structure
     :return: list of tensors (or numpy arrays)
@@ -705,7 +763,10 @@ def max_diff(
     When ``got`` is a flat list (the outputs of ONNX Runtime) and ``expected`` is nested,
     ``got`` is compared to ``flatten_object(expected)``. Every tensor is compared in float64
     (complex128 for complex tensors), so dtypes may differ, booleans and integers are
-    compared as numbers.
+    compared as numbers. Two DynamicCache are compared on every tensor of their canonical
+    flattening, the paths use its names (``expected.conv_state_0``,
+    ``expected.sliding_key_1``...); a layer class it does not know gives an ``error``
+    naming the layer.
 
     :param expected: expected values
     :param got: values to check

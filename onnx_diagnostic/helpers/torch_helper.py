@@ -22,18 +22,51 @@ import numpy as np
 import torch
 
 from . import compat
-from .helper import _is_encoder_decoder_cache
+from .helper import _is_dynamic_cache, _is_encoder_decoder_cache
 
 __all__ = ["dummy_llm", "get_weight_type", "to_any", "torch_deepcopy"]
 
 
-def _is_dynamic_cache(cache: Any) -> bool:
-    cls = compat.cache_class("DynamicCache")
-    return cls is not None and isinstance(cache, cls)
+def _keep(obj: Any) -> Any:
+    return obj
+
+
+def _map_dynamic_layers(cache: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> list:
+    """
+    New layers of a DynamicCache, each one rebuilt by the canonical flattening
+    (:mod:`onnx_diagnostic.torch_export_patches.serialization`) from ``fn`` applied to its
+    tensors: same classes, same states (conv and recurrent states, indexer keys...).
+    Layers are taken one by one because the flattening leaves out the layers never updated
+    (a cache made with ``DynamicCache(config=...)`` before the first forward): a copy keeps
+    them in place, as deep copies, they hold no tensor of state.
+    """
+    from ..cache_helpers import _new_dynamic_cache
+    from ..torch_export_patches import serialization as ser
+
+    layers = []
+    for index, layer in enumerate(cache.layers):
+        try:
+            flat, context = ser._flatten_dynamic_cache(_new_dynamic_cache([layer]))
+        except ser.CacheSerializationError:
+            # the same error, naming the layer in the cache it belongs to
+            raise ser._unknown_layer_error(cache, index, layer) from None
+        if not context:
+            # never updated, or a DummyLayer: nothing to map
+            layers.append(copy.deepcopy(layer))
+            continue
+        rebuilt = ser._unflatten_dynamic_cache([fn(t) for t in flat], context)
+        layers.append(rebuilt.layers[0])
+    return layers
 
 
 def _map_cache(cache: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """Builds a new cache of the same class whose tensors are ``fn(tensor)``."""
+    """
+    Builds a new cache of the same class whose tensors are ``fn(tensor)``.
+    A DynamicCache (or a subclass) keeps its layer classes and every state they hold,
+    see :func:`_map_dynamic_layers`; a layer class the canonical flattening does not know
+    raises its :class:`CacheSerializationError`. The other attributes of the cache
+    (those of a subclass included) are carried over, their tensors mapped.
+    """
     from .. import cache_helpers
 
     if _is_encoder_decoder_cache(cache):
@@ -41,26 +74,12 @@ def _map_cache(cache: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
             _map_cache(cache.self_attention_cache, fn), _map_cache(cache.cross_attention_cache, fn)
         )
     if _is_dynamic_cache(cache):
-        keys, values = cache_helpers.get_cache_kv(cache)
-        layer_types = cache_helpers.get_cache_layer_types(cache)
-        windows = [
-            layer.sliding_window
-            for layer in cache.layers
-            if getattr(layer, "is_sliding", False) and getattr(layer, "keys", None) is not None
-        ]
-        layer_types = [
-            t
-            for t, layer in zip(layer_types, cache.layers)
-            if getattr(layer, "is_initialized", True) and getattr(layer, "keys", None) is not None
-        ]
-        new_cache = cache_helpers.make_dynamic_cache(
-            [(fn(k), fn(v)) for k, v in zip(keys, values)],
-            layer_types=layer_types,
-            sliding_window=int(windows[0]) if windows else None,
-        )
-        if type(new_cache) is not type(cache):
-            # a subclass of DynamicCache: same layout
-            new_cache.__class__ = type(cache)
+        layers = _map_dynamic_layers(cache, fn)
+        new_cache = copy.copy(cache)
+        for name, value in vars(cache).items():
+            if name != "layers":
+                setattr(new_cache, name, _map_tensors(value, fn, _keep))
+        new_cache.layers = layers
         return new_cache
     if not hasattr(cache, "layers"):
         raise TypeError(f"cannot rebuild a cache of type {type(cache).__name__}, it has no layers")
@@ -137,6 +156,7 @@ def to_any(obj: Any, dtype_or_device: torch.dtype | torch.device | str) -> Any:
     is given (token ids and masks keep their type). The containers and caches are new
     objects, the given structure is left unchanged; a ``torch.nn.Module`` is moved with
     its method ``to`` (in place, as torch does); other objects are returned as they are.
+    Caches are rebuilt as :func:`torch_deepcopy` rebuilds them, every state converted.
 
     :param obj: nested structure
     :param dtype_or_device: ``torch.float16``, ``"float16"``, ``"cpu"``, ``torch.device("cuda")``...
@@ -186,7 +206,12 @@ def torch_deepcopy(obj: Any) -> Any:
     Deep copy of a nested structure which also works for transformers caches (on every
     supported version), ``ModelOutput`` and tensors which are not leaves of the autograd
     graph: tensors are cloned (detached, ``requires_grad`` kept), numpy arrays copied,
-    other objects go through :func:`copy.deepcopy`.
+    other objects go through :func:`copy.deepcopy`. A DynamicCache keeps the class of
+    every layer and every state they hold (conv and recurrent states of linear attention
+    layers, indexer keys, dummy layers and layers never updated in place): each layer goes
+    through the canonical flattening of
+    :mod:`onnx_diagnostic.torch_export_patches.serialization`, a layer class it does not
+    know raises its ``CacheSerializationError``.
 
     :param obj: nested structure
     :return: the copy
