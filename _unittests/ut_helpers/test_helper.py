@@ -677,5 +677,205 @@ class TestDocstrings(ExtTestCase):
         self.assertDocstringExamples(module_under_test)
 
 
+# Caches holding the layer classes of transformers 5.23+ (DynamicIndexedLayer,
+# LinearAttention*Layer, DummyLayer), built through their public API as the models do
+# (see test_serialization.py).
+
+
+def _cache_class(name):
+    from onnx_diagnostic.helpers import compat
+
+    return compat.cache_class(name)
+
+
+def _requires_layers(*names):
+    """Skips a test when the installed transformers lacks one of these cache_utils classes."""
+    from onnx_diagnostic.helpers import compat
+
+    missing = [n for n in names if compat.cache_class(n) is None]
+    return unittest.skipIf(
+        bool(missing),
+        f"transformers {compat.transformers_version()} has no {', '.join(missing)}",
+    )
+
+
+def _filled(cls_name, seed=0, states=0, recurrent=True, **kwargs):
+    """A layer holding keys and values (unless states only), ``states`` conv/recurrent states."""
+    layer = _cache_class(cls_name)(**kwargs)
+    g = torch.Generator().manual_seed(seed)
+    if cls_name != "LinearAttentionLayer":
+        layer.update(torch.randn(1, 2, 3, 4, generator=g), torch.randn(1, 2, 3, 4, generator=g))
+    for s in range(states):
+        layer.update_conv_state(torch.randn(1, 6, 4, generator=g), state_idx=s)
+        if recurrent:
+            layer.update_recurrent_state(torch.randn(1, 2, 4, 4, generator=g), state_idx=s)
+    return layer
+
+
+def _layers_cache(*layers):
+    cache = _cache_class("DynamicCache")()
+    cache.layers = list(layers)
+    return cache
+
+
+def _qwen3_next_cache(seed=0):
+    return _layers_cache(
+        _filled("LinearAttentionLayer", seed, states=1),
+        _filled("LinearAttentionLayer", seed + 1, states=1),
+        _filled("DynamicLayer", seed + 2),
+    )
+
+
+class TestStringTypeNewCacheLayers(ExtTestCase):
+    @_requires_layers("LinearAttentionLayer")
+    def test_linear_attention_layers(self):
+        self.assertEqual(
+            string_type(_qwen3_next_cache(), with_shape=True),
+            "DynamicCache(key_cache=#1[T1s1x2x3x4], value_cache=#1[T1s1x2x3x4], "
+            "conv_states=#2[T1s1x6x4,T1s1x6x4], recurrent_states=#2[T1s1x2x4x4,T1s1x2x4x4], "
+            "layers=[linear,linear,full])",
+        )
+
+    @_requires_layers("LinearAttentionLayer")
+    def test_conv_layers_without_recurrent_states(self):
+        cache = _layers_cache(
+            _filled("LinearAttentionLayer", states=1, recurrent=False), _filled("DynamicLayer")
+        )
+        self.assertEqual(
+            string_type(cache),
+            "DynamicCache(key_cache=#1[T1r4], value_cache=#1[T1r4], conv_states=#1[T1r3], "
+            "layers=[linear,full])",
+        )
+
+    @_requires_layers("DynamicIndexedLayer")
+    def test_indexed_layers(self):
+        layer = _filled("DynamicIndexedLayer")
+        layer.update_indexer(torch.zeros(1, 3, 5))
+        layer.indexer_position_ids = torch.arange(3).expand(3, 1, 3).clone()
+        cache = _layers_cache(layer, _filled("DynamicIndexedLayer", 1))
+        self.assertEqual(
+            string_type(cache, with_shape=True),
+            "DynamicCache(key_cache=#2[T1s1x2x3x4,T1s1x2x3x4], "
+            "value_cache=#2[T1s1x2x3x4,T1s1x2x3x4], indexer_keys=#1[T1s1x3x5], "
+            "indexer_position_ids=#1[T7s3x1x3], layers=[indexed,indexed])",
+        )
+
+    @_requires_layers(
+        "LinearAttentionAndFullAttentionLayer",
+        "LinearAttentionAndSlidingWindowAttentionLayer",
+        "DummyLayer",
+    )
+    def test_hybrid_and_dummy_layers(self):
+        cache = _layers_cache(
+            _filled("LinearAttentionAndSlidingWindowAttentionLayer", states=1, sliding_window=8),
+            _cache_class("DummyLayer")(),
+            _filled("LinearAttentionAndFullAttentionLayer", 1, states=1, recurrent=False),
+        )
+        self.assertEqual(
+            string_type(cache),
+            "DynamicCache(key_cache=#2[T1r4,T1r4], value_cache=#2[T1r4,T1r4], "
+            "conv_states=#2[T1r3,T1r3], recurrent_states=#1[T1r4], "
+            "layers=[hybrid_sliding,dummy,hybrid])",
+        )
+
+    @_requires_layers("LinearAttentionLayer")
+    def test_with_min_max(self):
+        cache = _layers_cache(_filled("LinearAttentionLayer", states=1, recurrent=False))
+        cache.layers[0].conv_states[0] = torch.ones(1, 2, 2)
+        self.assertEqual(
+            string_type(cache, with_shape=True, with_min_max=True),
+            "DynamicCache(key_cache=#0[], value_cache=#0[], "
+            "conv_states=#1[T1s1x2x2[1.0,1.0:A1.0]], layers=[linear])",
+        )
+
+    def test_full_layers_are_printed_as_before(self):
+        cache = _layers_cache(_filled("DynamicLayer"), _filled("DynamicLayer", 1))
+        self.assertEqual(
+            string_type(cache),
+            "DynamicCache(key_cache=#2[T1r4,T1r4], value_cache=#2[T1r4,T1r4])",
+        )
+        # a layer never updated holds nothing
+        cache.layers.append(_cache_class("DynamicLayer")())
+        self.assertEqual(
+            string_type(cache),
+            "DynamicCache(key_cache=#2[T1r4,T1r4], value_cache=#2[T1r4,T1r4])",
+        )
+
+    def test_unknown_layer_class_is_named(self):
+        class MyLayer(_cache_class("DynamicLayer")):
+            pass
+
+        cache = _layers_cache(_filled("DynamicLayer"), _filled("DynamicLayer", 1))
+        cache.layers[1].__class__ = MyLayer
+        self.assertEqual(string_type(cache), "DynamicCache(unsupported layers[1]:MyLayer)")
+        self.assertEqual(
+            string_type(dict(cache=cache)),
+            "dict(cache:DynamicCache(unsupported layers[1]:MyLayer))",
+        )
+
+
+class TestMaxDiffNewCacheLayers(ExtTestCase):
+    @_requires_layers("LinearAttentionLayer")
+    def test_every_state_is_compared(self):
+        expected, got = _qwen3_next_cache(), _qwen3_next_cache()
+        d = max_diff(expected, got)
+        self.assertEqual(d["abs"], 0)
+        # 2 conv states (24), 2 recurrent states (32), keys and values (24)
+        self.assertEqual(d["n"], 2 * 24 + 2 * 32 + 2 * 24)
+        got.layers[1].recurrent_states[0][0, 1, 2, 3] += 0.5
+        d = max_diff(expected, got)
+        self.assertAlmostEqual(d["abs"], 0.5, atol=1e-6)
+        self.assertEqual(d["where"], "expected.recurrent_state_1")
+        self.assertEqual(d["argm"], (0, 1, 2, 3))
+
+    @_requires_layers("LinearAttentionLayer")
+    def test_paths_inside_model_outputs(self):
+        expected = CausalLMOutputWithPast(logits=torch.zeros(2), **{OUT: _qwen3_next_cache()})
+        cache = _qwen3_next_cache()
+        cache.layers[0].conv_states[0][0, 0, 0] -= 2
+        got = CausalLMOutputWithPast(logits=torch.zeros(2), **{OUT: cache})
+        d = max_diff(expected, got)
+        self.assertAlmostEqual(d["abs"], 2, atol=1e-6)
+        self.assertEqual(d["where"], f"expected.{OUT}.conv_state_0")
+
+    @_requires_layers("LinearAttentionLayer")
+    def test_flat_outputs_follow_the_pytree_order(self):
+        cache = _qwen3_next_cache()
+        flat = flatten_object(cache)
+        leaves = torch.utils._pytree.tree_leaves(cache)
+        self.assertEqual(len(flat), len(leaves))
+        for a, b in zip(flat, leaves):
+            self.assertIs(a, b)
+        got = [t.numpy().copy() for t in flat]
+        got[4][0, 0, 0, 0] += 1  # key_2, after the states of the two linear layers
+        d = max_diff(cache, got)
+        self.assertAlmostEqual(d["abs"], 1, atol=1e-6)
+        self.assertEqual(d["where"], "expected.key_2")
+        d = max_diff(cache, got[:-1])
+        self.assertIn("6 tensors vs 5 once flattened", d["error"])
+
+    @_requires_layers("DynamicIndexedLayer")
+    def test_indexer_keys_are_compared(self):
+        def cache(value):
+            layer = _filled("DynamicIndexedLayer")
+            layer.update_indexer(torch.full((1, 3, 5), value))
+            return _layers_cache(layer)
+
+        d = max_diff(cache(1.0), cache(1.25))
+        self.assertAlmostEqual(d["abs"], 0.25, atol=1e-6)
+        self.assertEqual(d["where"], "expected.indexer_key_0")
+
+    def test_unknown_layer_class_gives_an_error_naming_it(self):
+        class MyLayer(_cache_class("DynamicLayer")):
+            pass
+
+        cache = _layers_cache(_filled("DynamicLayer"), _filled("DynamicLayer", 1))
+        cache.layers[1].__class__ = MyLayer
+        d = max_diff([cache], [cache])
+        self.assertEqual(d["abs"], math.inf)
+        self.assertTrue(d["error"].startswith("expected[0]: DynamicCache.layers[1] is a "))
+        self.assertIn("MyLayer", d["error"])
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

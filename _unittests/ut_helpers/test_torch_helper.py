@@ -355,5 +355,232 @@ class TestDocstrings(ExtTestCase):
         self.assertDocstringExamples(module_under_test)
 
 
+# Caches holding the layer classes of transformers 5.23+ (DynamicIndexedLayer,
+# LinearAttention*Layer, DummyLayer), built through their public API as the models do
+# (see test_serialization.py).
+
+
+def _requires_layers(*names):
+    """Skips a test when the installed transformers lacks one of these cache_utils classes."""
+    from onnx_diagnostic.helpers import compat
+
+    missing = [n for n in names if compat.cache_class(n) is None]
+    return unittest.skipIf(
+        bool(missing),
+        f"transformers {compat.transformers_version()} has no {', '.join(missing)}",
+    )
+
+
+def _seeded(*shape, seed=0, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+def _layer_of(kind, seed=0):
+    """A filled layer: full, indexed (with positions), linear, conv, hybrid, hybrid_sliding."""
+    from onnx_diagnostic.helpers import compat
+
+    names = {
+        "full": "DynamicLayer",
+        "indexed": "DynamicIndexedLayer",
+        "linear": "LinearAttentionLayer",
+        "conv": "LinearAttentionLayer",
+        "hybrid": "LinearAttentionAndFullAttentionLayer",
+        "hybrid_sliding": "LinearAttentionAndSlidingWindowAttentionLayer",
+        "dummy": "DummyLayer",
+    }
+    cls = compat.cache_class(names[kind])
+    layer = cls(sliding_window=8, number_of_states=2) if kind == "hybrid_sliding" else cls()
+    if kind in ("full", "indexed", "hybrid", "hybrid_sliding"):
+        layer.update(_seeded(2, 4, 3, 8, seed=seed), _seeded(2, 4, 3, 8, seed=seed + 1))
+    if kind == "indexed":
+        layer.update_indexer(_seeded(2, 3, 6, seed=seed + 2))
+        layer.indexer_position_ids = torch.arange(3).expand(3, 2, 3).clone()
+    if kind in ("linear", "conv", "hybrid", "hybrid_sliding"):
+        for s in range(layer.number_of_states):
+            layer.update_conv_state(_seeded(2, 12, 4, seed=seed + 3 + s), state_idx=s)
+            if kind != "conv":
+                layer.update_recurrent_state(_seeded(2, 2, 4, 4, seed=seed + 5 + s), state_idx=s)
+    return layer
+
+
+def _dynamic_cache_of(layers, cls=None):
+    from onnx_diagnostic.helpers import compat
+
+    cache = (cls or compat.cache_class("DynamicCache"))()
+    cache.layers = list(layers)
+    return cache
+
+
+#: kind -> (layer classes it needs, the layers of the cache)
+_NEW_LAYER_CACHES = {
+    "linear": (("LinearAttentionLayer",), ["linear", "full", "linear"]),  # qwen3_next
+    "conv": (("LinearAttentionLayer",), ["conv", "full"]),  # lfm2
+    "indexed": (("DynamicIndexedLayer",), ["indexed", "indexed"]),  # glm_moe_dsa, qwen4_exp
+    "hybrid": (("LinearAttentionAndFullAttentionLayer",), ["hybrid", "linear"]),  # zamba2
+    "hybrid_sliding": (
+        ("LinearAttentionAndSlidingWindowAttentionLayer",),
+        ["hybrid_sliding", "full"],
+    ),  # inkling
+    "dummy": (("DummyLayer", "LinearAttentionLayer"), ["linear", "dummy", "full", "dummy"]),
+}
+
+
+def _new_layer_cache(kind, seed=0):
+    return _dynamic_cache_of(
+        _layer_of(k, seed=seed + 10 * i) for i, k in enumerate(_NEW_LAYER_CACHES[kind][1])
+    )
+
+
+def _available_kinds():
+    from onnx_diagnostic.helpers import compat
+
+    return [
+        kind
+        for kind, (needed, _) in _NEW_LAYER_CACHES.items()
+        if all(compat.cache_class(n) is not None for n in needed)
+    ]
+
+
+class TestNewLayerClassesDeepcopyAndToAny(ExtTestCase):
+    def _leaves(self, cache):
+        return torch.utils._pytree.tree_leaves(cache)
+
+    @_requires_layers("LinearAttentionLayer")
+    def test_deepcopy_keeps_every_layer_and_state(self):
+        for kind in _available_kinds():
+            with self.subTest(kind=kind):
+                cache = _new_layer_cache(kind)
+                res = torch_deepcopy(cache)
+                self.assertIs(type(res), type(cache))
+                self.assertEqual([type(la) for la in res.layers], [type(la) for la in cache.layers])
+                self.assertEqualAny(cache, res)
+                leaves, copies = self._leaves(cache), self._leaves(res)
+                self.assertEqual(len(leaves), len(copies))
+                for a, b in zip(leaves, copies):
+                    self.assertIsNot(a, b)
+                    self.assertEqualArray(a, b)
+
+    @_requires_layers("LinearAttentionLayer")
+    def test_deepcopy_of_a_qwen3_next_cache_is_independent(self):
+        cache = _new_layer_cache("linear")
+        keep = cache.layers[0].conv_states[0].clone()
+        res = torch_deepcopy(cache)
+        res.layers[0].conv_states[0].add_(1)
+        res.update_conv_state(torch.zeros_like(keep), 2)
+        self.assertEqualArray(cache.layers[0].conv_states[0], keep)
+        self.assertIsNot(res.layers[0].conv_states, cache.layers[0].conv_states)
+        self.assertTrue(res.has_previous_state(0))
+        self.assertIsNotNone(res.get_recurrent_state(0))
+
+    @_requires_layers("LinearAttentionAndSlidingWindowAttentionLayer")
+    def test_deepcopy_keeps_the_window_and_the_number_of_states(self):
+        cache = _new_layer_cache("hybrid_sliding")
+        res = torch_deepcopy(cache)
+        self.assertEqual(res.layers[0].sliding_window, 8)
+        self.assertEqual(res.layers[0].number_of_states, 2)
+        self.assertIsNot(res.layers[0].conv_states, cache.layers[0].conv_states)
+
+    @_requires_layers("LinearAttentionLayer")
+    def test_to_any_converts_every_floating_state(self):
+        for kind in _available_kinds():
+            with self.subTest(kind=kind):
+                cache = _new_layer_cache(kind)
+                res = to_any(cache, torch.float16)
+                self.assertEqual([type(la) for la in res.layers], [type(la) for la in cache.layers])
+                leaves, converted = self._leaves(cache), self._leaves(res)
+                self.assertEqual(len(leaves), len(converted))
+                for a, b in zip(leaves, converted):
+                    expected = torch.float16 if a.is_floating_point() else a.dtype
+                    self.assertEqual(b.dtype, expected)
+                    self.assertEqualArray(a.to(expected), b)
+                # the given cache is left unchanged
+                self.assertEqual(
+                    [t.dtype for t in self._leaves(cache)],
+                    [t.dtype for t in self._leaves(_new_layer_cache(kind))],
+                )
+
+    @_requires_layers("DynamicIndexedLayer")
+    def test_to_any_keeps_integer_indexer_positions(self):
+        res = to_any(_new_layer_cache("indexed"), torch.bfloat16)
+        self.assertEqual(res.layers[0].indexer_position_ids.dtype, torch.int64)
+        self.assertEqual(res.layers[0].indexer_keys.dtype, torch.bfloat16)
+        self.assertEqual(res.layers[0].keys.dtype, torch.bfloat16)
+
+    @_requires_layers("LinearAttentionLayer")
+    def test_layers_never_updated_keep_their_place(self):
+        from onnx_diagnostic.helpers import compat
+
+        linear_cls = compat.cache_class("LinearAttentionLayer")
+        cache = _dynamic_cache_of(
+            [_layer_of("full"), linear_cls(), compat.cache_class("DynamicLayer")()]
+        )
+        cache.layer_class_to_replicate = None  # as DynamicCache(config=...) does
+        res = torch_deepcopy(cache)
+        self.assertEqual([type(la) for la in res.layers], [type(la) for la in cache.layers])
+        self.assertEqual([la.is_initialized for la in res.layers[::2]], [True, False])
+        self.assertIsNone(res.layer_class_to_replicate)
+        self.assertIsNot(res.layers[1], cache.layers[1])
+        self.assertEqualAny(cache, res)
+
+    @_requires_layers("DummyLayer", "LinearAttentionLayer")
+    def test_dummy_layers_keep_their_place(self):
+        cache = _new_layer_cache("dummy")
+        res = to_any(cache, torch.float64)
+        self.assertEqual(
+            [type(la).__name__ for la in res.layers],
+            ["LinearAttentionLayer", "DummyLayer", "DynamicLayer", "DummyLayer"],
+        )
+        self.assertEqual(res.layers[2].keys.dtype, torch.float64)
+
+    def test_attributes_of_a_cache_subclass_are_carried(self):
+        from onnx_diagnostic.helpers import compat
+
+        class MyCache(compat.cache_class("DynamicCache")):
+            """Keeps more state, as MiniMaxCache (linear_cache) or DFlashCache (an int)."""
+
+        cache = make_dynamic_cache([_pair(1, 2, 3, 4)])
+        cache.__class__ = MyCache
+        cache.extra = [torch.rand(2, 3), 5]
+        res = to_any(cache, torch.float16)
+        self.assertIs(type(res), MyCache)
+        self.assertEqual(res.extra[0].dtype, torch.float16)
+        self.assertEqual(res.extra[1], 5)
+        self.assertEqual(res.layers[0].keys.dtype, torch.float16)
+        copied = torch_deepcopy(cache)
+        self.assertIsNot(copied.extra, cache.extra)
+        self.assertIsNot(copied.extra[0], cache.extra[0])
+        self.assertEqualArray(copied.extra[0], cache.extra[0])
+
+    def test_unknown_layer_class_raises_the_serialization_error(self):
+        from onnx_diagnostic.helpers import compat
+        from onnx_diagnostic.torch_export_patches.serialization import CacheSerializationError
+
+        class MyLayer(compat.cache_class("DynamicLayer")):
+            pass
+
+        unknown = MyLayer()
+        unknown.update(*_pair(1, 2, 3, 4))
+        cache = _dynamic_cache_of([_layer_of("full"), unknown])
+        for fct in (torch_deepcopy, lambda c: to_any(c, torch.float16)):
+            with self.assertRaises(CacheSerializationError) as cm:
+                fct(dict(cache=cache))
+            self.assertEqual(cm.exception.layer_index, 1)
+            self.assertIs(cm.exception.layer_class, MyLayer)
+            self.assertIn("DynamicCache.layers[1]", str(cm.exception))
+
+    def test_sliding_layers_keep_their_own_window(self):
+        from onnx_diagnostic.helpers import compat
+
+        t = _pair(1, 2, 3, 4)
+        if compat.cache_class("DynamicSlidingWindowLayer") is None:
+            self.skipTest("the installed transformers has no DynamicSlidingWindowLayer")
+        sliding = make_sliding_window_cache([t], 4)
+        cache = _dynamic_cache_of([sliding.layers[0], make_dynamic_cache([t]).layers[0]])
+        cache.layers.append(make_sliding_window_cache([t], 8).layers[0])
+        res = torch_deepcopy(cache)
+        self.assertEqual([la.sliding_window for la in res.layers[::2]], [4, 8])
+        self.assertEqualAny(cache, res)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
