@@ -425,6 +425,26 @@ def output_cache_field() -> str:
     return "past_key_values"
 
 
+def complete_token_ids(config: Any) -> Any:
+    """
+    Sets ``pad_token_id``, ``bos_token_id`` and ``eos_token_id`` to None where the
+    configuration has no such attribute, and returns it: transformers 5.0.0 removed
+    ``pad_token_id`` from some configuration classes (``PhiConfig``) whose models still read
+    it in their constructor (``AttributeError: 'PhiConfig' object has no attribute
+    'pad_token_id'``). Attributes that exist are left as they are.
+
+    >>> from transformers import LlamaConfig
+    >>> complete_token_ids(LlamaConfig(pad_token_id=3)).pad_token_id
+    3
+    """
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        try:
+            getattr(config, name)
+        except AttributeError:
+            setattr(config, name, None)
+    return config
+
+
 class CacheAliasDict(dict):
     """
     The inputs of a model, a :class:`dict` whose cache argument also answers to the other

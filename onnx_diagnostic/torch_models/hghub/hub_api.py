@@ -174,8 +174,10 @@ def config_from_dict(config_dict: dict[str, Any]) -> Any:
         raise ValueError(
             f"model_type={model_type!r} is unknown to the installed transformers {__version__}"
         )
+    from ...helpers.compat import complete_token_ids
+
     d = {k: v for k, v in config_dict.items() if k != "model_type"}
-    return CONFIG_MAPPING[model_type].from_dict(d)
+    return complete_token_ids(CONFIG_MAPPING[model_type].from_dict(d))
 
 
 def get_pretrained_config(model_id: str, use_hub: bool = False, **kwargs: Any) -> Any:
