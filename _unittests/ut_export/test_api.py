@@ -507,7 +507,7 @@ class TestTorchExportHint(ExtTestCase):
             to_onnx(
                 M(),
                 (),
-                kwargs=dict(input_ids=x, mask=x),
+                kwargs=dict(input_ids=x, attention_mask=x),
                 dynamic_shapes=dict(input_ids={0: "batch"}, mask={0: "batch"}),
             )
         hint = cm.exception.hint

@@ -542,7 +542,7 @@ def cache_alias_dict(inputs: dict[str, Any]) -> CacheAliasDict:
 #: every transformers minor release in between. Update these bounds with the matrix.
 TESTED_VERSIONS: dict[str, tuple[str, str]] = {
     "python": ("3.11", "3.11"),
-    "torch": ("2.13", "2.14"),
+    "torch": ("2.13", "2.15"),
     "transformers": ("4.57", "5.24"),
     "onnx": ("1.23", "1.23"),
     "onnxruntime": ("1.32", "1.32"),
