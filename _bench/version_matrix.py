@@ -305,27 +305,42 @@ def _grid(
     return rows, cols, cells
 
 
+def _annotated_grid(
+    results: Sequence[dict[str, Any]],
+) -> tuple[list[str], list[tuple[str, list[tuple[str, int | None]]]], list[str]]:
+    """
+    Columns, rows of ``(cell text, footnote number or None)`` and footnotes, shared by both
+    table formats: a failing cell gets the number of the footnote naming its failing tests.
+    """
+    rows, cols, cells = _grid(results)
+    notes: list[str] = []
+    grid = []
+    for r in rows:
+        values: list[tuple[str, int | None]] = []
+        for c in cols:
+            res = cells.get((r, c))
+            note = None
+            if _failed(res):
+                notes.append(_footnote(res))
+                note = len(notes)
+            values.append((format_cell(res), note))
+        grid.append((r, values))
+    return cols, grid, notes
+
+
 def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     """
     Returns the markdown table of ``results`` (rows: transformers, newest first; columns:
     torch), failing cells refer to a footnote listing the first failing tests.
     """
-    rows, cols, cells = _grid(results)
+    cols, grid, notes = _annotated_grid(results)
     lines = [
         "| transformers | " + " | ".join(f"torch {c}" for c in cols) + " |",
         "|---" * (len(cols) + 1) + "|",
     ]
-    notes = []
-    for r in rows:
-        values = []
-        for c in cols:
-            res = cells.get((r, c))
-            text = format_cell(res)
-            if _failed(res):
-                notes.append(_footnote(res))
-                text += f" [^{len(notes)}]"
-            values.append(text)
-        lines.append(f"| {r} | " + " | ".join(values) + " |")
+    for r, values in grid:
+        texts = [text if n is None else f"{text} [^{n}]" for text, n in values]
+        lines.append(f"| {r} | " + " | ".join(texts) + " |")
     if notes:
         lines.append("")
         lines.extend(f"[^{i}]: {n}" for i, n in enumerate(notes, 1))
@@ -334,20 +349,14 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
 
 def rst_table(results: Sequence[dict[str, Any]]) -> str:
     """Returns the same table as :func:`markdown_table` as a reStructuredText list-table."""
-    rows, cols, cells = _grid(results)
+    cols, grid, notes = _annotated_grid(results)
     lines = [".. list-table::", "    :header-rows: 1", ""]
     lines.append("    * - transformers")
     lines.extend(f"      - torch {c}" for c in cols)
-    notes = []
-    for r in rows:
+    for r, values in grid:
         lines.append(f"    * - {r}")
-        for c in cols:
-            res = cells.get((r, c))
-            text = format_cell(res)
-            if _failed(res):
-                notes.append(_footnote(res))
-                text += f" [#vm{len(notes)}]_"
-            lines.append(f"      - {text}")
+        for text, n in values:
+            lines.append(f"      - {text}" + ("" if n is None else f" [#vm{n}]_"))
     if notes:
         lines.append("")
         for i, n in enumerate(notes, 1):

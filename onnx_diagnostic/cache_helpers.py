@@ -30,6 +30,7 @@ import transformers.cache_utils as _cu
 
 from .helpers import compat
 from .helpers.compat import is_cache
+from .helpers.helper import _is_dynamic_cache  # DynamicCache and its subclasses (MtpCache...)
 
 __all__ = [
     "CacheInputError",
@@ -283,11 +284,6 @@ def _serialization() -> Any:
     return serialization
 
 
-def _is_dynamic_cache(cache: Any) -> bool:
-    """DynamicCache and its subclasses (MtpCache...), flattened by the canonical functions."""
-    return isinstance(cache, _cu.DynamicCache)
-
-
 #: Group of every tensor of the canonical flattening, found from its name without the
 #: layer index and without the prefix telling the attention type (``sliding_key_3`` -> key).
 _TENSOR_GROUPS = {
@@ -305,11 +301,6 @@ _ATTENTION_PREFIX = re.compile(r"^(full|sliding|indexed)_(?=key$|value$)")
 def _tensor_group(name: str) -> str:
     """``key_cache`` for ``key_0`` or ``sliding_key_2``, ``conv_states`` for ``conv_state_1_0``."""
     return _TENSOR_GROUPS[_ATTENTION_PREFIX.sub("", _SUFFIX.sub("", name))]
-
-
-def _layer_type_of_kind(kind: Any) -> str:
-    """The layer type of one entry of the flattening context (``"sliding_attention:4"``...)."""
-    return (kind if isinstance(kind, str) else kind[0]).split(":")[0]
 
 
 def flatten_dynamic_cache(cache: Any) -> tuple[list[tuple[str, torch.Tensor]], list[str]]:
@@ -340,7 +331,7 @@ def flatten_dynamic_cache(cache: Any) -> tuple[list[tuple[str, torch.Tensor]], l
     if not _is_dynamic_cache(cache):
         raise TypeError(f"cache must be a DynamicCache, not {type(cache).__name__}")
     named, context = _canonical_flattening(cache)
-    return named, [_layer_type_of_kind(kind) for kind in context]
+    return named, [_serialization()._layer_type(kind) for kind in context]
 
 
 def _canonical_flattening(cache: Any) -> tuple[list[tuple[str, torch.Tensor]], tuple]:

@@ -13,8 +13,10 @@ from onnx_diagnostic.helpers.compat import (
     CacheAliasDict,
     cache_alias_dict,
     cache_arg_name,
+    cache_name_of_inputs,
     declared_cache_arg_name,
     default_cache_arg_name,
+    forward_parameters,
     output_cache_field,
     rename_cache_argument,
 )
@@ -75,6 +77,34 @@ class TestCacheArgName(ExtTestCase):
         out = CausalLMOutputWithPast(logits=torch.zeros(1), **{output_cache_field(): 1})
         self.assertEqual(list(out.keys()), ["logits", output_cache_field()])
         self.assertEqual(output_cache_field(), default_cache_arg_name())
+
+
+class TestCacheNameOfInputs(ExtTestCase):
+    def test_declared_name_wins(self):
+        sig = inspect.signature(lambda input_ids, past_key_values=None, **kw: None)
+        self.assertEqual(cache_name_of_inputs(sig, [{"cache": 1}]), "past_key_values")
+
+    def test_first_name_met_when_undeclared(self):
+        def forward(x, **kwargs):
+            return x
+
+        sets = [{"x": 1}, {"cache": 2}, {"past_key_values": 3}]
+        self.assertEqual(cache_name_of_inputs(forward, sets), "cache")
+        self.assertIsNone(cache_name_of_inputs(forward, [{"x": 1}]))
+        self.assertIsNone(cache_name_of_inputs(forward, []))
+
+    def test_forward_parameters(self):
+        class M(torch.nn.Module):
+            def forward(self, x, cache=None):
+                return x
+
+        self.assertEqual(list(forward_parameters(M())), ["x", "cache"])
+        self.assertEqual(list(forward_parameters(inspect.signature(M().forward))), ["x", "cache"])
+        self.assertIsNone(forward_parameters(None))
+        self.assertIsNone(forward_parameters(3))
+
+    def test_docstring_examples(self):
+        self.assertDocstringExamples(compat)
 
 
 class TestRenameCacheArgument(ExtTestCase):

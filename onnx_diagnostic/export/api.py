@@ -176,9 +176,8 @@ def _unknown_dynamic_shapes_names(model: Any, dynamic_shapes: Any) -> str | None
     """
     if not isinstance(dynamic_shapes, dict):
         return None
-    try:
-        params = inspect.signature(getattr(model, "forward", model)).parameters
-    except (TypeError, ValueError):
+    params = compat.forward_parameters(model)
+    if params is None:
         return None
     var_kw = [p.name for p in params.values() if p.kind == p.VAR_KEYWORD]
     named = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]

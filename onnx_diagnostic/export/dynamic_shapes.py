@@ -319,9 +319,7 @@ class ModelInputs:
         # The cache argument has two names (transformers 5.24 renamed past_key_values to
         # cache): input sets mixing them hold the same argument, named as forward declares it
         # (the first name met if forward declares none).
-        self.cache_name = compat.declared_cache_arg_name(self.signature) or next(
-            (k for _, kw in normalized for k in kw if compat.is_cache_arg_name(k)), None
-        )
+        self.cache_name = compat.cache_name_of_inputs(self.signature, [kw for _, kw in normalized])
         self.inputs: list[tuple[tuple, dict]] = [
             (a, compat.rename_cache_argument(kw, self.cache_name, f"inputs[{i}]"))
             for i, (a, kw) in enumerate(normalized)

@@ -291,7 +291,16 @@ ONNX_CACHE_INPUT = "past_key_values"
 ONNX_CACHE_OUTPUT = "present"
 
 
-def _forward_parameters(model: Any) -> dict[str, Any] | None:
+def forward_parameters(model: Any) -> dict[str, Any] | None:
+    """
+    Returns the parameters of ``model.forward`` (a model, a function or an
+    :class:`inspect.Signature`) by name, None when there is no signature to read.
+
+    >>> list(forward_parameters(lambda input_ids, cache=None: None))
+    ['input_ids', 'cache']
+    >>> forward_parameters(3) is None
+    True
+    """
     import inspect
 
     if isinstance(model, inspect.Signature):
@@ -305,6 +314,13 @@ def _forward_parameters(model: Any) -> dict[str, Any] | None:
         return None
 
 
+def _first_cache_name(names: Any) -> str | None:
+    """The first name of :data:`CACHE_ARG_NAMES` (newest first) found in ``names``."""
+    if not names:
+        return None
+    return next((name for name in CACHE_ARG_NAMES if name in names), None)
+
+
 @functools.cache
 def default_cache_arg_name() -> str:
     """
@@ -316,13 +332,9 @@ def default_cache_arg_name() -> str:
     True
     """
     cls = transformers_class("models.llama.modeling_llama", "LlamaModel")
-    params = _forward_parameters(cls) if cls is not None else None
-    if params:
-        for name in CACHE_ARG_NAMES:
-            if name in params:
-                return name
+    name = declared_cache_arg_name(cls) if cls is not None else None
     # No transformers (or no llama): the oldest name, the one most code was written for.
-    return CACHE_ARG_NAMES[-1]
+    return name or CACHE_ARG_NAMES[-1]
 
 
 def cache_arg_name(model: Any = None) -> str:
@@ -339,13 +351,8 @@ def cache_arg_name(model: Any = None) -> str:
     >>> cache_arg_name(None) == default_cache_arg_name()
     True
     """
-    if model is not None:
-        params = _forward_parameters(model)
-        if params:
-            for name in CACHE_ARG_NAMES:
-                if name in params:
-                    return name
-    return default_cache_arg_name()
+    name = declared_cache_arg_name(model) if model is not None else None
+    return name or default_cache_arg_name()
 
 
 def declared_cache_arg_name(model: Any) -> str | None:
@@ -358,12 +365,25 @@ def declared_cache_arg_name(model: Any) -> str | None:
     >>> declared_cache_arg_name(lambda x: x) is None
     True
     """
-    params = _forward_parameters(model)
-    if params:
-        for name in CACHE_ARG_NAMES:
-            if name in params:
-                return name
-    return None
+    return _first_cache_name(forward_parameters(model))
+
+
+def cache_name_of_inputs(model: Any, mappings: Any) -> str | None:
+    """
+    Returns the name under which inputs hold the cache argument when calls or input sets
+    may mix its names: the one ``model`` declares (a model, a function or an
+    :class:`inspect.Signature`), otherwise the first name met in ``mappings`` (dictionaries
+    of named arguments, in order), None if there is none.
+
+    >>> cache_name_of_inputs(lambda x, **kw: x, [{"x": 1}, {"past_key_values": 2}])
+    'past_key_values'
+    >>> cache_name_of_inputs(lambda x, cache=None: x, [{"past_key_values": 2}])
+    'cache'
+    """
+    declared = declared_cache_arg_name(model)
+    if declared is not None:
+        return declared
+    return next((k for kw in mappings for k in kw if is_cache_arg_name(k)), None)
 
 
 def is_cache_arg_name(name: Any) -> bool:
@@ -418,11 +438,10 @@ def output_cache_field() -> str:
 
     cls = transformers_class("modeling_outputs", "CausalLMOutputWithPast")
     if cls is not None and dataclasses.is_dataclass(cls):
-        fields = {f.name for f in dataclasses.fields(cls)}
-        for name in CACHE_ARG_NAMES:
-            if name in fields:
-                return name
-    return "past_key_values"
+        name = _first_cache_name({f.name for f in dataclasses.fields(cls)})
+        if name is not None:
+            return name
+    return CACHE_ARG_NAMES[-1]
 
 
 def complete_token_ids(config: Any) -> Any:
@@ -499,9 +518,6 @@ class CacheAliasDict(dict):
         return f"{type(self).__name__}({dict.__repr__(self)})"
 
 
-_ALIAS_REGISTERED: list[bool] = []
-
-
 def cache_alias_dict(inputs: dict[str, Any]) -> CacheAliasDict:
     """
     Returns ``inputs`` as a :class:`CacheAliasDict` (a shallow copy, the values are the
@@ -513,21 +529,19 @@ def cache_alias_dict(inputs: dict[str, Any]) -> CacheAliasDict:
     >>> pytree.tree_leaves(inputs), inputs["cache"]
     ([1, 2], 2)
     """
-    if not _ALIAS_REGISTERED:
-        import torch.utils._pytree as pytree
+    import torch.utils._pytree as pytree
 
-        if CacheAliasDict not in pytree.SUPPORTED_NODES:
-            pytree.register_pytree_node(
-                CacheAliasDict,
-                lambda d: (list(d.values()), list(d.keys())),
-                lambda values, keys: CacheAliasDict(zip(keys, values)),
-                serialized_type_name=f"{__name__}.CacheAliasDict",
-                flatten_with_keys_fn=lambda d: (
-                    [(pytree.MappingKey(k), v) for k, v in d.items()],
-                    list(d.keys()),
-                ),
-            )
-        _ALIAS_REGISTERED.append(True)
+    if CacheAliasDict not in pytree.SUPPORTED_NODES:
+        pytree.register_pytree_node(
+            CacheAliasDict,
+            lambda d: (list(d.values()), list(d.keys())),
+            lambda values, keys: CacheAliasDict(zip(keys, values)),
+            serialized_type_name=f"{__name__}.CacheAliasDict",
+            flatten_with_keys_fn=lambda d: (
+                [(pytree.MappingKey(k), v) for k, v in d.items()],
+                list(d.keys()),
+            ),
+        )
     return CacheAliasDict(inputs)
 
 

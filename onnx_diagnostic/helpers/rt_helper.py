@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .compat import CACHE_ARG_NAMES
+from .compat import CACHE_ARG_NAMES, ONNX_CACHE_INPUT
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -67,7 +67,7 @@ _TORCH_DTYPES = {
 # Cache inputs: past_key_values.N.key (the names to_onnx gives whatever the version of
 # transformers), and the names torch gives the placeholders of the cache argument, which
 # follow transformers' renames (past_key_values_key_0, cache_key_0 on transformers>=5.24).
-_PAST = re.compile(r"^past_key_values[._](\d+)[._](?:(decoder|encoder)[._])?(key|value)$")
+_PAST = re.compile(rf"^{ONNX_CACHE_INPUT}[._](\d+)[._](?:(decoder|encoder)[._])?(key|value)$")
 _PAST_TORCH = re.compile(rf"^(?:{'|'.join(CACHE_ARG_NAMES)})_(key|value)_(\d+)$")
 _FED = ("input_ids", "attention_mask", "position_ids", "cache_position")
 

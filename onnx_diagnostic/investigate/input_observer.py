@@ -233,9 +233,8 @@ class InputObserver:
         assert self._signature is not None
         # transformers 5.24 renamed past_key_values to cache: both names are one argument,
         # recorded as forward declares it (the first name met if it declares none).
-        name = compat.declared_cache_arg_name(self._signature) or next(
-            (k for c in self._calls for k in c.values if compat.is_cache_arg_name(k)),
-            next((k for k in kwargs if compat.is_cache_arg_name(k)), None),
+        name = compat.cache_name_of_inputs(
+            self._signature, [*(c.values for c in self._calls), kwargs]
         )
         if name is not None:
             kwargs = compat.rename_cache_argument(kwargs, name, "kwargs")
