@@ -16,7 +16,7 @@ from onnx_diagnostic.cache_helpers import (
     make_sliding_window_cache,
     make_static_cache,
 )
-from onnx_diagnostic.ext_test_case import ExtTestCase
+from onnx_diagnostic.ext_test_case import ExtTestCase, requires_cache_classes
 from onnx_diagnostic.helpers import compat
 
 HAS_SLIDING_LAYER = compat.cache_class("DynamicSlidingWindowLayer") is not None
@@ -631,15 +631,6 @@ class TestAliasModule(ExtTestCase):
 # update_conv_state, update_recurrent_state), see test_serialization.py.
 
 
-def _requires(*names):
-    """Skips a test when the installed transformers lacks one of these cache_utils classes."""
-    missing = [n for n in names if compat.cache_class(n) is None]
-    return unittest.skipIf(
-        bool(missing),
-        f"transformers {compat.transformers_version()} has no {', '.join(missing)}",
-    )
-
-
 def _randn(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
@@ -708,7 +699,7 @@ class TestNewLayerClasses(ExtTestCase):
         kinds = ["linear", "full", "dummy", "indexed", "hybrid", "hybrid_sliding"]
         return _cache_of(_new_layer(kind, seed=i) for i, kind in enumerate(kinds))
 
-    @_requires(*_ALL_NEW_LAYERS)
+    @requires_cache_classes(*_ALL_NEW_LAYERS)
     def test_layer_types_as_transformers_names_them(self):
         self.assertEqual(
             get_cache_layer_types(self._cache()),
@@ -722,7 +713,7 @@ class TestNewLayerClasses(ExtTestCase):
             ],
         )
 
-    @_requires(*_ALL_NEW_LAYERS)
+    @requires_cache_classes(*_ALL_NEW_LAYERS)
     def test_layer_types_include_layers_never_updated(self):
         cache = _cache_of(
             [
@@ -735,7 +726,7 @@ class TestNewLayerClasses(ExtTestCase):
             get_cache_layer_types(cache), ["full_attention", "linear_attention", "full_attention"]
         )
 
-    @_requires(*_ALL_NEW_LAYERS)
+    @requires_cache_classes(*_ALL_NEW_LAYERS)
     def test_kv_are_the_attention_keys_and_values_only(self):
         cache = self._cache()
         keys, values = get_cache_kv(cache)
@@ -748,12 +739,12 @@ class TestNewLayerClasses(ExtTestCase):
         # the legacy properties follow get_cache_kv
         self.assertIs(cache.key_cache[1], cache.layers[3].keys)
 
-    @_requires("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_kv_of_a_cache_of_linear_layers_only_is_empty(self):
         cache = _cache_of([_new_layer("linear", 0), _new_layer("linear", 1)])
         self.assertEqual(get_cache_kv(cache), ([], []))
 
-    @_requires(*_ALL_NEW_LAYERS)
+    @requires_cache_classes(*_ALL_NEW_LAYERS)
     def test_flatten_dynamic_cache_is_the_pytree_flattening(self):
         import torch.utils._pytree as pytree
 

@@ -15,6 +15,7 @@ from onnx_diagnostic.cache_helpers import (
     make_sliding_window_cache,
 )
 from onnx_diagnostic.ext_test_case import (
+    requires_cache_classes,
     ExtTestCase,
     has_onnxruntime,
     has_torch,
@@ -360,15 +361,6 @@ class TestDecorators(ExtTestCase):
 # as the models do (see test_serialization.py).
 
 
-def _requires_layers(*names):
-    """Skips a test when the installed transformers lacks one of these cache_utils classes."""
-    missing = [n for n in names if compat.cache_class(n) is None]
-    return unittest.skipIf(
-        bool(missing),
-        f"transformers {compat.transformers_version()} has no {', '.join(missing)}",
-    )
-
-
 def _seeded(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
@@ -404,11 +396,11 @@ class TestAssertEqualAnyNewCacheLayers(ExtTestCase):
     def _qwen3_next(self, seed=0, kernel=None):
         return _cache_of(_linear_layer(seed, kernel), _full_layer(seed + 10))
 
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_equal_linear_caches(self):
         self.assertEqualAny(self._qwen3_next(), self._qwen3_next())
 
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_conv_and_recurrent_states_are_compared(self):
         for attribute, name in (
             ("conv_states", "conv_state_0"),
@@ -422,7 +414,7 @@ class TestAssertEqualAnyNewCacheLayers(ExtTestCase):
                 self.assertIn(f"expected['cache'].{name}: ", str(cm.exception))
                 self.assertIn("values differ", str(cm.exception))
 
-    @_requires_layers("DynamicIndexedLayer")
+    @requires_cache_classes("DynamicIndexedLayer")
     def test_indexer_keys_are_compared(self):
         value = _cache_of(_indexed_layer())
         value.layers[0].indexer_keys.mul_(2)
@@ -430,7 +422,7 @@ class TestAssertEqualAnyNewCacheLayers(ExtTestCase):
             self.assertEqualAny(_cache_of(_indexed_layer()), value)
         self.assertIn("expected.indexer_key_0: ", str(cm.exception))
 
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_attention_keys_keep_their_layer_index(self):
         value = self._qwen3_next()
         value.layers[1].keys.add_(1)
@@ -438,7 +430,7 @@ class TestAssertEqualAnyNewCacheLayers(ExtTestCase):
             self.assertEqualAny(self._qwen3_next(), value)
         self.assertIn("expected.key_1: ", str(cm.exception))
 
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_layer_types_are_compared(self):
         with self.assertRaises(AssertionError) as cm:
             self.assertEqualAny(self._qwen3_next(), _cache_of(_full_layer(), _full_layer(10)))
@@ -448,7 +440,7 @@ class TestAssertEqualAnyNewCacheLayers(ExtTestCase):
             "['full_attention', 'full_attention']",
         )
 
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_layer_settings_are_compared(self):
         with self.assertRaises(AssertionError) as cm:
             self.assertEqualAny(self._qwen3_next(kernel=4), self._qwen3_next(kernel=3))

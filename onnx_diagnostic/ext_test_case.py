@@ -152,6 +152,24 @@ def requires_onnxruntime(version: str, msg: str = "") -> Callable:
     )
 
 
+def requires_cache_classes(*names: str) -> Callable:
+    """
+    Skips a test when the installed :epkg:`transformers` lacks one of the classes
+    ``transformers.cache_utils.<name>`` (feature detection rather than a version number:
+    ``LinearAttentionLayer`` appeared in 5.23).
+
+    >>> @requires_cache_classes("DynamicCache", "NoSuchLayer")
+    ... def test_layer(self): ...
+    >>> test_layer.__unittest_skip_why__.endswith("has no NoSuchLayer")
+    True
+    """
+    missing = [n for n in names if compat.cache_class(n) is None]
+    return unittest.skipIf(
+        bool(missing),
+        f"transformers {compat.transformers_version()} has no {', '.join(missing)}",
+    )
+
+
 def ignore_warnings(warns: type[Warning] | list[type[Warning]] | tuple) -> Callable:
     """
     Decorator: the test ignores warnings of the given categories.

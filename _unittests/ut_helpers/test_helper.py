@@ -15,7 +15,7 @@ from onnx_diagnostic.cache_helpers import (
     make_sliding_window_cache,
     make_static_cache,
 )
-from onnx_diagnostic.ext_test_case import ExtTestCase, hide_stdout
+from onnx_diagnostic.ext_test_case import ExtTestCase, hide_stdout, requires_cache_classes
 from onnx_diagnostic.helpers import max_diff, string_type
 from onnx_diagnostic.helpers.helper import flatten_object
 from onnx_diagnostic.helpers.compat import output_cache_field
@@ -688,17 +688,6 @@ def _cache_class(name):
     return compat.cache_class(name)
 
 
-def _requires_layers(*names):
-    """Skips a test when the installed transformers lacks one of these cache_utils classes."""
-    from onnx_diagnostic.helpers import compat
-
-    missing = [n for n in names if compat.cache_class(n) is None]
-    return unittest.skipIf(
-        bool(missing),
-        f"transformers {compat.transformers_version()} has no {', '.join(missing)}",
-    )
-
-
 def _filled(cls_name, seed=0, states=0, recurrent=True, **kwargs):
     """A layer holding keys and values (unless states only), ``states`` conv/recurrent states."""
     layer = _cache_class(cls_name)(**kwargs)
@@ -727,7 +716,7 @@ def _qwen3_next_cache(seed=0):
 
 
 class TestStringTypeNewCacheLayers(ExtTestCase):
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_linear_attention_layers(self):
         self.assertEqual(
             string_type(_qwen3_next_cache(), with_shape=True),
@@ -736,7 +725,7 @@ class TestStringTypeNewCacheLayers(ExtTestCase):
             "layers=[linear,linear,full])",
         )
 
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_conv_layers_without_recurrent_states(self):
         cache = _layers_cache(
             _filled("LinearAttentionLayer", states=1, recurrent=False), _filled("DynamicLayer")
@@ -747,7 +736,7 @@ class TestStringTypeNewCacheLayers(ExtTestCase):
             "layers=[linear,full])",
         )
 
-    @_requires_layers("DynamicIndexedLayer")
+    @requires_cache_classes("DynamicIndexedLayer")
     def test_indexed_layers(self):
         layer = _filled("DynamicIndexedLayer")
         layer.update_indexer(torch.zeros(1, 3, 5))
@@ -760,7 +749,7 @@ class TestStringTypeNewCacheLayers(ExtTestCase):
             "indexer_position_ids=#1[T7s3x1x3], layers=[indexed,indexed])",
         )
 
-    @_requires_layers(
+    @requires_cache_classes(
         "LinearAttentionAndFullAttentionLayer",
         "LinearAttentionAndSlidingWindowAttentionLayer",
         "DummyLayer",
@@ -778,7 +767,7 @@ class TestStringTypeNewCacheLayers(ExtTestCase):
             "layers=[hybrid_sliding,dummy,hybrid])",
         )
 
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_with_min_max(self):
         cache = _layers_cache(_filled("LinearAttentionLayer", states=1, recurrent=False))
         cache.layers[0].conv_states[0] = torch.ones(1, 2, 2)
@@ -815,7 +804,7 @@ class TestStringTypeNewCacheLayers(ExtTestCase):
 
 
 class TestMaxDiffNewCacheLayers(ExtTestCase):
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_every_state_is_compared(self):
         expected, got = _qwen3_next_cache(), _qwen3_next_cache()
         d = max_diff(expected, got)
@@ -828,7 +817,7 @@ class TestMaxDiffNewCacheLayers(ExtTestCase):
         self.assertEqual(d["where"], "expected.recurrent_state_1")
         self.assertEqual(d["argm"], (0, 1, 2, 3))
 
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_paths_inside_model_outputs(self):
         expected = CausalLMOutputWithPast(logits=torch.zeros(2), **{OUT: _qwen3_next_cache()})
         cache = _qwen3_next_cache()
@@ -838,7 +827,7 @@ class TestMaxDiffNewCacheLayers(ExtTestCase):
         self.assertAlmostEqual(d["abs"], 2, atol=1e-6)
         self.assertEqual(d["where"], f"expected.{OUT}.conv_state_0")
 
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_flat_outputs_follow_the_pytree_order(self):
         cache = _qwen3_next_cache()
         flat = flatten_object(cache)
@@ -854,7 +843,7 @@ class TestMaxDiffNewCacheLayers(ExtTestCase):
         d = max_diff(cache, got[:-1])
         self.assertIn("6 tensors vs 5 once flattened", d["error"])
 
-    @_requires_layers("DynamicIndexedLayer")
+    @requires_cache_classes("DynamicIndexedLayer")
     def test_indexer_keys_are_compared(self):
         def cache(value):
             layer = _filled("DynamicIndexedLayer")

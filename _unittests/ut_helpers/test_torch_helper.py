@@ -16,6 +16,7 @@ from onnx_diagnostic.cache_helpers import (
     make_static_cache,
 )
 from onnx_diagnostic.ext_test_case import (
+    requires_cache_classes,
     ExtTestCase,
     has_onnxruntime,
     hide_stdout,
@@ -360,17 +361,6 @@ class TestDocstrings(ExtTestCase):
 # (see test_serialization.py).
 
 
-def _requires_layers(*names):
-    """Skips a test when the installed transformers lacks one of these cache_utils classes."""
-    from onnx_diagnostic.helpers import compat
-
-    missing = [n for n in names if compat.cache_class(n) is None]
-    return unittest.skipIf(
-        bool(missing),
-        f"transformers {compat.transformers_version()} has no {', '.join(missing)}",
-    )
-
-
 def _seeded(*shape, seed=0, dtype=torch.float32):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
 
@@ -445,7 +435,7 @@ class TestNewLayerClassesDeepcopyAndToAny(ExtTestCase):
     def _leaves(self, cache):
         return torch.utils._pytree.tree_leaves(cache)
 
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_deepcopy_keeps_every_layer_and_state(self):
         for kind in _available_kinds():
             with self.subTest(kind=kind):
@@ -460,7 +450,7 @@ class TestNewLayerClassesDeepcopyAndToAny(ExtTestCase):
                     self.assertIsNot(a, b)
                     self.assertEqualArray(a, b)
 
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_deepcopy_of_a_qwen3_next_cache_is_independent(self):
         cache = _new_layer_cache("linear")
         keep = cache.layers[0].conv_states[0].clone()
@@ -472,7 +462,7 @@ class TestNewLayerClassesDeepcopyAndToAny(ExtTestCase):
         self.assertTrue(res.has_previous_state(0))
         self.assertIsNotNone(res.get_recurrent_state(0))
 
-    @_requires_layers("LinearAttentionAndSlidingWindowAttentionLayer")
+    @requires_cache_classes("LinearAttentionAndSlidingWindowAttentionLayer")
     def test_deepcopy_keeps_the_window_and_the_number_of_states(self):
         cache = _new_layer_cache("hybrid_sliding")
         res = torch_deepcopy(cache)
@@ -480,7 +470,7 @@ class TestNewLayerClassesDeepcopyAndToAny(ExtTestCase):
         self.assertEqual(res.layers[0].number_of_states, 2)
         self.assertIsNot(res.layers[0].conv_states, cache.layers[0].conv_states)
 
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_to_any_converts_every_floating_state(self):
         for kind in _available_kinds():
             with self.subTest(kind=kind):
@@ -499,14 +489,14 @@ class TestNewLayerClassesDeepcopyAndToAny(ExtTestCase):
                     [t.dtype for t in self._leaves(_new_layer_cache(kind))],
                 )
 
-    @_requires_layers("DynamicIndexedLayer")
+    @requires_cache_classes("DynamicIndexedLayer")
     def test_to_any_keeps_integer_indexer_positions(self):
         res = to_any(_new_layer_cache("indexed"), torch.bfloat16)
         self.assertEqual(res.layers[0].indexer_position_ids.dtype, torch.int64)
         self.assertEqual(res.layers[0].indexer_keys.dtype, torch.bfloat16)
         self.assertEqual(res.layers[0].keys.dtype, torch.bfloat16)
 
-    @_requires_layers("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_layers_never_updated_keep_their_place(self):
         from onnx_diagnostic.helpers import compat
 
@@ -522,7 +512,7 @@ class TestNewLayerClassesDeepcopyAndToAny(ExtTestCase):
         self.assertIsNot(res.layers[1], cache.layers[1])
         self.assertEqualAny(cache, res)
 
-    @_requires_layers("DummyLayer", "LinearAttentionLayer")
+    @requires_cache_classes("DummyLayer", "LinearAttentionLayer")
     def test_dummy_layers_keep_their_place(self):
         cache = _new_layer_cache("dummy")
         res = to_any(cache, torch.float64)

@@ -22,7 +22,7 @@ from onnx_diagnostic.cache_helpers import (
     make_sliding_window_cache,
     make_static_cache,
 )
-from onnx_diagnostic.ext_test_case import ExtTestCase
+from onnx_diagnostic.ext_test_case import ExtTestCase, requires_cache_classes
 from onnx_diagnostic.helpers import compat
 from onnx_diagnostic.torch_export_patches.serialization import (
     CacheSerializationError,
@@ -709,15 +709,6 @@ class TestRegistryWhenAlreadyRegistered(ExtTestCase):
 # update_conv_state, update_recurrent_state).
 
 
-def _requires(*names):
-    """Skips a test when the installed transformers lacks one of these cache_utils classes."""
-    missing = [n for n in names if compat.cache_class(n) is None]
-    return unittest.skipIf(
-        bool(missing),
-        f"transformers {compat.transformers_version()} has no {', '.join(missing)}",
-    )
-
-
 def _randn(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
@@ -956,7 +947,7 @@ class TestNewLayersRoundTrip(_SameLayers):
         self.assertSameLayers(_new_cache(kind), cache)
         return cache, rebuilt
 
-    @_requires(*NEW_CACHES["linear"][0])
+    @requires_cache_classes(*NEW_CACHES["linear"][0])
     def test_linear_attention_layer(self):
         cache, rebuilt = self._check(
             "linear", ["conv_state_0", "recurrent_state_0", "key_1", "value_1"]
@@ -965,19 +956,19 @@ class TestNewLayersRoundTrip(_SameLayers):
         self.assertIs(rebuilt.get_recurrent_state(0), cache.get_recurrent_state(0))
         self.assertTrue(rebuilt.has_previous_state(0))
 
-    @_requires(*NEW_CACHES["conv"][0])
+    @requires_cache_classes(*NEW_CACHES["conv"][0])
     def test_linear_attention_layer_with_conv_states_only(self):
         _, rebuilt = self._check("conv", ["conv_state_0", "key_1", "value_1"])
         self.assertIsNone(rebuilt.get_recurrent_state(0))
 
-    @_requires(*NEW_CACHES["indexed"][0])
+    @requires_cache_classes(*NEW_CACHES["indexed"][0])
     def test_indexed_layer(self):
         _, rebuilt = self._check(
             "indexed", ["key_0", "value_0", "indexer_key_0", "key_1", "value_1"]
         )
         self.assertFalse(rebuilt.layers[1].is_indexer_initialized)
 
-    @_requires(*NEW_CACHES["indexed_positions"][0])
+    @requires_cache_classes(*NEW_CACHES["indexed_positions"][0])
     def test_indexed_layer_with_positions(self):
         self._check(
             "indexed_positions",
@@ -991,7 +982,7 @@ class TestNewLayersRoundTrip(_SameLayers):
             ],
         )
 
-    @_requires(*NEW_CACHES["hybrid"][0])
+    @requires_cache_classes(*NEW_CACHES["hybrid"][0])
     def test_linear_and_full_attention_layer(self):
         self._check(
             "hybrid",
@@ -1005,7 +996,7 @@ class TestNewLayersRoundTrip(_SameLayers):
             ],
         )
 
-    @_requires(*NEW_CACHES["hybrid_sliding"][0])
+    @requires_cache_classes(*NEW_CACHES["hybrid_sliding"][0])
     def test_linear_and_sliding_window_attention_layer(self):
         names = ["sliding_key_0", "sliding_value_0"] + [f"conv_state_0_{s}" for s in range(4)]
         names += ["full_key_1", "full_value_1"] + [f"conv_state_1_{s}" for s in range(4)]
@@ -1015,16 +1006,16 @@ class TestNewLayersRoundTrip(_SameLayers):
         again = pytree.tree_unflatten(*pytree.tree_flatten(rebuilt))
         self.assertIsNot(again.layers[0].conv_states, rebuilt.layers[0].conv_states)
 
-    @_requires(*NEW_CACHES["dummy"][0])
+    @requires_cache_classes(*NEW_CACHES["dummy"][0])
     def test_dummy_layers_keep_their_place(self):
         self._check("dummy", ["conv_state_0", "recurrent_state_0", "key_2", "value_2"])
 
-    @_requires(*NEW_CACHES["mtp"][0])
+    @requires_cache_classes(*NEW_CACHES["mtp"][0])
     def test_mtp_cache(self):
         self.assertIn(compat.cache_class("MtpCache"), pytree.SUPPORTED_NODES)
         self._check("mtp", ["key_0", "value_0", "key_1", "value_1"])
 
-    @_requires("DummyLayer")
+    @requires_cache_classes("DummyLayer")
     def test_a_cache_of_dummy_and_empty_layers_is_empty(self):
         cache = _cache_of([cu.DynamicLayer(), _dummy_layer(), _dummy_layer()])
         leaves, spec = pytree.tree_flatten(cache)
@@ -1108,7 +1099,7 @@ class TestExportNewLayers(_SameLayers):
         self.assertSameLayers(expected[1], got[1])
         return ep
 
-    @_requires(*NEW_CACHES["linear"][0])
+    @requires_cache_classes(*NEW_CACHES["linear"][0])
     def test_linear(self):
         ep = self._check_export("linear")
         names = [n.name for n in ep.graph.nodes if n.op == "placeholder"]
@@ -1117,35 +1108,35 @@ class TestExportNewLayers(_SameLayers):
             ["x", "cache_conv_state_0", "cache_recurrent_state_0", "cache_key_1", "cache_value_1"],
         )
 
-    @_requires(*NEW_CACHES["conv"][0])
+    @requires_cache_classes(*NEW_CACHES["conv"][0])
     def test_conv(self):
         self._check_export("conv")
 
-    @_requires(*NEW_CACHES["indexed"][0])
+    @requires_cache_classes(*NEW_CACHES["indexed"][0])
     def test_indexed(self):
         self._check_export("indexed")
 
-    @_requires(*NEW_CACHES["indexed_positions"][0])
+    @requires_cache_classes(*NEW_CACHES["indexed_positions"][0])
     def test_indexed_positions(self):
         self._check_export("indexed_positions")
 
-    @_requires(*NEW_CACHES["hybrid"][0])
+    @requires_cache_classes(*NEW_CACHES["hybrid"][0])
     def test_hybrid(self):
         self._check_export("hybrid")
 
-    @_requires(*NEW_CACHES["hybrid_sliding"][0])
+    @requires_cache_classes(*NEW_CACHES["hybrid_sliding"][0])
     def test_hybrid_sliding(self):
         self._check_export("hybrid_sliding")
 
-    @_requires(*NEW_CACHES["dummy"][0])
+    @requires_cache_classes(*NEW_CACHES["dummy"][0])
     def test_dummy(self):
         self._check_export("dummy")
 
-    @_requires(*NEW_CACHES["mtp"][0])
+    @requires_cache_classes(*NEW_CACHES["mtp"][0])
     def test_mtp(self):
         self._check_export("mtp")
 
-    @_requires(*NEW_CACHES["linear"][0])
+    @requires_cache_classes(*NEW_CACHES["linear"][0])
     def test_saved_program_accepts_a_linear_cache(self):
         model = StateReader()
         c1 = _new_cache("linear")
@@ -1203,7 +1194,7 @@ class TestUnknownLayer(ExtTestCase):
             [cu.DynamicLayer],
         )
 
-    @_requires("LinearAttentionLayer")
+    @requires_cache_classes("LinearAttentionLayer")
     def test_a_subclass_of_a_known_layer_is_unknown(self):
         class MyLinearLayer(compat.cache_class("LinearAttentionLayer")):
             pass
