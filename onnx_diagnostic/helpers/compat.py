@@ -552,7 +552,7 @@ def cache_alias_dict(inputs: dict[str, Any]) -> CacheAliasDict:
 
 #: Oldest and newest release of each package the test suite runs on. A bound is compared on
 #: as many components as it gives: ``"5.24"`` covers every 5.24.x. ``.ci/run`` tests
-#: transformers 4.57.6 and the latest with torch 2.13; ``_bench/version_matrix.py`` tests
+#: transformers 4.57.6, 5.23.0 and the latest with torch 2.13; ``_bench/version_matrix.py`` tests
 #: every transformers minor release in between. Update these bounds with the matrix.
 TESTED_VERSIONS: dict[str, tuple[str, str]] = {
     "python": ("3.11", "3.11"),
