@@ -20,8 +20,9 @@ inside it from the root of the repository, offline (``HF_HUB_OFFLINE=1``). A vir
 environment that already holds the right versions (and this repository installed in
 editable mode) is reused, so a second run only runs the tests; ``--reinstall`` rebuilds them,
 ``--remove-venvs`` deletes each one after its tests (about 1.6 GB each with the torch CPU wheel).
-Environments are handled one at a time; ``--jobs N`` gives ``-n N`` to pytest
-(pytest-xdist), ``--jobs 1`` runs the tests in one process.
+Tests run in one environment at a time, while the next environment installs (one ahead at
+most); ``--jobs N`` gives ``-n N`` to pytest (pytest-xdist), ``--jobs 1`` runs the tests in
+one process.
 
 Outputs, written at the end and after every pair (an interrupted run keeps what it did):
 
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import concurrent.futures
 import datetime
 import json
 import os
@@ -516,21 +518,26 @@ def _log(msg: str) -> None:
     print(f"[version_matrix] {msg}", file=sys.stderr, flush=True)
 
 
-def run_pair(
-    transformers: str,
-    torch: str,
-    args: argparse.Namespace,
-    tests: Sequence[str],
-) -> dict[str, Any]:
-    """Creates (or reuses) the venv of a pair, runs the tests, returns the result."""
-    venv = os.path.join(args.work, venv_name(transformers, torch))
-    logs = os.path.join(args.work, "logs")
+def _pair_paths(transformers: str, torch: str, work: str) -> tuple[str, str, str]:
+    """The venv, installation log and test log of a pair."""
+    name = venv_name(transformers, torch)
+    logs = os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
-    install_log = os.path.join(logs, f"{venv_name(transformers, torch)}.install.log")
-    test_log = os.path.join(logs, f"{venv_name(transformers, torch)}.pytest.log")
+    return (
+        os.path.join(work, name),
+        os.path.join(logs, f"{name}.install.log"),
+        os.path.join(logs, f"{name}.pytest.log"),
+    )
+
+
+def prepare_pair(transformers: str, torch: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Creates (or reuses) the venv of a pair; returns the result so far.
+
+    ``status`` is ``install-failed`` when an installation step failed, absent otherwise.
+    """
+    venv, install_log, test_log = _pair_paths(transformers, torch, args.work)
     res: dict[str, Any] = dict(transformers=transformers, torch=torch, venv=venv, log=test_log)
     env = _env(venv)
-
     begin = time.perf_counter()
     installed = None if args.reinstall else installed_versions(venv)
     if venv_matches(installed, transformers, torch, args.repo, args.jobs):
@@ -553,7 +560,17 @@ def run_pair(
         installed = installed_versions(venv)
     res["install_time"] = round(time.perf_counter() - begin, 1)
     res["installed"] = installed
+    return res
 
+
+def test_pair(
+    res: dict[str, Any], args: argparse.Namespace, tests: Sequence[str]
+) -> dict[str, Any]:
+    """Runs the tests in the venv :func:`prepare_pair` made; completes and returns ``res``."""
+    if res.get("status") == "install-failed":
+        return res
+    venv, _, test_log = _pair_paths(res["transformers"], res["torch"], args.work)
+    env = _env(venv)
     cmd = pytest_command(venv, tests, args.jobs)
     _log(f"runs {shlex.join(cmd[1:])} (log {test_log})")
     with open(test_log, "w", encoding="utf-8"):
@@ -719,15 +736,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _log(f"{len(pairs)} pairs, work folder {args.work}")
     results: list[dict[str, Any]] = []
-    for i, (t, v) in enumerate(pairs, 1):
-        _log(f"[{i}/{len(pairs)}] transformers {t}, torch {v}")
-        res = run_pair(t, v, args, tests)
-        if args.remove_venvs and os.path.isdir(res["venv"]):
-            shutil.rmtree(res["venv"], ignore_errors=True)
-            _log(f"removed {res['venv']}")
-        _log(f"[{i}/{len(pairs)}] transformers {t}, torch {v}: {format_cell(res)}")
-        results.append(res)
-        write_outputs(args.output, results, meta)
+    # the next pair installs (mostly disk and network) while the current one runs its tests
+    # (mostly CPU); one installation ahead at most, so that --remove-venvs bounds the disk
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(prepare_pair, *pairs[0], args) if pairs else None
+        for i, (t, v) in enumerate(pairs, 1):
+            assert pending is not None
+            res = pending.result()
+            pending = pool.submit(prepare_pair, *pairs[i], args) if i < len(pairs) else None
+            _log(f"[{i}/{len(pairs)}] transformers {t}, torch {v}")
+            res = test_pair(res, args, tests)
+            if args.remove_venvs and os.path.isdir(res["venv"]):
+                shutil.rmtree(res["venv"], ignore_errors=True)
+                _log(f"removed {res['venv']}")
+            _log(f"[{i}/{len(pairs)}] transformers {t}, torch {v}: {format_cell(res)}")
+            results.append(res)
+            write_outputs(args.output, results, meta)
     print(open(args.output, encoding="utf-8").read())
     base = os.path.splitext(args.output)[0]
     _log(f"wrote {args.output}, {base}.rst, {base}.json")
