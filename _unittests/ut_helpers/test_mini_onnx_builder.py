@@ -343,5 +343,75 @@ class TestMiniOnnxBuilder(ExtTestCase):
             tensor_to_proto([1.0], "t")
 
 
+class TestNumpyArrays(ExtTestCase):
+    """numpy arrays of every numeric dtype, ml_dtypes included, stored bit-exact."""
+
+    def _roundtrip(self, obj, engine="onnx"):
+        return create_input_tensors_from_onnx_model(
+            create_onnx_model_from_input_tensors(obj), engine=engine
+        )
+
+    def test_ml_dtypes_arrays_bit_exact(self):
+        import ml_dtypes
+
+        values = np.array([[-2.5, 0.0, 1.0], [3.0, -0.5, 6.0]], dtype=np.float32)
+        for name, onnx_type in [
+            ("bfloat16", onnx.TensorProto.BFLOAT16),
+            ("float8_e4m3fn", onnx.TensorProto.FLOAT8E4M3FN),
+            ("float8_e5m2", onnx.TensorProto.FLOAT8E5M2),
+            ("int4", onnx.TensorProto.INT4),
+            ("uint4", onnx.TensorProto.UINT4),
+            ("float4_e2m1fn", onnx.TensorProto.FLOAT4E2M1),
+        ]:
+            dtype = getattr(ml_dtypes, name)
+            a = np.abs(values).astype(dtype) if name == "uint4" else values.astype(dtype)
+            proto = create_onnx_model_from_input_tensors({"a": a})
+            self.assertEqual(proto.graph.initializer[0].data_type, onnx_type)
+            for engine in ("onnx", "reference"):
+                with self.subTest(dtype=name, engine=engine):
+                    back = self._roundtrip({"a": a, "empty": a[:0], "s": a[1, 2]}, engine)
+                    self.assertEqual(back["a"].dtype, a.dtype)
+                    self.assertEqual(back["a"].shape, (2, 3))
+                    self.assertEqual(back["a"].view(np.uint8).tolist(), a.view(np.uint8).tolist())
+                    self.assertEqual(back["empty"].shape, (0, 3))
+                    self.assertEqual(back["empty"].dtype, a.dtype)
+                    self.assertEqual(back["s"].dtype, a.dtype)
+                    self.assertEqual(np.asarray(back["s"]).shape, ())
+                    self.assertEqual(float(back["s"]), float(a[1, 2]))
+
+    def test_numpy_scalars_and_0d_arrays(self):
+        back = self._roundtrip([np.float32(3), np.int8(-2), np.array(5, dtype=np.int64)])
+        self.assertIsInstance(back[0], np.float32)
+        self.assertEqual(back[0], 3)
+        self.assertIsInstance(back[1], np.int8)
+        self.assertIsInstance(back[2], np.ndarray)
+        self.assertEqual(back[2].shape, ())
+        self.assertEqual(int(back[2]), 5)
+
+    def test_native_dtypes_unchanged(self):
+        for dtype in (np.float16, np.float64, np.uint64, np.bool_, np.complex64):
+            a = np.arange(4).reshape(2, 2).astype(dtype)
+            back = self._roundtrip(a)
+            self.assertEqual(back.dtype, a.dtype)
+            self.assertEqual(back.tolist(), a.tolist())
+
+    def test_not_numeric_arrays_refused_with_path(self):
+        for bad, what in [
+            (np.array(["a", "b"]), "str"),
+            (np.array([b"a"]), "bytes"),
+            (np.array(["2020-01-01"], dtype="datetime64[D]"), "datetime64"),
+            (np.array([1], dtype="timedelta64[s]"), "timedelta64"),
+            (np.array([{}, 1], dtype=object), "object"),
+            (np.zeros(2, dtype=[("f", "i4")]), "cannot be stored"),
+        ]:
+            with self.subTest(dtype=str(bad.dtype)):
+                with self.assertRaises(TypeError) as cm:
+                    create_onnx_model_from_input_tensors([1, {"x": bad}])
+                msg = str(cm.exception)
+                self.assertIn("obj[1]['x']", msg)
+                self.assertIn(what, msg)
+                self.assertIn(str(bad.dtype), msg)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -21,7 +21,8 @@ kind of leaf::
   ``sliding=<window>`` per layer, children are ``key_0, value_0, key_1, ...``),
   ``StaticCache[<max_cache_len>;<lengths>]``, ``EncoderDecoderCache`` (``0`` self attention,
   ``1`` cross attention), ``ModelOutput[<class name>]`` (keys are field names);
-- leaves: ``tensor``, ``array`` (numpy), ``none``, ``int``, ``float``, ``bool``, ``str``
+- leaves: ``tensor``, ``array`` (numpy, ml_dtypes types included), ``npscalar`` (numpy
+  scalar), ``none``, ``int``, ``float``, ``bool``, ``str``
   and ``empty:<container>`` for an empty container.
 
 In keys and metadata, ``%`` and ``/`` are percent-encoded.
@@ -226,6 +227,90 @@ def _numpy_to_torch(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(uint).view(_UINT_OF_SIZE[size]).view(dtype)
 
 
+# numpy arrays: stored through torch when torch has their dtype (bfloat16 and float8 of
+# ml_dtypes included, bit-exact), through onnx.numpy_helper otherwise (int4, uint4,
+# float4_e2m1fn... which ONNX has and torch does not).
+
+#: numpy dtype kinds that are not numbers: strings, bytes, dates, durations, objects, records.
+_NOT_NUMERIC_KINDS = {
+    "U": "str",
+    "S": "bytes",
+    "M": "datetime64",
+    "m": "timedelta64",
+    "O": "object",
+    "V": "void/structured",
+}
+
+
+def _ml_dtypes_of_torch(dtype: torch.dtype) -> np.dtype | None:
+    """The numpy dtype (from ml_dtypes) holding the same bits as ``dtype``, None if none."""
+    try:
+        import ml_dtypes
+    except ImportError:  # pragma: no cover - onnx depends on ml_dtypes
+        return None
+    name = str(dtype).replace("torch.", "")
+    return np.dtype(getattr(ml_dtypes, name)) if hasattr(ml_dtypes, name) else None
+
+
+def _array_to_leaf(array: np.ndarray, where: str) -> torch.Tensor | np.ndarray:
+    """The value stored for a numpy array: a tensor when torch has the dtype, the array
+    itself when only ONNX has it (:func:`onnx.numpy_helper.from_array` stores it)."""
+    kind = array.dtype.kind
+    if kind in _NOT_NUMERIC_KINDS and kind != "V":
+        raise TypeError(
+            f"{where}: numpy arrays of dtype {array.dtype} ({_NOT_NUMERIC_KINDS[kind]}) cannot "
+            "be stored, only numbers and booleans (ml_dtypes types included) can"
+        )
+    array = np.asarray(array, order="C")  # ascontiguousarray would make 0-d arrays 1-d
+    try:
+        return torch.from_numpy(array.copy())
+    except TypeError:
+        # ml_dtypes types (bfloat16 is a numpy 'V' dtype, as structured arrays are)
+        pass
+    try:
+        itype = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+    except (KeyError, ValueError, TypeError) as e:
+        raise TypeError(
+            f"{where}: numpy arrays of dtype {array.dtype} cannot be stored, only numbers and "
+            "booleans (ml_dtypes types included) can"
+        ) from e
+    if itype in _ONNX_TO_TORCH:
+        # bfloat16, float8: the same bits in the torch dtype
+        return _numpy_to_torch(array, _ONNX_TO_TORCH[itype])
+    return array
+
+
+def _leaf_to_array(value: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The numpy array of an ``array`` leaf (ml_dtypes type for bfloat16, float8)."""
+    if isinstance(value, np.ndarray):
+        return value
+    t = value.detach().cpu()
+    np_dtype = None if t.dtype in _UINT_DTYPES_NUMPY else _ml_dtypes_of_torch(t.dtype)
+    if np_dtype is None:
+        return t.numpy()
+    size = t.element_size()
+    return t.contiguous().view(_UINT_OF_SIZE[size]).numpy().view(np_dtype)
+
+
+# dtypes numpy has natively (no ml_dtypes view needed)
+_UINT_DTYPES_NUMPY = {
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+    torch.float16,
+    torch.float32,
+    torch.float64,
+    torch.uint16,
+    torch.uint32,
+    torch.uint64,
+    torch.complex64,
+    torch.complex128,
+}
+
+
 # Encoding of the structure into output names.
 
 
@@ -267,7 +352,7 @@ class _Leaf:
     """One output of the dump: its name, and the tensor it holds."""
 
     name: str
-    tensor: torch.Tensor
+    tensor: torch.Tensor | np.ndarray  # an array only for dtypes torch does not have
 
 
 @dataclass
@@ -275,7 +360,7 @@ class _Encoder:
     switch_low_high: bool | None
     leaves: list[_Leaf] = field(default_factory=list)
 
-    def add(self, steps: list[str], leaf: str, tensor: torch.Tensor) -> None:
+    def add(self, steps: list[str], leaf: str, tensor: torch.Tensor | np.ndarray) -> None:
         self.leaves.append(_Leaf("/".join([*steps, leaf]), tensor))
 
     def encode(self, obj: Any, steps: list[str], where: str) -> None:
@@ -286,9 +371,11 @@ class _Encoder:
             self.add(steps, "tensor", obj)
             return
         if isinstance(obj, np.ndarray):
-            if obj.dtype == object:
-                raise TypeError(f"{where}: numpy arrays of objects cannot be stored")
-            self.add(steps, "array", torch.from_numpy(np.asarray(obj, order="C")))
+            self.add(steps, "array", _array_to_leaf(obj, where))
+            return
+        if isinstance(obj, np.generic):
+            # a numpy scalar (np.float32(1), ml_dtypes.bfloat16(1)...): a 0-d array
+            self.add(steps, "npscalar", _array_to_leaf(np.asarray(obj), where))
             return
         if isinstance(obj, bool):
             self.add(steps, "bool", torch.tensor(obj, dtype=torch.bool))
@@ -404,9 +491,14 @@ def create_onnx_model_from_input_tensors(
     graph = model.graph
     graph.name = "dump"
     for i, leaf in enumerate(encoder.leaves):
-        proto = tensor_to_proto(
-            leaf.tensor, f"c{i}", switch_low_high=switch_low_high, out=graph.initializer.add()
-        )
+        if isinstance(leaf.tensor, np.ndarray):
+            # int4, float4...: onnx packs them as the standard says
+            proto = graph.initializer.add()
+            proto.CopyFrom(onnx.numpy_helper.from_array(leaf.tensor, f"c{i}"))
+        else:
+            proto = tensor_to_proto(
+                leaf.tensor, f"c{i}", switch_low_high=switch_low_high, out=graph.initializer.add()
+            )
         graph.node.append(onnx.helper.make_node("Identity", [proto.name], [leaf.name]))
         graph.output.append(
             onnx.helper.make_tensor_value_info(leaf.name, proto.data_type, list(proto.dims))
@@ -495,11 +587,13 @@ def _new_node(kind: str, meta: str | None, name: str) -> _Node:
     return _Node(kind, None if meta is None else _unquote(meta))
 
 
-def _decode_leaf(leaf: str, tensor: torch.Tensor, name: str) -> Any:
+def _decode_leaf(leaf: str, tensor: torch.Tensor | np.ndarray, name: str) -> Any:
     if leaf == "tensor":
         return tensor
     if leaf == "array":
-        return tensor.cpu().numpy()
+        return _leaf_to_array(tensor)
+    if leaf == "npscalar":
+        return _leaf_to_array(tensor)[()]
     if leaf == "none":
         return None
     if leaf in ("int", "float", "bool"):
@@ -609,7 +703,7 @@ def _load(path_or_proto: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto
         raise DumpFormatError(f"file {str(path_or_proto)!r} is not an ONNX model: {e}") from e
 
 
-def _output_tensors_onnx(model: onnx.ModelProto, device: str) -> list[torch.Tensor]:
+def _output_tensors_onnx(model: onnx.ModelProto, device: str) -> list[torch.Tensor | np.ndarray]:
     inits = {i.name: i for i in model.graph.initializer}
     producers: dict[str, onnx.NodeProto] = {}
     for node in model.graph.node:
@@ -632,16 +726,27 @@ def _output_tensors_onnx(model: onnx.ModelProto, device: str) -> list[torch.Tens
                 f"output {out.name!r} is not a constant (produced by "
                 f"{node.op_type if node is not None else 'nothing'})"
             )
-        tensors.append(proto_to_tensor(proto, device=device))
+        leaf = out.name.rsplit("/", 1)[-1]
+        if proto.data_type not in _ONNX_TO_TORCH and leaf in ("array", "npscalar"):
+            # a numpy array of a type torch does not have (int4...)
+            tensors.append(onnx.numpy_helper.to_array(proto))
+        else:
+            tensors.append(proto_to_tensor(proto, device=device))
     return tensors
 
 
-def _output_tensors_reference(model: onnx.ModelProto, device: str) -> list[torch.Tensor]:
+def _output_tensors_reference(
+    model: onnx.ModelProto, device: str
+) -> list[torch.Tensor | np.ndarray]:
     from onnx.reference import ReferenceEvaluator
 
     results = ReferenceEvaluator(model).run(None, {})
     tensors = []
     for out, value in zip(model.graph.output, results):
+        if out.type.tensor_type.elem_type not in _ONNX_TO_TORCH:
+            # int4...: only numpy (ml_dtypes) holds them
+            tensors.append(np.asarray(value))
+            continue
         dtype = _ONNX_TO_TORCH[out.type.tensor_type.elem_type]
         shape = tuple(d.dim_value for d in out.type.tensor_type.shape.dim)
         # the evaluator may return shape (1,) for a 0-d constant
@@ -650,7 +755,7 @@ def _output_tensors_reference(model: onnx.ModelProto, device: str) -> list[torch
     return tensors
 
 
-_ENGINES: dict[str, Callable[[onnx.ModelProto, str], list[torch.Tensor]]] = {
+_ENGINES: dict[str, Callable[[onnx.ModelProto, str], list[torch.Tensor | np.ndarray]]] = {
     "onnx": _output_tensors_onnx,
     "reference": _output_tensors_reference,
 }
