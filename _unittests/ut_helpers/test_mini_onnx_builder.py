@@ -413,5 +413,74 @@ class TestNumpyArrays(ExtTestCase):
                 self.assertIn(str(bad.dtype), msg)
 
 
+class TestUnstorableValues(ExtTestCase):
+    def test_errors_raise_names_the_path(self):
+        with self.assertRaises(TypeError) as cm:
+            create_onnx_model_from_input_tensors({"a": [torch.ones(1), {1, 2}]})
+        self.assertIn("obj['a'][1]: type set cannot be stored", str(cm.exception))
+
+    def test_errors_mark_keeps_the_rest(self):
+        from onnx_diagnostic.helpers.mini_onnx_builder import Unstored, unstored_values
+
+        obj = {"a": [torch.ones(1), {1, 2}], "b": 2**70, "c": (None, np.array(["s"]))}
+        proto = create_onnx_model_from_input_tensors(obj, errors="mark")
+        back = create_input_tensors_from_onnx_model(proto)
+        self.assertEqual(back["a"][0].tolist(), [1.0])
+        self.assertEqual(back["a"][1].type_name, "set")
+        self.assertIsInstance(back["b"], Unstored)
+        self.assertIn("does not fit in int64", back["b"].reason)
+        self.assertIsNone(back["c"][0])
+        self.assertEqual(back["c"][1].type_name, "ndarray")
+        self.assertEqual(
+            [p for p, _ in unstored_values(proto)], ["obj['a'][1]", "obj['b']", "obj['c'][1]"]
+        )
+        # reason without the path, the path is the first element
+        self.assertFalse(unstored_values(proto)[0][1].startswith("obj"))
+        self.assertEqual(unstored_values(create_onnx_model_from_input_tensors(1)), [])
+        with self.assertRaises(ValueError) as cm:
+            create_onnx_model_from_input_tensors(obj, errors="ignore")
+        self.assertIn("errors='ignore'", str(cm.exception))
+
+    def test_structure_containing_itself(self):
+        cyclic = [torch.ones(1)]
+        cyclic.append({"loop": cyclic})
+        with self.assertRaises(TypeError) as cm:
+            create_onnx_model_from_input_tensors(cyclic)
+        self.assertIn("obj[1]['loop']: the structure contains itself", str(cm.exception))
+        back = create_input_tensors_from_onnx_model(
+            create_onnx_model_from_input_tensors(cyclic, errors="mark")
+        )
+        self.assertEqual(back[0].tolist(), [1.0])
+        self.assertEqual(back[1]["loop"].type_name, "list")
+        # the same object twice is not a cycle
+        shared = [torch.ones(1)]
+        back = create_input_tensors_from_onnx_model(
+            create_onnx_model_from_input_tensors((shared, shared))
+        )
+        self.assertEqual(len(back), 2)
+
+    def test_empty_file_and_folder(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            empty = os.path.join(tmp, "empty.onnx")
+            open(empty, "wb").close()
+            with self.assertRaises(DumpFormatError) as cm:
+                create_input_tensors_from_onnx_model(empty)
+            self.assertIn("is empty (0 bytes)", str(cm.exception))
+            with self.assertRaises(DumpFormatError) as cm:
+                create_input_tensors_from_onnx_model(tmp)
+            self.assertIn("is a folder", str(cm.exception))
+
+
+class TestDocstrings(ExtTestCase):
+    def test_docstring_examples(self):
+        import doctest
+
+        from onnx_diagnostic.helpers import mini_onnx_builder
+
+        res = doctest.testmod(mini_onnx_builder, optionflags=doctest.ELLIPSIS, verbose=False)
+        self.assertEqual(res.failed, 0)
+        self.assertGreater(res.attempted, 3)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -282,16 +282,54 @@ class TestStealForward(ExtTestCase):
         model = KwModel()
         with tempfile.TemporaryDirectory() as tmp:
             dump = os.path.join(tmp, "dump.onnx")
+            with self.assertRaises(ValueError) as cm:
+                with steal_forward(model, dump_file=dump, storage_limit=0):
+                    model(torch.ones(2))
+            self.assertIn("storage_limit=0", str(cm.exception))
+            self.assertIn("dump_file", str(cm.exception))
+            self.assertFalse(os.path.exists(dump))
+            self.assertNotIn("forward", model.__dict__)
+            # without a dump, the limit does not matter
+            with steal_forward(model, storage_limit=0) as stored:
+                self.capture(lambda: model(torch.ones(2)))
+            self.assertEqual(stored, {})
+
+    def test_nothing_stored_nothing_written(self):
+        model = KwModel()
+        with tempfile.TemporaryDirectory() as tmp:
+            dump = os.path.join(tmp, "dump.onnx")
 
             def run():
-                with steal_forward(model, dump_file=dump, storage_limit=0) as stored:
+                with steal_forward(model, dump_file=dump, storage_limit=2) as stored:
                     model(torch.ones(2))
                 return stored
 
-            stored, out, _ = self.capture(run)
+            stored, out, err = self.capture(run)
             self.assertEqual(stored, {})
-            self.assertIn("stops storing", out)
-            self.assertEqual(create_input_tensors_from_onnx_model(dump), {})
+            # the message is printed once, and not logged a second time
+            self.assertEqual(out.count("stops storing"), 1)
+            self.assertNotIn("stops storing", err)
+            self.assertIn("nothing was stored", out)
+            self.assertFalse(os.path.exists(dump))
+
+    def test_dump_folder_checked_before_running(self):
+        model = KwModel()
+        calls = []
+        with tempfile.TemporaryDirectory() as tmp:
+            missing = os.path.join(tmp, "missing", "dump.onnx")
+            with self.assertRaises(FileNotFoundError) as cm:
+                with steal_forward(model, dump_file=missing):
+                    calls.append(1)
+            self.assertIn(os.path.join(tmp, "missing"), str(cm.exception))
+            self.assertIn("dump_file", str(cm.exception))
+            with self.assertRaises(IsADirectoryError):
+                with steal_forward(model, dump_file=tmp):
+                    calls.append(1)
+            with self.assertRaises(TypeError):
+                with steal_forward(model, dump_file=3):
+                    calls.append(1)
+        self.assertEqual(calls, [])
+        self.assertNotIn("forward", model.__dict__)
 
     def test_copies_are_independent_and_on_cpu(self):
         model = KwModel()
@@ -327,18 +365,47 @@ class TestStealForward(ExtTestCase):
         self.assertEqual(saved["", 0, "O"].device.type, "cuda")
         self.assertEqual(saved["", 0, "O"].tolist(), [2.0, 2.0, 2.0])
 
-    def test_unsupported_object_in_dump(self):
-        model = KwModel()
+    def test_unsupported_object_in_dump_keeps_the_rest(self):
+        from onnx_diagnostic.helpers.mini_onnx_builder import Unstored, unstored_values
+
+        class Odd(torch.nn.Module):
+            def forward(self, x):
+                cyclic = [x]
+                cyclic.append(cyclic)
+                return x + 1, (i for i in range(2)), cyclic, {1, 2}
+
+        model = Odd()
         with tempfile.TemporaryDirectory() as tmp:
+            dump = os.path.join(tmp, "d.onnx")
 
             def run():
-                with steal_forward(model, dump_file=os.path.join(tmp, "d.onnx")):
-                    model(torch.ones(1), extra={1, 2})
+                with steal_forward(model, dump_file=dump) as stored:
+                    model(torch.ones(1))
+                    model(torch.ones(2))
+                return stored
 
-            with self.assertRaises(TypeError) as cm:
-                self.capture(run)
-            self.assertIn("set", str(cm.exception))
+            stored, out, _ = self.capture(run)
             self.assertNotIn("forward", model.__dict__)
+            self.assertEqual(len(stored), 4)
+            saved = create_input_tensors_from_onnx_model(dump)
+            self.assertEqual(list(saved), list(stored))
+            for it in (0, 1):
+                tensor, gen, cyclic, a_set = saved["", it, "O"]
+                self.assertEqual(tensor.tolist(), [2.0] * (it + 1))
+                self.assertIsInstance(gen, Unstored)
+                self.assertEqual(gen.type_name, "generator")
+                self.assertEqual(cyclic[0].tolist(), [1.0] * (it + 1))
+                self.assertIsInstance(cyclic[1], Unstored)
+                self.assertIn("contains itself", cyclic[1].reason)
+                self.assertEqual(a_set, Unstored("set", a_set.reason))
+                self.assertEqual(saved["", it, "I"][0][0].tolist(), [1.0] * (it + 1))
+            paths = [p for p, _ in unstored_values(dump)]
+            self.assertIn("obj[('', 0, 'O')][1]", paths)
+            self.assertIn("obj[('', 1, 'O')][2][1]", paths)
+            self.assertIn("obj[('', 0, 'O')][3]", paths)
+            # each problem printed once with its path
+            self.assertEqual(out.count("-- not stored: obj[('', 0, 'O')][1]"), 1)
+            self.assertEqual(out.count("-- not stored: obj[('', 0, 'O')][3]"), 1)
 
     def test_nothing_printed_while_exporting(self):
         model = KwModel()
@@ -388,6 +455,17 @@ class TestStealForward(ExtTestCase):
         with self.assertRaises(ValueError):
             with steal_forward(KwModel(), storage_limit=-1):
                 pass
+
+
+class TestDocstrings(ExtTestCase):
+    def test_docstring_examples(self):
+        import doctest
+
+        from onnx_diagnostic.helpers import steal
+
+        res = doctest.testmod(steal, optionflags=doctest.ELLIPSIS, verbose=False)
+        self.assertEqual(res.failed, 0)
+        self.assertGreater(res.attempted, 3)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ kind of leaf::
   ``1`` cross attention), ``ModelOutput[<class name>]`` (keys are field names);
 - leaves: ``tensor``, ``array`` (numpy, ml_dtypes types included), ``npscalar`` (numpy
   scalar), ``none``, ``int``, ``float``, ``bool``, ``str``
-  and ``empty:<container>`` for an empty container.
+  and ``empty:<container>`` for an empty container, ``unstored`` for a value that could not be
+  stored (``errors="mark"``, read back as an :class:`Unstored`).
 
 In keys and metadata, ``%`` and ``/`` are percent-encoded.
 The model carries the metadata ``onnx_diagnostic.dump`` so that a file that is not such a
@@ -63,6 +64,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DUMP_METADATA_KEY",
     "DumpFormatError",
+    "UNSTORED_METADATA_KEY",
+    "Unstored",
+    "unstored_values",
     "create_input_tensors_from_onnx_model",
     "create_onnx_model_from_input_tensors",
     "proto_to_tensor",
@@ -72,6 +76,8 @@ __all__ = [
 
 #: Metadata key marking a model created by :func:`create_onnx_model_from_input_tensors`.
 DUMP_METADATA_KEY = "onnx_diagnostic.dump"
+#: Metadata key listing ``[path, reason]`` of the values replaced by :class:`Unstored`.
+UNSTORED_METADATA_KEY = "onnx_diagnostic.unstored"
 _DUMP_VERSION = "1"
 _OPSET = 18
 _IR_VERSION = 9
@@ -110,6 +116,24 @@ _UINT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 class DumpFormatError(ValueError):
     """Raised when a model is not a dump made by :func:`create_onnx_model_from_input_tensors`."""
+
+
+@dataclass(frozen=True)
+class Unstored:
+    """
+    What a dump holds in place of a value it could not store
+    (``create_onnx_model_from_input_tensors(..., errors="mark")``): the type of the value
+    and the reason. The rest of the structure is stored as usual.
+
+    >>> from onnx_diagnostic.helpers.mini_onnx_builder import (
+    ...     create_onnx_model_from_input_tensors, create_input_tensors_from_onnx_model)
+    >>> proto = create_onnx_model_from_input_tensors((1, {2, 3}), errors="mark")
+    >>> create_input_tensors_from_onnx_model(proto)[1].type_name
+    'set'
+    """
+
+    type_name: str
+    reason: str
 
 
 # tensor <-> TensorProto: the only place where tensors become bytes and bytes tensors.
@@ -358,12 +382,50 @@ class _Leaf:
 @dataclass
 class _Encoder:
     switch_low_high: bool | None
+    errors: str = "raise"
     leaves: list[_Leaf] = field(default_factory=list)
+    #: ``(path, reason)`` of every value replaced by :class:`Unstored` (errors="mark")
+    unstored: list[tuple[str, str]] = field(default_factory=list)
+    # ids of the containers on the path being encoded, to detect a structure containing itself
+    _active: set[int] = field(default_factory=set)
 
     def add(self, steps: list[str], leaf: str, tensor: torch.Tensor | np.ndarray) -> None:
         self.leaves.append(_Leaf("/".join([*steps, leaf]), tensor))
 
     def encode(self, obj: Any, steps: list[str], where: str) -> None:
+        n_leaves = len(self.leaves)
+        container = isinstance(obj, (list, tuple, dict))
+        try:
+            if container and id(obj) in self._active:
+                raise TypeError(
+                    f"{where}: the structure contains itself (this {type(obj).__name__} is "
+                    "one of its own ancestors), it cannot be stored"
+                )
+            if container:
+                self._active.add(id(obj))
+            try:
+                self._encode(obj, steps, where)
+            finally:
+                if container:
+                    self._active.discard(id(obj))
+        except (TypeError, OverflowError, ValueError) as e:
+            if self.errors != "mark":
+                raise
+            # what was added for the failing value is replaced by one marked leaf; the error
+            # message starts with the path of the value that failed, the deepest one
+            del self.leaves[n_leaves:]
+            reason = str(e).split(": ", 1)[1] if str(e).startswith(where) else str(e)
+            self.unstored.append((where, reason))
+            text = json.dumps([type(obj).__name__, reason])
+            self.add(steps, "unstored", torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8))
+
+    def _encode(self, obj: Any, steps: list[str], where: str) -> None:
+        if isinstance(obj, Unstored):
+            # a value already known as not stored (steal_forward could not copy it)
+            self.unstored.append((where, obj.reason))
+            text = json.dumps([obj.type_name, obj.reason])
+            self.add(steps, "unstored", torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8))
+            return
         if obj is None:
             self.add(steps, "none", torch.empty((0,), dtype=torch.float32))
             return
@@ -462,7 +524,7 @@ def _cache_children(cache: Any, where: str) -> tuple[str, list[tuple[str, str, A
 
 
 def create_onnx_model_from_input_tensors(
-    obj: Any, switch_low_high: bool | None = None
+    obj: Any, switch_low_high: bool | None = None, errors: str = "raise"
 ) -> onnx.ModelProto:
     """
     Creates an ONNX model whose outputs are every tensor of a nested structure,
@@ -472,6 +534,11 @@ def create_onnx_model_from_input_tensors(
         tuples of them), DynamicCache (sliding layers kept), StaticCache, EncoderDecoderCache,
         ModelOutput nesting them
     :param switch_low_high: byte order, see :func:`tensor_to_proto`
+    :param errors: what happens to a value that cannot be stored (a ``set``, a numpy array
+        of strings, a structure containing itself...): ``"raise"`` raises a TypeError naming
+        its path (``obj[1]['x']``), ``"mark"`` stores an :class:`Unstored` in its place (type
+        and reason, read back as such) so that the rest is kept, and lists the paths in the
+        model's metadata (:func:`unstored_values`)
     :return: the model, save it with :func:`save_onnx_dump` (it handles dumps above 2 GiB)
 
     >>> import torch
@@ -479,15 +546,21 @@ def create_onnx_model_from_input_tensors(
     >>> [o.name for o in proto.graph.output]
     ['tuple:0/tuple:0/tensor', 'tuple:1/empty:dict']
     """
-    encoder = _Encoder(switch_low_high)
+    if errors not in ("raise", "mark"):
+        raise ValueError(f"errors={errors!r} must be 'raise' or 'mark'")
+    encoder = _Encoder(switch_low_high, errors)
     encoder.encode(obj, [], "obj")
+
     # The model is filled in place: onnx.helper.make_graph / make_model copy every
     # initializer, twice the size of the dump.
     model = onnx.ModelProto()
     model.ir_version = _IR_VERSION
     model.producer_name = "onnx_diagnostic.mini_onnx_builder"
     model.opset_import.append(onnx.helper.make_opsetid("", _OPSET))
-    onnx.helper.set_model_props(model, {DUMP_METADATA_KEY: _DUMP_VERSION})
+    props = {DUMP_METADATA_KEY: _DUMP_VERSION}
+    if encoder.unstored:
+        props[UNSTORED_METADATA_KEY] = json.dumps(encoder.unstored)
+    onnx.helper.set_model_props(model, props)
     graph = model.graph
     graph.name = "dump"
     for i, leaf in enumerate(encoder.leaves):
@@ -504,6 +577,21 @@ def create_onnx_model_from_input_tensors(
             onnx.helper.make_tensor_value_info(leaf.name, proto.data_type, list(proto.dims))
         )
     return model
+
+
+def unstored_values(path_or_proto: str | os.PathLike | onnx.ModelProto) -> list[tuple[str, str]]:
+    """
+    Returns ``(path, reason)`` for every value a dump could not store (replaced by an
+    :class:`Unstored`, see ``errors="mark"`` in :func:`create_onnx_model_from_input_tensors`),
+    an empty list when everything was stored.
+
+    >>> proto = create_onnx_model_from_input_tensors([1, {2}], errors="mark")
+    >>> [path for path, reason in unstored_values(proto)]
+    ['obj[1]']
+    """
+    model = _load(path_or_proto)
+    props = {p.key: p.value for p in model.metadata_props}
+    return [tuple(item) for item in json.loads(props.get(UNSTORED_METADATA_KEY, "[]"))]
 
 
 def save_onnx_dump(
@@ -600,6 +688,12 @@ def _decode_leaf(leaf: str, tensor: torch.Tensor | np.ndarray, name: str) -> Any
         return {"int": int, "float": float, "bool": bool}[leaf](tensor.item())
     if leaf == "str":
         return bytes(tensor.cpu().numpy().tobytes()).decode("utf-8")
+    if leaf == "unstored":
+        try:
+            type_name, reason = json.loads(bytes(tensor.cpu().numpy().tobytes()).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DumpFormatError(f"output {name!r}: unreadable 'unstored' leaf: {e}") from e
+        return Unstored(type_name, reason)
     m = _EMPTY.match(leaf)
     if m:
         return _new_node(m["kind"], m["meta"], name)
@@ -697,6 +791,13 @@ def _load(path_or_proto: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto
         )
     if not os.path.exists(path_or_proto):
         raise FileNotFoundError(f"path_or_proto: file {str(path_or_proto)!r} does not exist")
+    if os.path.isdir(path_or_proto):
+        raise DumpFormatError(f"path_or_proto: {str(path_or_proto)!r} is a folder, not a file")
+    if os.path.getsize(path_or_proto) == 0:
+        raise DumpFormatError(
+            f"file {str(path_or_proto)!r} is empty (0 bytes): the dump was not written, "
+            "or its writing was interrupted"
+        )
     try:
         return onnx.load(path_or_proto)
     except Exception as e:

@@ -27,6 +27,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,36 @@ def _cpu_copy(obj: Any) -> Any:
     from .torch_helper import to_any, torch_deepcopy
 
     return to_any(torch_deepcopy(obj), "cpu")
+
+
+_NOT_COPIED = "cannot be copied: "
+
+
+def _cpu_copy_partial(obj: Any, where: str, active: frozenset[int] = frozenset()) -> Any:
+    """A CPU copy of ``obj``; what cannot be copied (a generator...) becomes an
+    :class:`Unstored <onnx_diagnostic.helpers.mini_onnx_builder.Unstored>` and is printed,
+    the rest of the structure is copied: the model's call never fails because of the copy."""
+    from .mini_onnx_builder import Unstored
+
+    if type(obj) in (list, tuple, dict) and id(obj) in active:
+        reason = (
+            f"{_NOT_COPIED}the structure contains itself "
+            f"(this {type(obj).__name__} is one of its ancestors)"
+        )
+        print(f"-- not stored: {where}: {reason}")
+        return Unstored(type(obj).__name__, reason)
+    try:
+        return _cpu_copy(obj)
+    except Exception as e:
+        error = e
+    if type(obj) in (list, tuple, dict):
+        inner = active | {id(obj)}
+        if type(obj) is dict:
+            return {k: _cpu_copy_partial(v, f"{where}[{k!r}]", inner) for k, v in obj.items()}
+        return type(obj)(_cpu_copy_partial(v, f"{where}[{i}]", inner) for i, v in enumerate(obj))
+    reason = f"{_NOT_COPIED}{type(error).__name__}: {error}"
+    print(f"-- not stored: {where}: {reason}")
+    return Unstored(type(obj).__name__, reason)
 
 
 def _is_exporting() -> bool:
@@ -80,14 +111,15 @@ class _Storage:
         size = _nbytes(obj)
         if self.size + size > self.limit:
             self.stopped = True
+            # printed once, not logged as well: a logger without handler prints warnings too
             print(
                 f"-- stops storing, storage_limit={self.limit} bytes reached "
                 f"({len(self.objects)} objects stored, {self.size} bytes, "
                 f"{key} would need {size} more)"
             )
-            logger.warning("storage limit %d reached at key %s", self.limit, key)
+            logger.debug("storage limit %d reached at key %s", self.limit, key)
             return None
-        self.objects[key] = _cpu_copy(obj)
+        self.objects[key] = _cpu_copy_partial(obj, f"obj[{key!r}]")
         self.size += size
         return size
 
@@ -175,10 +207,15 @@ def steal_forward(
         keyed ``(name, iteration, "I")`` for ``(args, kwargs)`` and ``(name, iteration,
         "O")`` for the output, and saved in that ONNX file on exit
         (read it with :func:`create_input_tensors_from_onnx_model
-        <onnx_diagnostic.helpers.mini_onnx_builder.create_input_tensors_from_onnx_model>`)
+        <onnx_diagnostic.helpers.mini_onnx_builder.create_input_tensors_from_onnx_model>`);
+        its folder must exist (checked before anything runs); a value that cannot be stored
+        (a ``set``...) is replaced in the file by an :class:`Unstored
+        <onnx_diagnostic.helpers.mini_onnx_builder.Unstored>` naming its type, the rest is
+        kept, and its path is printed; nothing is written when nothing was stored
     :param verbose: prints what is stored and dumped if > 0
     :param storage_limit: the copies stop (with a message, never an error) when they would
-        take more than this number of bytes
+        take more than this number of bytes; 0 with a ``dump_file`` is refused (nothing could
+        be stored)
     :param with_min_max: prints min, max and mean of every tensor
     :param kwargs: sent to ``fprint``
     :return: the dictionary of the stored copies (empty without ``dump_file``)
@@ -193,8 +230,10 @@ def steal_forward(
     -first.
     """
     models = _check_models(model_or_list)
-    if not isinstance(storage_limit, int) or storage_limit < 0:
+    if not isinstance(storage_limit, int) or isinstance(storage_limit, bool) or storage_limit < 0:
         raise ValueError(f"storage_limit must be a non-negative int, not {storage_limit!r}")
+    if dump_file is not None:
+        _check_dump_file(dump_file, storage_limit)
     if fprint is string_type:
         options = dict(with_shape=True, with_min_max=with_min_max, **kwargs)
     else:
@@ -229,22 +268,58 @@ def steal_forward(
             _dump(storage, dump_file, verbose, failing=failing)
 
 
-def _dump(storage: _Storage, dump_file: str, verbose: int, failing: bool) -> None:
-    from .mini_onnx_builder import create_onnx_model_from_input_tensors, save_onnx_dump
+def _check_dump_file(dump_file: Any, storage_limit: int) -> None:
+    """Refuses a dump the context could not write, before the model runs."""
+    if not isinstance(dump_file, (str, os.PathLike)):
+        raise TypeError(f"dump_file must be a file name, not {type(dump_file).__name__}")
+    if storage_limit == 0:
+        raise ValueError(
+            f"storage_limit=0 stores nothing, dump_file={str(dump_file)!r} would be empty; "
+            "give a positive limit in bytes or dump_file=None"
+        )
+    if os.path.isdir(dump_file):
+        raise IsADirectoryError(f"dump_file={str(dump_file)!r} is a folder, not a file name")
+    folder = os.path.dirname(os.path.abspath(dump_file))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"dump_file={str(dump_file)!r}: folder {folder!r} does not exist, create it first "
+            "(nothing ran)"
+        )
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"dump_file={str(dump_file)!r}: folder {folder!r} is not writable")
 
+
+def _dump(storage: _Storage, dump_file: str, verbose: int, failing: bool) -> None:
+    from .mini_onnx_builder import (
+        create_onnx_model_from_input_tensors,
+        save_onnx_dump,
+        unstored_values,
+    )
+
+    if not storage.objects:
+        print(f"-- nothing was stored, {dump_file!r} is not written")
+        return
     if verbose:
         print(f"-- gather stored {len(storage.objects)} objects, size={storage.size // 2**20} Mb")
     try:
-        proto = create_onnx_model_from_input_tensors(storage.objects)
+        # errors="mark": a value the dump cannot hold is named and replaced, the rest is kept
+        proto = create_onnx_model_from_input_tensors(storage.objects, errors="mark")
+        for where, reason in unstored_values(proto):
+            if not reason.startswith(_NOT_COPIED):  # those were printed when the copy failed
+                print(f"-- not stored: {where}: {reason}")
         if verbose:
             print("-- dumps stored objects")
         save_onnx_dump(proto, dump_file)
     except Exception as e:
+        message = (
+            f"unable to dump the {len(storage.objects)} stored objects into {dump_file!r}: {e}; "
+            "they are still in the dictionary the with statement returned"
+        )
         if not failing:
-            raise
+            raise RuntimeError(message) from e
         # the exception raised inside the context matters more
-        logger.error("unable to dump the stored objects into %r: %s", dump_file, e)
-        print(f"-- unable to dump stored objects into {dump_file!r}: {e}")
+        logger.error("%s", message)
+        print(f"-- {message}")
         return
     if verbose:
         print("-- done dump stored objects")
