@@ -866,5 +866,66 @@ class TestMaxDiffNewCacheLayers(ExtTestCase):
         self.assertIn("MyLayer", d["error"])
 
 
+class TestMaxDiffUnusualTensors(ExtTestCase):
+    """Tensors max_diff used to let escape raw errors on, or compare wrongly."""
+
+    def test_int64_above_2_53_compared_exactly(self):
+        a = torch.tensor([2**53, 7, -(2**63), 2**63 - 1])
+        b = torch.tensor([2**53 + 1, 7, 2**63 - 1, -(2**63)])
+        d = max_diff(a, a.clone())
+        self.assertEqual((d["abs"], d["n"]), (0.0, 4))
+        d = max_diff(a[:2], b[:2])
+        self.assertEqual(d["abs"], 1.0)
+        self.assertEqual(d["argm"], (0,))
+        # opposite signs at the extremes: no overflow, the largest difference wins
+        d = max_diff(a, b)
+        self.assertEqual(d["argm"], (2,))
+        self.assertEqual(d["abs"], float(2**64 - 1))
+        d = max_diff(np.array([2**60], dtype=np.int64), np.array([2**60 + 1], dtype=np.int64))
+        self.assertEqual(d["abs"], 1.0)
+        # integers against floats keep comparing as numbers
+        self.assertEqual(max_diff(torch.tensor([1, 2]), torch.tensor([1.5, 2.0]))["abs"], 0.5)
+        self.assertEqual(max_diff(torch.tensor([True]), torch.tensor([False]))["abs"], 1.0)
+
+    def test_sparse_tensors_compared_dense(self):
+        dense = torch.tensor([[0.0, 1.5], [0.0, 0.0]])
+        other = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+        d = max_diff(dense.to_sparse(), other)
+        self.assertNotIn("error", d)
+        self.assertEqual((d["abs"], d["argm"], d["n"]), (0.5, (0, 1), 4))
+        self.assertEqual(max_diff(dense.to_sparse_csr(), dense.to_sparse())["abs"], 0.0)
+        self.assertEqual(max_diff([dense.to_sparse()], [dense])["abs"], 0.0)
+
+    def test_quantized_tensors_compared_dequantized(self):
+        q = torch.quantize_per_tensor(torch.tensor([1.0, 2.0]), 0.1, 0, torch.quint8)
+        d = max_diff(q, torch.tensor([1.0, 2.05]))
+        self.assertNotIn("error", d)
+        self.assertAlmostEqual(d["abs"], 0.05, atol=1e-6)
+        self.assertEqual(max_diff(q, q)["abs"], 0.0)
+
+    def test_meta_tensor_reported_not_raised(self):
+        d = max_diff([torch.empty(2, device="meta")], [torch.ones(2)])
+        self.assertEqual(d["abs"], math.inf)
+        self.assertIn("expected[0]: cannot compare", d["error"])
+        self.assertIn("meta", d["error"])
+
+    def test_structures_containing_themselves(self):
+        a = [torch.ones(1)]
+        a.append(a)
+        b = [torch.ones(1)]
+        b.append(b)
+        d = max_diff(a, b)
+        self.assertEqual(d["abs"], math.inf)
+        self.assertIn("expected[1]: the structures contain themselves", d["error"])
+        d = max_diff(a, [torch.ones(1), [torch.ones(1)]])
+        self.assertIn("contains itself", d["error"])
+        with self.assertRaises(TypeError) as cm:
+            flatten_object({"x": a})
+        self.assertIn("obj['x'][1]: the structure contains itself", str(cm.exception))
+        # one object twice is not a cycle
+        shared = [torch.ones(1)]
+        self.assertEqual(max_diff((shared, shared), (shared, shared))["n"], 2)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

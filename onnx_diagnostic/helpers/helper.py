@@ -489,7 +489,16 @@ def _cache_named_tensors(cache: Any, path: str) -> list[tuple[str, Any]]:
     return out
 
 
-def _flatten_named(obj: Any, path: str, out: list[tuple[str, Any]]) -> None:
+def _flatten_named(
+    obj: Any, path: str, out: list[tuple[str, Any]], active: frozenset[int] = frozenset()
+) -> None:
+    if isinstance(obj, (list, tuple, dict)):
+        if id(obj) in active:
+            raise TypeError(
+                f"{path}: the structure contains itself (this {type(obj).__name__} is one of "
+                "its own ancestors)"
+            )
+        active = active | {id(obj)}
     if isinstance(obj, (torch.Tensor, np.ndarray)):
         out.append((path, obj))
     elif obj is None:
@@ -500,19 +509,19 @@ def _flatten_named(obj: Any, path: str, out: list[tuple[str, Any]]) -> None:
         out.append((path, np.asarray(obj)))
     elif compat.is_model_output(obj):
         for k, v in obj.items():
-            _flatten_named(v, f"{path}.{k}", out)
+            _flatten_named(v, f"{path}.{k}", out, active)
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
-            _flatten_named(v, f"{path}[{i}]", out)
+            _flatten_named(v, f"{path}[{i}]", out, active)
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            _flatten_named(v, f"{path}[{k!r}]", out)
+            _flatten_named(v, f"{path}[{k!r}]", out, active)
     elif compat.is_cache(obj):
         out.extend(_cache_named_tensors(obj, path))
     elif type(obj) in torch.utils._pytree.SUPPORTED_NODES:
         children, _ = torch.utils._pytree.tree_flatten(obj, is_leaf=lambda x: x is not obj)
         for i, v in enumerate(children):
-            _flatten_named(v, f"{path}<{i}>", out)
+            _flatten_named(v, f"{path}<{i}>", out, active)
     else:
         raise TypeError(
             f"{path}: cannot flatten an object of type {type(obj).__name__} into tensors"
@@ -571,6 +580,8 @@ class _Accumulator:
         self.hist = hist
         self.rep = dict.fromkeys(hist, 0) if hist else None
         self.verbose = verbose
+        #: ``(id(expected), id(got))`` of the containers being compared, to detect cycles
+        self.active: set[tuple[int, int]] = set()
 
     def result(self) -> dict[str, Any]:
         res = dict(
@@ -593,6 +604,12 @@ _LEAF_TYPES = (torch.Tensor, np.ndarray, np.generic, bool, int, float, complex)
 def _to_torch(x: Any) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         x = x.detach()
+        if x.is_quantized:
+            # the values the quantized tensor stands for
+            x = x.dequantize()
+        elif x.layout != torch.strided:
+            # sparse COO / CSR / CSC / BSR / BSC: the dense values
+            x = x.to_dense()
         return x if x.device.type == "cpu" else x.cpu()
     if isinstance(x, (np.ndarray, np.generic)):
         a = np.asarray(x)
@@ -604,26 +621,42 @@ def _to_torch(x: Any) -> torch.Tensor:
     return torch.tensor(x)
 
 
+def _abs_diff(
+    te: torch.Tensor, tg: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(|te - tg|, |te|, te == tg)``, the first two in float64 (complex: the modulus);
+    integers are subtracted exactly first, float64 cannot tell 2**53 from 2**53 + 1."""
+    if not (te.is_floating_point() or te.is_complex() or tg.is_floating_point() or tg.is_complex()):
+        a, b = te.to(torch.int64), tg.to(torch.int64)
+        same_sign = (a >= 0) == (b >= 0)
+        # no overflow when both have the same sign; otherwise |a - b| >= 1 in float64 too
+        exact = torch.where(same_sign, a - b, torch.zeros((), dtype=torch.int64)).abs()
+        approx = (a.to(torch.float64) - b.to(torch.float64)).abs()
+        diff = torch.where(same_sign, exact.to(torch.float64), approx)
+        return diff, a.to(torch.float64).abs(), a == b
+    dtype = torch.complex128 if (te.is_complex() or tg.is_complex()) else torch.float64
+    te, tg = te.to(dtype), tg.to(dtype)
+    return (te - tg).abs(), te.abs(), te == tg
+
+
 def _compare_tensors(e: Any, g: Any, epath: str, gpath: str, acc: _Accumulator) -> None:
     try:
         te, tg = _to_torch(e), _to_torch(g)
-    except Exception as exc:  # numpy strings, objects...
+    except Exception as exc:  # numpy strings, objects, meta tensors...
         raise _Mismatch(
             f"{_label(epath, gpath)}: cannot compare {string_type(e, with_shape=True)} "
             f"and {string_type(g, with_shape=True)} ({exc})"
         ) from exc
     if tuple(te.shape) != tuple(tg.shape):
         raise _Mismatch(f"{_label(epath, gpath)}: shape {tuple(te.shape)} vs {tuple(tg.shape)}")
-    dtype = torch.complex128 if (te.is_complex() or tg.is_complex()) else torch.float64
-    te, tg = te.to(dtype), tg.to(dtype)
     n = te.numel()
     if n == 0:
         return
     en, gn = torch.isnan(te), torch.isnan(tg)
-    diff = (te - tg).abs()
-    ignored = (te == tg) | en | gn  # inf == inf, NaN positions are counted apart
+    diff, eabs, equal = _abs_diff(te, tg)
+    ignored = equal | en | gn  # inf == inf, NaN positions are counted apart
     diff = torch.where(ignored, torch.zeros((), dtype=diff.dtype), diff)
-    rel = diff / (te.abs() + 1e-5)
+    rel = diff / (eabs + 1e-5)
     rel = torch.where(torch.isinf(diff), torch.full((), math.inf, dtype=rel.dtype), rel)
     index = int(diff.argmax())
     mabs = float(diff.reshape(-1)[index])
@@ -696,6 +729,25 @@ def _compare_flat(e: Any, g: Any, epath: str, gpath: str, acc: _Accumulator) -> 
 
 def _compare(e: Any, g: Any, epath: str, gpath: str, acc: _Accumulator) -> None:
     ke, kg = _kind(e), _kind(g)
+    pair = (id(e), id(g))
+    if ke in ("seq", "dict") or kg in ("seq", "dict"):
+        if pair in acc.active:
+            raise _Mismatch(
+                f"{_label(epath, gpath)}: the structures contain themselves (a cycle), "
+                "they cannot be compared"
+            )
+        acc.active.add(pair)
+        try:
+            _compare_containers(e, g, ke, kg, epath, gpath, acc)
+        finally:
+            acc.active.discard(pair)
+        return
+    _compare_containers(e, g, ke, kg, epath, gpath, acc)
+
+
+def _compare_containers(
+    e: Any, g: Any, ke: str, kg: str, epath: str, gpath: str, acc: _Accumulator
+) -> None:
     if ke == "leaf" and kg == "leaf":
         _compare_tensors(e, g, epath, gpath, acc)
         return
