@@ -18,6 +18,7 @@ from onnx_diagnostic.ext_test_case import (
     requires_cache_classes,
     ExtTestCase,
     has_onnxruntime,
+    has_onnxruntime_genai,
     has_torch,
     has_transformers,
     hide_stdout,
@@ -475,6 +476,476 @@ class TestAssertEqualAnyNewCacheLayers(ExtTestCase):
         self.assertEqual(cm.exception.layer_index, 1)
         self.assertIs(cm.exception.layer_class, MyLayer)
         self.assertTrue(str(cm.exception).startswith("expected[0]: DynamicCache.layers[1] "))
+
+
+class TestOnnxDiagnosticHelpers(ExtTestCase):
+    """Module-level helpers onnx-diagnostic documents."""
+
+    def test_every_documented_name_is_exported(self):
+        import onnx_diagnostic.ext_test_case as m
+
+        for name in m.__all__:
+            self.assertHasAttr(m, name)
+        self.assertIs(m.requires_experimental_experiment, m.requires_experimental)
+        self.assertEqual(m.BOOLEAN_VALUES[:2], (1, "1"))
+
+    def test_platforms(self):
+        from onnx_diagnostic.ext_test_case import is_apple, is_azure, is_linux, is_windows
+
+        self.assertEqual(
+            sum([is_apple(), is_linux(), is_windows()]),
+            1 if sys.platform in ("darwin", "linux", "win32") else 0,
+        )
+        with self.set_env("AZURE_HTTP_USER_AGENT", "agent"):
+            self.assertTrue(is_azure())
+        with self.set_env("AZURE_HTTP_USER_AGENT", "undefined"):
+            self.assertFalse(is_azure())
+
+    def test_skipif_ci(self):
+        from onnx_diagnostic import _ext_test_requirements as req
+
+        def f(self):
+            pass
+
+        with self.set_env("AZURE_HTTP_USER_AGENT", "agent"):
+            skip = {
+                "win32": req.skipif_ci_windows,
+                "linux": req.skipif_ci_linux,
+                "darwin": req.skipif_ci_apple,
+            }[sys.platform]("slow")(f)
+            self.assertTrue(skip.__unittest_skip__)
+            self.assertIn("slow", skip.__unittest_skip_why__)
+        os.environ.pop("AZURE_HTTP_USER_AGENT", None)
+        self.assertIs(req.skipif_ci_linux("x")(f), f)
+        self.assertIs(req.skipif_ci_windows()(f), f)
+
+    def test_has_functions(self):
+        from onnx_diagnostic.ext_test_case import (
+            has_cuda,
+            has_onnx_ir,
+            has_onnxruntime_genai,
+            has_onnxruntime_training,
+            has_onnxscript,
+            has_sklearn,
+        )
+
+        self.assertTrue(has_torch())
+        self.assertTrue(has_transformers())
+        self.assertTrue(has_onnxruntime())
+        self.assertTrue(has_onnxscript())
+        self.assertTrue(has_onnxscript("0.1"))
+        self.assertFalse(has_onnxscript("999"))
+        self.assertFalse(has_onnx_ir("999"))
+        self.assertFalse(has_sklearn("999"))
+        self.assertEqual(has_cuda(), torch.cuda.device_count() > 0)
+        self.assertIsInstance(has_onnxruntime_genai(), bool)
+        self.assertIsInstance(has_onnxruntime_training(push_back_batch=True), bool)
+
+    def test_requires_missing_module(self):
+        from onnx_diagnostic import _ext_test_requirements as req
+
+        f = req._requires_module("no_such_module_xyz", "xyz", "", "needed")(lambda self: 0)
+        self.assertEqual(f.__unittest_skip_why__, "xyz not installed: needed")
+        self.assertFalse(req._has_module("no_such_module_xyz"))
+
+    def test_requires_decorators_more(self):
+        from onnx_diagnostic.ext_test_case import (
+            requires_cuda,
+            requires_diffusers,
+            requires_experimental,
+            requires_numpy,
+            requires_onnx,
+            requires_onnx_array_api,
+            requires_onnx_ir,
+            requires_onnxruntime_genai,
+            requires_onnxscript,
+            requires_python,
+            requires_sklearn,
+        )
+
+        def f(self):
+            pass
+
+        def skipped(deco):
+            return getattr(deco(f), "__unittest_skip__", False)
+
+        for deco in [
+            requires_onnxscript("999"),
+            requires_onnx("999"),
+            requires_onnx_ir("999"),
+            requires_numpy("999"),
+            requires_sklearn("999"),
+            requires_diffusers("999"),
+            requires_experimental("999"),
+            requires_onnx_array_api("999"),
+            requires_python((99,)),
+            requires_transformers("4.0", or_older_than="4.1"),
+        ]:
+            self.assertTrue(skipped(deco))
+        for deco in [
+            requires_onnxscript(),
+            requires_onnx("1.0"),
+            requires_numpy("1.0"),
+            requires_python((3,)),
+            requires_torch(),
+            requires_transformers("4.0", or_older_than="999"),
+        ]:
+            self.assertFalse(skipped(deco))
+        self.assertEqual(skipped(requires_cuda()), not torch.cuda.is_available())
+        self.assertEqual(skipped(requires_onnxruntime_genai()), not has_onnxruntime_genai())
+        self.assertIn("onnxscript 0", requires_onnxscript("999")(f).__unittest_skip_why__)
+        self.assertRaise(lambda: requires_python("3.12"), TypeError, "tuple")
+
+    def test_env_flags(self):
+        from onnx_diagnostic.ext_test_case import long_test, never_test, requires_zoo
+
+        def f(self):
+            pass
+
+        for deco, var in [
+            (long_test, "LONGTEST"),
+            (never_test, "NEVERTEST"),
+            (requires_zoo, "ZOO"),
+        ]:
+            with self.set_env(var, "0"):
+                self.assertTrue(deco("why")(f).__unittest_skip__)
+                self.assertIn("why", deco("why")(f).__unittest_skip_why__)
+            with self.set_env(var, "1"):
+                self.assertIs(deco()(f), f)
+
+    def test_ignore_errors(self):
+        from onnx_diagnostic.ext_test_case import ignore_errors
+
+        class T(ExtTestCase):
+            @ignore_errors((OSError, KeyError))
+            def test_skipped(self):
+                raise OSError("no network")
+
+            @ignore_errors(OSError)
+            def test_failed(self):
+                raise ValueError("real bug")
+
+            @ignore_errors(OSError)
+            def test_ok(self):
+                pass
+
+        r = unittest.TestResult()
+        for name in ["test_skipped", "test_failed", "test_ok"]:
+            T(name).run(r)
+        self.assertEqual(len(r.skipped), 1)
+        self.assertIn("expected error OSError: no network", r.skipped[0][1])
+        self.assertEqual(len(r.errors), 1)
+        self.assertEqual(r.testsRun, 3)
+        self.assertRaise(lambda: ignore_errors("OSError"), TypeError, "exception classes")
+
+    def test_ignore_warnings_tracer_warning(self):
+        @ignore_warnings("TracerWarning")
+        def f():
+            warnings.warn("traced", torch.jit.TracerWarning)
+            return 1
+
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            self.assertEqual(f(), 1)
+        self.assertEqual(w, [])
+
+    def test_measure_time(self):
+        from onnx_diagnostic.ext_test_case import measure_time
+
+        res = measure_time("sum(values)", context={"values": [1, 2, 3]}, repeat=3, number=4)
+        self.assertEqual((res["repeat"], res["number"], res["size"]), (3, 4, 3))
+        self.assertLessOrEqual(res["min_exec"], res["average"])
+        self.assertLessOrEqual(res["average"], res["max_exec"])
+        res = measure_time(lambda: sum(range(10)), max_time=0.01)
+        self.assertGreaterOrEqual(res["ttime"], 0.01)
+        self.assertIn("context_size", res)
+        self.assertRaise(lambda: measure_time(3), TypeError, "stmt")
+        self.assertRaise(lambda: measure_time("1", repeat=0), ValueError, "repeat=0")
+        self.assertRaise(
+            lambda: measure_time("1", max_time=1, div_by_number=False), ValueError, "div_by"
+        )
+
+    def test_statistics(self):
+        from onnx_diagnostic.ext_test_case import statistics_on_file, statistics_on_folder
+
+        with tempfile.TemporaryDirectory() as tmp:
+            os.makedirs(os.path.join(tmp, "sub"))
+            with open(os.path.join(tmp, "a.py"), "w") as f:
+                f.write("x = 1\n\n)\n  y = 2\n")
+            with open(os.path.join(tmp, "sub", "b.rst"), "w") as f:
+                f.write("title\n")
+            with open(os.path.join(tmp, "c.bin"), "wb") as f:
+                f.write(b"1234")
+            self.assertEqual(
+                statistics_on_file(os.path.join(tmp, "a.py")), dict(lines=2, chars=7, ext=".py")
+            )
+            self.assertEqual(statistics_on_file(os.path.join(tmp, "c.bin")), {"size": 4})
+            rows = statistics_on_folder(tmp)
+            self.assertEqual(
+                sorted(r["name"] for r in rows), ["a.py", os.path.join("sub", "b.rst")]
+            )
+            rows = statistics_on_folder([tmp], aggregation=2)
+            self.assertEqual(
+                sorted(r["dir"] for r in rows),
+                sorted(
+                    [
+                        os.path.join(os.path.basename(tmp), ""),
+                        os.path.join(os.path.basename(tmp), "sub"),
+                    ]
+                ),
+            )
+            self.assertEqual(statistics_on_folder(tmp, pattern=".*[.]md$"), [])
+            self.assertRaise(
+                lambda: statistics_on_file(os.path.join(tmp, "no.py")), FileNotFoundError
+            )
+            self.assertRaise(
+                lambda: statistics_on_folder(os.path.join(tmp, "no")), FileNotFoundError, "folder="
+            )
+
+    def test_get_figure(self):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from onnx_diagnostic.ext_test_case import get_figure
+
+        fig, ax = plt.subplots(1, 1)
+        self.assertIs(get_figure(ax), fig)
+        plt.close(fig)
+        fig, axs = plt.subplots(1, 3)
+        self.assertIs(get_figure(axs), fig)
+        plt.close(fig)
+        self.assertRaise(lambda: get_figure(np.array([], dtype=object)), ValueError, "empty")
+
+    def test_private_modules_docstrings(self):
+        self.assertDocstringExamples(
+            "onnx_diagnostic._ext_test_requirements", "onnx_diagnostic._ext_test_tools"
+        )
+
+
+class TestOnnxDiagnosticMethods(ExtTestCase):
+    """ExtTestCase methods onnx-diagnostic documents."""
+
+    def test_assert_raise(self):
+        e = self.assertRaise(lambda: 1 / 0, ZeroDivisionError)
+        self.assertIsInstance(e, ZeroDivisionError)
+        self.assertRaise(lambda: int("x"), ValueError, msg="invalid literal")
+        self.assertRaise(lambda: int("x"), (TypeError, ValueError), look_for="literal")
+        with self.assertRaises(AssertionError) as cm:
+            self.assertRaise(lambda: None, ValueError)
+        self.assertIn("no exception raised, expected ValueError", str(cm.exception))
+        with self.assertRaises(AssertionError) as cm:
+            self.assertRaise(lambda: int("x"), ValueError, "other text")
+        self.assertIn("'other text' is not in its message", str(cm.exception))
+        with self.assertRaises(AssertionError) as cm:
+            self.assertRaise(lambda: 1 / 0, (KeyError, ValueError))
+        self.assertIn("expected KeyError or ValueError, got ZeroDivisionError", str(cm.exception))
+
+    def test_empty_not_empty(self):
+        for v in [None, [], {}, (), "", set(), torch.zeros(0), np.zeros((0, 2))]:
+            self.assertEmpty(v)
+        for v in [[0], {"a": 1}, "a", torch.zeros(1), np.zeros(1), 0, object()]:
+            self.assertNotEmpty(v)
+        self.assertRaise(lambda: self.assertEmpty([1], msg="here"), AssertionError, "here:")
+        self.assertRaise(lambda: self.assertNotEmpty(None), AssertionError, "value is empty")
+        self.assertRaise(lambda: self.assertNotEmpty(torch.zeros(0)), AssertionError)
+
+    def test_simple_assertions(self):
+        self.assertEqualTrue(True)
+        self.assertRaise(lambda: self.assertEqualTrue(1), AssertionError, "not True: 1")
+        self.assertGreaterOrEqual(2, 1)
+        self.assertRaise(lambda: self.assertGreaterOrEqual(1, 2), AssertionError, "1 < 2")
+        self.assertLessOrEqual(1, 1)
+        self.assertRaise(lambda: self.assertLessOrEqual(2, 1), AssertionError, "2 > 1")
+        self.assertInOr(("a", "zz"), "xzz")
+        self.assertRaise(lambda: self.assertInOr(("a", "b"), "xyz"), AssertionError, "none of")
+        self.assertRaise(lambda: self.assertInOr("ab", "xyz"), TypeError, "not a string")
+        self.assertSetContained([1, 2], {1, 2, 3})
+        self.assertRaise(lambda: self.assertSetContained({4}, {1}), AssertionError, "[4]")
+        self.assertStartsWith("past", "past_key_values")
+        self.assertRaise(lambda: self.assertStartsWith("x", "abc"), AssertionError, "start")
+        self.assertEndsWith("values", "past_key_values")
+        self.assertRaise(lambda: self.assertEndsWith("x", "abc"), AssertionError, "end with")
+        self.assertHasAttr(self, "assertRaise")
+        self.assertRaise(lambda: self.assertHasAttr(1, "nope"), AssertionError, "'nope'")
+
+    def test_assert_almost_equal_positional_onnx_diagnostic_order(self):
+        self.assertAlmostEqual(np.array([1.0]), np.array([1.05]), 0.1)
+        self.assertAlmostEqual(np.array([100.0]), np.array([101.0]), 0.0, 0.02)
+        self.assertRaise(
+            lambda: self.assertAlmostEqual(np.array([1.0]), np.array([1.5]), 0.1), AssertionError
+        )
+        self.assertAlmostEqual(1.0, 1.0001, 3)
+
+    def test_assert_equal_arrays(self):
+        self.assertEqualArrays([torch.ones(2), np.zeros(1)], [torch.ones(2), np.zeros(1)])
+        self.assertRaise(
+            lambda: self.assertEqualArrays([torch.ones(2)], []), AssertionError, "length 1 vs 0"
+        )
+        self.assertRaise(
+            lambda: self.assertEqualArrays(
+                [torch.ones(2), torch.ones(2)], [torch.ones(2), torch.zeros(2)]
+            ),
+            AssertionError,
+            "[1]",
+        )
+
+    def test_assert_equal_array_any_reports_everything(self):
+        cache = make_dynamic_cache([(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4))])
+        self.assertEqualArrayAny(
+            dict(a=[torch.ones(2), 1, "x", None], c=cache),
+            dict(a=[torch.ones(2), 1, "x", None], c=cache),
+        )
+        with self.assertRaises(AssertionError) as cm:
+            self.assertEqualArrayAny(
+                dict(a=[torch.zeros(2), 1, torch.ones(1)], b=None),
+                dict(a=[torch.ones(2), 1, torch.ones(2)], b=None),
+                msg="ctx",
+            )
+        text = str(cm.exception)
+        self.assertIn("ctx: Found 2 discrepancies", text)
+        self.assertIn("expected['a'][0]: 2/2 values differ", text)
+        self.assertIn("expected['a'][2]: shape (1,) vs (2,)", text)
+        with self.assertRaises(AssertionError) as cm:
+            self.assertEqualArrayAny([1], [1, 2])
+        self.assertIn("Found 1 discrepancy\nexpected: length 1 vs 2", str(cm.exception))
+
+    def test_to_numpy(self):
+        a = self.to_numpy(torch.tensor([1.0, 2.0], dtype=torch.bfloat16))
+        self.assertEqual(a.dtype.name, "bfloat16")
+        self.assertEqual(self.to_numpy(torch.ones(2, requires_grad=True)).tolist(), [1.0, 1.0])
+        x = np.zeros(1)
+        self.assertIs(self.to_numpy(x), x)
+        self.assertRaise(lambda: self.to_numpy([1]), TypeError, "torch.Tensor")
+
+    def test_assert_equal_dataframe(self):
+        import pandas
+
+        self.assertEqualDataFrame(pandas.DataFrame({"a": [1]}), pandas.DataFrame({"a": [1]}))
+        self.assertRaise(
+            lambda: self.assertEqualDataFrame(
+                pandas.DataFrame({"a": [1]}), pandas.DataFrame({"a": [2]}), msg="df"
+            ),
+            AssertionError,
+            "df:",
+        )
+
+    def test_dump_files(self):
+        import onnx.helper as oh
+
+        with tempfile.TemporaryDirectory() as tmp:
+            old = os.getcwd()
+            os.chdir(tmp)
+            try:
+                self.clean_dump()  # missing folder: nothing to do
+                path = self.get_dump_file("a.txt")
+                self.assertEqual(path, os.path.join("dump_test", "a.txt"))
+                self.assertExists("dump_test")
+                self.assertEqual(self.get_dump_file("b.txt", folder=""), "b.txt")
+                self.assertEqual(
+                    self.get_dump_file("c", folder="other"), os.path.join("other", "c")
+                )
+                sub = self.get_dump_folder("sub")
+                self.assertEqual(sub, os.path.join("dump_test", "sub"))
+                self.assertExists(sub)
+                text_path = self.dump_text("t.txt", "hello")
+                with open(text_path) as f:
+                    self.assertEqual(f.read(), "hello")
+                model = oh.make_model(oh.make_graph([], "g", [], []))
+                onx_path = self.dump_onnx("m.onnx", model)
+                self.assertExists(onx_path)
+                _, out, _ = self.capture(lambda: self.print_model(onx_path))
+                self.assertIn("g", out)
+                self.clean_dump()
+                self.assertEqual(os.listdir("dump_test"), [])
+                self.assertRaise(lambda: self.get_dump_file(""), ValueError, "name")
+                self.assertRaise(lambda: self.get_dump_folder(""), ValueError, "folder")
+                self.assertRaise(lambda: self.dump_onnx("x.onnx", "text"), TypeError, "proto")
+            finally:
+                os.chdir(old)
+
+    def test_try_call(self):
+        self.assertEqual(self.tryCall(lambda: 3), 3)
+        self.assertIsNone(self.tryCall(lambda: 1 / 0, none_if="division by zero"))
+        self.assertRaise(lambda: self.tryCall(lambda: 1 / 0, msg="failed"), AssertionError)
+        self.assertRaise(lambda: self.tryCall(lambda: 1 / 0), ZeroDivisionError)
+
+    def test_capture_keeps_output_of_failure(self):
+        def f():
+            print("before")
+            raise ValueError("boom")
+
+        with self.assertRaises(ValueError) as cm:
+            self.capture(f)
+        self.assertIn("before", "\n".join(cm.exception.__notes__))
+
+    def test_misc(self):
+        self.assertEqual(self.string_type(torch.ones(2), with_shape=True), "T1s2")
+        self.assertEqual(self.max_diff(torch.ones(2), torch.ones(2))["abs"], 0)
+        self.assertEqual(self.unit_test_going(), unit_test_going())
+        with self.set_env("VERBOSE", "2"):
+            self.assertEqual(self.verbose, 2)
+        with self.set_env("VERBOSE", "x"):
+            self.assertRaise(lambda: self.verbose, ValueError, "VERBOSE")
+        with self.set_env("DEBUG", "1"):
+            self.assertTrue(self._debug())
+        self.assertRaise(lambda: self.set_env("A", 1).__enter__(), TypeError, "string")
+
+    def test_subloop(self):
+        self.assertEqual(list(self.subloop([1, 2])), [1, 2])
+        self.assertEqual(list(self.subloop([1, 2], "ab")), [(1, "a"), (1, "b"), (2, "a"), (2, "b")])
+        self.assertRaise(lambda: list(self.subloop()), TypeError)
+
+    def test_todo(self):
+        class T(ExtTestCase):
+            def test_a(self):
+                self.todo(T.test_a, "later")
+
+        T("test_a").run(unittest.TestResult())
+        _, _, err = self.capture(T.tearDownClass)
+        self.assertEqual(err, "TODO T::test_a: later\n")
+        self.assertNotIn("_todos", ExtTestCase.__dict__)
+
+    def test_check_ort_and_assert_onnx_disc(self):
+        import onnx.helper as oh
+
+        TP = oh.TensorProto
+        onx = oh.make_model(
+            oh.make_graph(
+                [oh.make_node("Add", ["x", "y"], ["z"])],
+                "g",
+                [oh.make_tensor_value_info(n, TP.FLOAT, [None]) for n in "xy"],
+                [oh.make_tensor_value_info("z", TP.FLOAT, [None])],
+            ),
+            opset_imports=[oh.make_opsetid("", 18)],
+            ir_version=9,
+        )
+
+        class Model(torch.nn.Module):
+            def forward(self, x, y):
+                return x + y
+
+        self.assertEqual([i.name for i in self.check_ort(onx).get_inputs()], ["x", "y"])
+        x = torch.tensor([1.0, 2.0])
+        for use_ort in [False, True]:
+            diff = self.assert_onnx_disc("", onx, Model(), (x, x), use_ort=use_ort)
+            self.assertEqual(diff["abs"], 0)
+        self.assert_onnx_disc("", onx, Model(), dict(y=x, x=x))
+
+        class Wrong(torch.nn.Module):
+            def forward(self, x, y):
+                return x - y
+
+        self.assertRaise(
+            lambda: self.assert_onnx_disc("", onx, Wrong(), (x, x)), AssertionError, "abs=4.0"
+        )
+        self.assertRaise(
+            lambda: self.assert_onnx_disc("", onx, Model(), (x,)), AssertionError, "1 tensors"
+        )
+        self.assertRaise(
+            lambda: self.assert_onnx_disc("", onx, Model(), [x, x]), TypeError, "tuple or a dict"
+        )
 
 
 class TestDocstrings(ExtTestCase):

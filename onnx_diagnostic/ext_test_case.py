@@ -1,6 +1,9 @@
 """
 Test helpers: :class:`ExtTestCase` (a :class:`unittest.TestCase` with assertions for
-tensors and nested structures), version checks and decorators.
+tensors and nested structures), version checks, skip decorators and small tools
+(:func:`measure_time`, :func:`statistics_on_folder`), with the names and signatures
+onnx-diagnostic documents. The version checks and decorators live in two private
+modules and are imported from here.
 Importing it does not import :epkg:`transformers` nor :epkg:`onnxruntime`.
 
 >>> import torch
@@ -13,18 +16,68 @@ True
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import io
+import itertools
 import os
+import shutil
+import sys
 import unittest
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from ._ext_test_requirements import (
+    BOOLEAN_VALUES,
+    _env_flag,
+    has_cuda,
+    has_onnx_ir,
+    has_onnxruntime,
+    has_onnxruntime_genai,
+    has_onnxruntime_training,
+    has_onnxscript,
+    has_sklearn,
+    has_torch,
+    has_transformers,
+    is_apple,
+    is_azure,
+    is_linux,
+    is_windows,
+    long_test,
+    never_test,
+    requires_cache_classes,
+    requires_cuda,
+    requires_diffusers,
+    requires_experimental,
+    requires_experimental_experiment,
+    requires_numpy,
+    requires_onnx,
+    requires_onnx_array_api,
+    requires_onnx_ir,
+    requires_onnxruntime,
+    requires_onnxruntime_genai,
+    requires_onnxruntime_training,
+    requires_onnxscript,
+    requires_python,
+    requires_sklearn,
+    requires_torch,
+    requires_transformers,
+    requires_zoo,
+    skipif_ci_apple,
+    skipif_ci_linux,
+    skipif_ci_windows,
+    unit_test_going,
+)
+from ._ext_test_tools import (
+    get_figure,
+    hide_stdout,
+    ignore_errors,
+    ignore_warnings,
+    measure_time,
+    statistics_on_file,
+    statistics_on_folder,
+)
 from .helpers import compat
 from .helpers.helper import (
     _is_dynamic_cache,
@@ -36,216 +89,53 @@ from .helpers.helper import (
 )
 
 __all__ = [
+    "BOOLEAN_VALUES",
     "ExtTestCase",
+    "get_figure",
+    "has_cuda",
+    "has_onnx_ir",
     "has_onnxruntime",
+    "has_onnxruntime_genai",
+    "has_onnxruntime_training",
+    "has_onnxscript",
+    "has_sklearn",
     "has_torch",
     "has_transformers",
     "hide_stdout",
+    "ignore_errors",
     "ignore_warnings",
+    "is_apple",
+    "is_azure",
+    "is_linux",
+    "is_windows",
+    "long_test",
+    "measure_time",
+    "never_test",
+    "requires_cache_classes",
+    "requires_cuda",
+    "requires_diffusers",
+    "requires_experimental",
+    "requires_experimental_experiment",
+    "requires_numpy",
+    "requires_onnx",
+    "requires_onnx_array_api",
+    "requires_onnx_ir",
     "requires_onnxruntime",
+    "requires_onnxruntime_genai",
+    "requires_onnxruntime_training",
+    "requires_onnxscript",
+    "requires_python",
+    "requires_sklearn",
     "requires_torch",
     "requires_transformers",
+    "requires_zoo",
+    "skipif_ci_apple",
+    "skipif_ci_linux",
+    "skipif_ci_windows",
+    "statistics_on_file",
+    "statistics_on_folder",
     "unit_test_going",
 ]
-
-
-# ----------------------------------------------------------------------------------------
-# versions
-# ----------------------------------------------------------------------------------------
-
-
-def has_transformers(version: str) -> bool:
-    """
-    Tells if the installed :epkg:`transformers` is at least ``version``.
-
-    >>> has_transformers("4.0")
-    True
-    """
-    installed = compat.transformers_version()
-    return installed != "0" and compat.version_at_least(installed, version)
-
-
-def has_torch(version: str) -> bool:
-    """
-    Tells if the installed :epkg:`torch` is at least ``version`` (``"2.9"``).
-
-    >>> has_torch("100.0")
-    False
-    """
-    return compat.version_at_least(compat.torch_version(), version)
-
-
-def has_onnxruntime(version: str) -> bool:
-    """
-    Tells if :epkg:`onnxruntime` is installed and at least ``version``.
-
-    >>> isinstance(has_onnxruntime("1.0"), bool)
-    True
-    """
-    try:
-        import onnxruntime
-    except ImportError:
-        return False
-    return compat.version_at_least(onnxruntime.__version__, version)
-
-
-def unit_test_going() -> bool:
-    """
-    Tells if the environment variable ``UNITTEST_GOING`` is set to ``1``:
-    examples and scripts then switch to a faster scenario.
-
-    >>> import os
-    >>> unit_test_going() == (os.environ.get("UNITTEST_GOING", "0") == "1")
-    True
-    """
-    return os.environ.get("UNITTEST_GOING", "0").strip() == "1"
-
-
-# ----------------------------------------------------------------------------------------
-# decorators
-# ----------------------------------------------------------------------------------------
-
-
-def requires_transformers(version: str, msg: str = "") -> Callable:
-    """
-    Skips a test (or a test class) if :epkg:`transformers` is older than ``version``.
-
-    .. code-block:: python
-
-        @requires_transformers("4.57", "DynamicSlidingWindowLayer is needed")
-        def test_sliding(self): ...
-    """
-    installed = compat.transformers_version()
-    return unittest.skipIf(
-        not has_transformers(version),
-        f"transformers {installed} < {version}{': ' + msg if msg else ''}",
-    )
-
-
-def requires_torch(version: str, msg: str = "") -> Callable:
-    """
-    Skips a test if :epkg:`torch` is older than ``version``.
-
-    >>> @requires_torch("99.0", "needs a future version")
-    ... def test_future(self): ...
-    >>> test_future.__unittest_skip__
-    True
-    """
-    installed = compat.torch_version()
-    return unittest.skipIf(
-        not has_torch(version), f"torch {installed} < {version}{': ' + msg if msg else ''}"
-    )
-
-
-def requires_onnxruntime(version: str, msg: str = "") -> Callable:
-    """
-    Skips a test if :epkg:`onnxruntime` is missing or older than ``version``.
-
-    >>> @requires_onnxruntime("1.0")
-    ... def test_ort(self): ...
-    >>> getattr(test_ort, "__unittest_skip__", False)
-    False
-    """
-    return unittest.skipIf(
-        not has_onnxruntime(version),
-        f"onnxruntime missing or < {version}{': ' + msg if msg else ''}",
-    )
-
-
-def requires_cache_classes(*names: str) -> Callable:
-    """
-    Skips a test when the installed :epkg:`transformers` lacks one of the classes
-    ``transformers.cache_utils.<name>`` (feature detection rather than a version number:
-    ``LinearAttentionLayer`` appeared in 5.23).
-
-    >>> @requires_cache_classes("DynamicCache", "NoSuchLayer")
-    ... def test_layer(self): ...
-    >>> test_layer.__unittest_skip_why__.endswith("has no NoSuchLayer")
-    True
-    """
-    missing = [n for n in names if compat.cache_class(n) is None]
-    return unittest.skipIf(
-        bool(missing),
-        f"transformers {compat.transformers_version()} has no {', '.join(missing)}",
-    )
-
-
-def ignore_warnings(warns: type[Warning] | list[type[Warning]] | tuple) -> Callable:
-    """
-    Decorator: the test ignores warnings of the given categories.
-
-    :param warns: a warning class or a list of warning classes
-
-    .. code-block:: python
-
-        @ignore_warnings((UserWarning, FutureWarning))
-        def test_something(self): ...
-    """
-    categories = tuple(warns) if isinstance(warns, (list, tuple)) else (warns,)
-    for w in categories:
-        if not (isinstance(w, type) and issubclass(w, Warning)):
-            raise TypeError(f"ignore_warnings expects Warning classes, got {w!r}")
-
-    def wrapper(fct: Callable) -> Callable:
-        @functools.wraps(fct)
-        def call(*args, **kwargs):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", categories)
-                return fct(*args, **kwargs)
-
-        return call
-
-    return wrapper
-
-
-def _is_test_method(f: Any) -> bool:
-    if not callable(f):
-        return False
-    try:
-        params = list(inspect.signature(f).parameters)
-    except (TypeError, ValueError):
-        return False
-    return bool(params) and params[0] == "self"
-
-
-def hide_stdout(f: Callable[[str], Any] | None = None) -> Callable:
-    """
-    Decorator: hides what a test prints. If the test fails, the hidden output is added to
-    the error (as a note). ``f``, if given, receives the printed text once the test ends.
-    Setting the environment variable ``UNHIDE=1`` shows everything.
-    It can be used as ``@hide_stdout()`` or ``@hide_stdout``.
-
-    .. code-block:: python
-
-        @hide_stdout()
-        def test_verbose(self):
-            steal_forward(model, verbose=1)...
-    """
-    if _is_test_method(f):
-        # used as @hide_stdout without parentheses
-        return hide_stdout()(f)
-
-    def wrapper(fct: Callable) -> Callable:
-        @functools.wraps(fct)
-        def call(*args, **kwargs):
-            if os.environ.get("UNHIDE", "0") == "1":
-                return fct(*args, **kwargs)
-            out = io.StringIO()
-            try:
-                with contextlib.redirect_stdout(out):
-                    res = fct(*args, **kwargs)
-            except Exception as e:
-                text = out.getvalue()
-                if text and hasattr(e, "add_note"):
-                    e.add_note(f"-- hidden stdout --\n{text}")
-                raise
-            if f is not None:
-                f(out.getvalue())
-            return res
-
-        return call
-
-    return wrapper
 
 
 # ----------------------------------------------------------------------------------------
@@ -299,6 +189,74 @@ def _array_mismatch(expected: Any, value: Any, atol: float, rtol: float) -> str 
 _ARRAY_TYPES = (torch.Tensor, np.ndarray)
 
 
+_DUMP_FOLDER = "dump_test"
+
+
+def _with_msg(text: str, msg: str | None) -> str:
+    return f"{msg}: {text}" if msg else text
+
+
+def _type_names(exc_type: Any) -> str:
+    types = exc_type if isinstance(exc_type, tuple) else (exc_type,)
+    return " or ".join(t.__name__ for t in types)
+
+
+def _size(value: Any) -> int:
+    """Number of elements of a container, a tensor or an array, 1 for any other object."""
+    if isinstance(value, torch.Tensor):
+        return value.numel()
+    if isinstance(value, np.ndarray):
+        return value.size
+    try:
+        return len(value)
+    except TypeError:
+        return 1
+
+
+def _onnx_text(model: Any) -> str:
+    import onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        model = onnx.load(os.fspath(model), load_external_data=False)
+    try:
+        from .helpers.onnx_helper import pretty_onnx
+    except ImportError:
+        pretty_onnx = None
+    if pretty_onnx is not None:
+        return pretty_onnx(model)
+    import onnx.printer
+
+    return onnx.printer.to_text(model)
+
+
+def _all_mismatches(expected: Any, value: Any, path: str, atol: float, rtol: float) -> list[str]:
+    """Every discrepancy between the elements of two lists, tuples or dictionaries."""
+    if (
+        isinstance(expected, (list, tuple))
+        and type(expected) is type(value)
+        and len(expected) == len(value)
+    ):
+        return [
+            err
+            for i, (e, v) in enumerate(zip(expected, value))
+            for err in _all_mismatches(e, v, f"{path}[{i}]", atol, rtol)
+        ]
+    if (
+        isinstance(expected, dict)
+        and not compat.is_model_output(expected)
+        and isinstance(value, dict)
+        and not compat.is_model_output(value)
+        and set(expected) == set(value)
+    ):
+        return [
+            err
+            for k in expected
+            for err in _all_mismatches(expected[k], value[k], f"{path}[{k!r}]", atol, rtol)
+        ]
+    err = _any_mismatch(expected, value, path, atol, rtol)
+    return [] if err is None else [err]
+
+
 class ExtTestCase(unittest.TestCase):
     """
     :class:`unittest.TestCase` with assertions for tensors (torch or numpy)
@@ -346,10 +304,17 @@ class ExtTestCase(unittest.TestCase):
         ``atol`` (default ``delta`` or ``0.5 * 10**-places``, ``places=7``).
         Element types are not compared: ``second`` is cast to the type of ``first``.
         For numbers, ``atol`` and ``rtol`` may replace ``places`` or ``delta``.
+        onnx-diagnostic's positional order ``(expected, value, atol, rtol)`` is accepted:
+        a float third argument is ``atol``, a number in fourth position is ``rtol``.
 
         >>> import torch
         >>> ExtTestCase().assertAlmostEqual(torch.tensor([1.0]), [1.00000001])
+        >>> ExtTestCase().assertAlmostEqual(torch.tensor([1.0]), [1.01], 0.1)
         """
+        if isinstance(places, float) and atol is None:
+            places, atol = None, places
+            if isinstance(msg, (int, float)) and not isinstance(msg, bool):
+                msg, rtol = None, msg
         if isinstance(first, _ARRAY_TYPES) or isinstance(second, _ARRAY_TYPES):
             if atol is None:
                 atol = (
@@ -431,17 +396,574 @@ class ExtTestCase(unittest.TestCase):
             if res.failed:
                 raise AssertionError(f"{module.__name__}: {res.failed} failed examples")
 
+    # -- output and errors ----------------------------------------------------------------
+
     def capture(self, fct: Callable[[], Any]) -> tuple[Any, str, str]:
         """
         Runs ``fct()`` and returns ``(result, stdout, stderr)`` with what it printed.
+        If ``fct`` raises, the exception goes through with what was printed added as a note.
 
         >>> ExtTestCase().capture(lambda: print("hello") or 3)
         (3, 'hello\\n', '')
         """
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            res = fct()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                res = fct()
+        except BaseException as e:
+            if out.getvalue() or err.getvalue():
+                e.add_note(f"-- stdout --\n{out.getvalue()}\n-- stderr --\n{err.getvalue()}")
+            raise
         return res, out.getvalue(), err.getvalue()
+
+    def tryCall(
+        self, fct: Callable[[], Any], msg: str | None = None, none_if: str | None = None
+    ) -> Any:
+        """
+        Calls ``fct()``. If it raises, returns None when ``none_if`` is in the message,
+        raises ``AssertionError(msg)`` when ``msg`` is given, lets the error go otherwise.
+
+        >>> ExtTestCase().tryCall(lambda: 1 / 0, none_if="division") is None
+        True
+        """
+        try:
+            return fct()
+        except Exception as e:
+            if none_if is not None and none_if in str(e):
+                return None
+            if msg is None:
+                raise
+            raise AssertionError(msg) from e
+
+    def assertRaise(
+        self,
+        fct: Callable[[], Any],
+        exc_type: type[BaseException] | tuple[type[BaseException], ...],
+        msg: str | None = None,
+        look_for: str | None = None,
+    ) -> BaseException:
+        """
+        Checks that ``fct()`` raises an exception of type ``exc_type`` whose message contains
+        ``msg`` (or ``look_for``, the name later versions of onnx-diagnostic use) if given,
+        and returns the exception.
+
+        >>> e = ExtTestCase().assertRaise(lambda: int("x"), ValueError, "invalid literal")
+        >>> type(e).__name__
+        'ValueError'
+        """
+        expected_text = look_for if look_for is not None else msg
+        try:
+            fct()
+        except exc_type as e:
+            if expected_text is not None and expected_text not in str(e):
+                raise AssertionError(
+                    f"{type(e).__name__} raised but {expected_text!r} is not in its message "
+                    f"{str(e)!r}"
+                ) from e
+            return e
+        except BaseException as e:
+            raise AssertionError(
+                f"expected {_type_names(exc_type)}, got {type(e).__name__}: {e}"
+            ) from e
+        raise AssertionError(f"no exception raised, expected {_type_names(exc_type)}")
+
+    # -- simple assertions ----------------------------------------------------------------
+
+    def assertEmpty(self, value: Any, msg: str | None = None) -> None:
+        """
+        Checks that ``value`` is None or empty (a container, a string, a tensor or an array
+        without element).
+
+        >>> ExtTestCase().assertEmpty([])
+        """
+        if value is not None and _size(value) != 0:
+            raise AssertionError(_with_msg(f"value is not empty: {value!r}", msg))
+
+    def assertNotEmpty(self, value: Any, msg: str | None = None) -> None:
+        """
+        Checks that ``value`` is not None and not empty (a container, a string, a tensor or
+        an array with elements; any other object is not empty).
+
+        >>> ExtTestCase().assertNotEmpty({"a": 1})
+        """
+        if value is None or _size(value) == 0:
+            raise AssertionError(_with_msg(f"value is empty: {value!r}", msg))
+
+    def assertEqualTrue(self, value: Any, msg: str | None = None) -> None:
+        """
+        Checks that ``value is True`` (not only truthy).
+
+        >>> ExtTestCase().assertEqualTrue(1)
+        Traceback (most recent call last):
+            ...
+        AssertionError: value is not True: 1
+        """
+        if value is not True:
+            raise AssertionError(_with_msg(f"value is not True: {value!r}", msg))
+
+    def assertGreaterOrEqual(self, a: Any, b: Any, msg: str | None = None) -> None:
+        """
+        Checks that ``a >= b``.
+
+        >>> ExtTestCase().assertGreaterOrEqual(2, 2)
+        """
+        if not a >= b:
+            raise AssertionError(_with_msg(f"{a!r} < {b!r}", msg))
+
+    def assertLessOrEqual(self, a: Any, b: Any, msg: str | None = None) -> None:
+        """
+        Checks that ``a <= b``.
+
+        >>> ExtTestCase().assertLessOrEqual(1, 2)
+        """
+        if not a <= b:
+            raise AssertionError(_with_msg(f"{a!r} > {b!r}", msg))
+
+    def assertInOr(self, tofind: Sequence[str], text: str, msg: str | None = None) -> None:
+        """
+        Checks that at least one of the strings ``tofind`` is in ``text``.
+
+        >>> ExtTestCase().assertInOr(("cpu", "cuda"), "runs on cuda:0")
+        """
+        if isinstance(tofind, str):
+            raise TypeError("assertInOr: tofind must be a sequence of strings, not a string")
+        if not any(t in text for t in tofind):
+            raise AssertionError(_with_msg(f"none of {tuple(tofind)!r} is in {text!r}", msg))
+
+    def assertSetContained(self, set1: Any, set2: Any, msg: str | None = None) -> None:
+        """
+        Checks that every element of ``set1`` is in ``set2``.
+
+        >>> ExtTestCase().assertSetContained({1}, [1, 2])
+        """
+        missing = set(set1) - set(set2)
+        if missing:
+            raise AssertionError(
+                _with_msg(f"{sorted(missing, key=repr)!r} of set1 not in set2 {set(set2)!r}", msg)
+            )
+
+    def assertStartsWith(self, prefix: str, full: str, msg: str | None = None) -> None:
+        """
+        Checks that ``full`` starts with ``prefix`` (prefix first, as onnx-diagnostic does).
+
+        >>> ExtTestCase().assertStartsWith("past", "past_key_values")
+        """
+        if not full.startswith(prefix):
+            raise AssertionError(_with_msg(f"{full!r} does not start with {prefix!r}", msg))
+
+    def assertEndsWith(self, suffix: str, full: str, msg: str | None = None) -> None:
+        """
+        Checks that ``full`` ends with ``suffix``.
+
+        >>> ExtTestCase().assertEndsWith(".onnx", "model.onnx")
+        """
+        if not full.endswith(suffix):
+            raise AssertionError(_with_msg(f"{full!r} does not end with {suffix!r}", msg))
+
+    def assertHasAttr(self, obj: Any, name: str, msg: str | None = None) -> None:
+        """
+        Checks that ``obj`` has an attribute ``name``.
+
+        >>> ExtTestCase().assertHasAttr([], "append")
+        """
+        if not hasattr(obj, name):
+            raise AssertionError(
+                _with_msg(f"{type(obj).__name__} object has no attribute {name!r}", msg)
+            )
+
+    # -- arrays and structures ------------------------------------------------------------
+
+    def assertEqualArrays(
+        self,
+        expected: Sequence[Any],
+        value: Sequence[Any],
+        atol: float = 0,
+        rtol: float = 0,
+        msg: str | None = None,
+    ) -> None:
+        """
+        Checks two sequences of tensors have the same length and the same tensors
+        (see :meth:`assertEqualArray`), the error names the position.
+
+        >>> import torch
+        >>> ExtTestCase().assertEqualArrays([torch.ones(2)], [torch.ones(2)])
+        """
+        if len(expected) != len(value):
+            raise AssertionError(_with_msg(f"length {len(expected)} vs {len(value)}", msg))
+        for i, (e, v) in enumerate(zip(expected, value)):
+            self.assertEqualArray(e, v, atol=atol, rtol=rtol, msg=_with_msg(f"[{i}]", msg))
+
+    def assertEqualArrayAny(
+        self, expected: Any, value: Any, atol: float = 0, rtol: float = 0, msg: str | None = None
+    ) -> None:
+        """
+        Same as :meth:`assertEqualAny` but reports every discrepancy between the elements of
+        lists, tuples and dictionaries, not only the first one.
+
+        >>> import torch
+        >>> ExtTestCase().assertEqualArrayAny([torch.zeros(1), 1], [torch.ones(1), 2])
+        Traceback (most recent call last):
+            ...
+        AssertionError: Found 2 discrepancies
+        expected[0]: 1/1 values differ, max abs diff 1.0 at (0,): expected 0.0, got 1.0 ...
+        expected[1]: 1 vs 2 (atol=0, rtol=0)
+        """
+        errors = _all_mismatches(expected, value, "expected", atol, rtol)
+        if errors:
+            text = f"Found {len(errors)} discrepanc{'y' if len(errors) == 1 else 'ies'}"
+            raise AssertionError(_with_msg("\n".join([text, *errors]), msg))
+
+    def to_numpy(self, tensor: Any) -> np.ndarray:
+        """
+        Converts a tensor into a numpy array, ``bfloat16`` and ``float8`` tensors become
+        arrays of the :epkg:`ml_dtypes` types; a numpy array is returned as it is.
+
+        >>> import torch
+        >>> ExtTestCase().to_numpy(torch.ones(2, dtype=torch.bfloat16)).dtype.name
+        'bfloat16'
+        """
+        if isinstance(tensor, np.ndarray):
+            return tensor
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"to_numpy: tensor must be a torch.Tensor, not {type(tensor)}")
+        from .helpers.ort_session import torch_to_numpy
+
+        return torch_to_numpy(tensor)
+
+    def assertEqualDataFrame(self, d1: Any, d2: Any, msg: str | None = None, **kwargs) -> None:
+        """
+        Checks that two :class:`pandas.DataFrame` are equal
+        (:func:`pandas.testing.assert_frame_equal`, ``kwargs`` are passed to it).
+
+        >>> import pandas
+        >>> ExtTestCase().assertEqualDataFrame(pandas.DataFrame({"a": [1]}),
+        ...                                    pandas.DataFrame({"a": [1]}))
+        """
+        from pandas.testing import assert_frame_equal
+
+        try:
+            assert_frame_equal(d1, d2, **kwargs)
+        except AssertionError as e:
+            raise AssertionError(_with_msg(str(e), msg)) from e
+
+    # -- files ----------------------------------------------------------------------------
+
+    def get_dump_file(self, name: str, folder: str | None = None) -> str:
+        """
+        Returns the path of a file ``name`` in ``folder`` (``dump_test`` by default, created
+        if needed; ``""`` means the current folder), where tests dump what they produce.
+
+        >>> ExtTestCase().get_dump_file("model.onnx", folder="")
+        'model.onnx'
+        """
+        if not name:
+            raise ValueError("get_dump_file: name must not be empty")
+        folder = _DUMP_FOLDER if folder is None else folder
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, name)
+
+    def get_dump_folder(self, folder: str) -> str:
+        """
+        Returns ``dump_test/<folder>``, created if needed.
+
+        .. code-block:: python
+
+            path = self.get_dump_folder("test_export")   # dump_test/test_export
+        """
+        if not folder:
+            raise ValueError("get_dump_folder: folder must not be empty")
+        path = os.path.join(_DUMP_FOLDER, folder)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def clean_dump(self, folder: str = _DUMP_FOLDER) -> None:
+        """
+        Removes everything inside ``folder`` (``dump_test`` by default) and keeps the folder;
+        a missing folder is left missing.
+
+        .. code-block:: python
+
+            self.clean_dump()   # empties dump_test
+        """
+        if not os.path.isdir(folder):
+            return
+        for item in os.listdir(folder):
+            path = os.path.join(folder, item)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+
+    def dump_onnx(self, name: str, proto: Any, folder: str | None = None) -> str:
+        """
+        Saves an ONNX model (anything with ``SerializeToString``) into
+        :meth:`get_dump_file` and returns the path.
+
+        .. code-block:: python
+
+            path = self.dump_onnx("test_model.onnx", onx)
+        """
+        if not hasattr(proto, "SerializeToString"):
+            raise TypeError(f"dump_onnx: proto must be a protobuf message, not {type(proto)}")
+        path = self.get_dump_file(name, folder=folder)
+        with open(path, "wb") as f:
+            f.write(proto.SerializeToString())
+        return path
+
+    def dump_text(self, name: str, text: str, folder: str | None = None) -> str:
+        """
+        Writes ``text`` into :meth:`get_dump_file` and returns the path.
+
+        .. code-block:: python
+
+            path = self.dump_text("graph.txt", str(ep.graph))
+        """
+        path = self.get_dump_file(name, folder=folder)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def print_model(self, model: Any) -> None:
+        """
+        Prints an ONNX model (a ``ModelProto`` or a file name) in a readable text form.
+
+        .. code-block:: python
+
+            self.print_model(onx)
+        """
+        print(_onnx_text(model))
+
+    print_onnx = print_model
+
+    # -- onnxruntime ----------------------------------------------------------------------
+
+    def make_inference_session(self, onx: Any, cpu: bool = True) -> Any:
+        """
+        Returns an :class:`onnxruntime.InferenceSession` for a ``ModelProto``, bytes or a file
+        name, on CPU, or with CUDA first if ``cpu`` is False and onnxruntime has it.
+
+        .. code-block:: python
+
+            sess = self.make_inference_session(onx)
+        """
+        import onnxruntime
+
+        providers = ["CPUExecutionProvider"]
+        if not cpu and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        if hasattr(onx, "SerializeToString"):
+            onx = onx.SerializeToString()
+        elif isinstance(onx, os.PathLike):
+            onx = os.fspath(onx)
+        return onnxruntime.InferenceSession(onx, providers=providers)
+
+    def check_ort(self, onx: Any) -> Any:
+        """
+        Checks onnxruntime can load the model on CPU and returns the session
+        (see :meth:`make_inference_session`).
+
+        .. code-block:: python
+
+            sess = self.check_ort(onx)
+        """
+        return self.make_inference_session(onx, cpu=True)
+
+    def assert_onnx_disc(
+        self,
+        test_name: str,
+        proto: Any,
+        model: torch.nn.Module,
+        inputs: tuple | dict[str, Any],
+        verbose: int = 0,
+        atol: float = 1e-5,
+        rtol: float = 1e-3,
+        copy_inputs: bool = True,
+        expected: Any = None,
+        use_ort: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """
+        Runs the ONNX model ``proto`` with onnxruntime on ``inputs`` and checks its outputs
+        are the ones of ``model`` (or ``expected``): the max absolute difference must be
+        ``<= atol`` and the max relative difference ``<= rtol``
+        (:func:`onnx_diagnostic.helpers.max_diff`). Returns the differences.
+
+        :param test_name: if not empty, the model is saved as ``dump_test/<test_name>.onnx``
+        :param proto: the ONNX model (``ModelProto``, file name or bytes)
+        :param model: the torch model
+        :param inputs: a tuple of positional arguments or a dictionary of named arguments,
+            flattened (:func:`onnx_diagnostic.helpers.helper.flatten_object`, caches
+            included) into the inputs of the ONNX model; a dictionary whose keys are
+            the names of the ONNX inputs is used as it is
+        :param verbose: prints the steps
+        :param atol: absolute tolerance
+        :param rtol: relative tolerance
+        :param copy_inputs: the model runs on a deep copy of the inputs (it may modify them)
+        :param expected: the expected outputs, the model is not run if given
+        :param use_ort: feeds onnxruntime with numpy arrays
+            (:class:`onnx_diagnostic.helpers.ort_session.InferenceSessionForNumpy`) instead
+            of torch tensors (:class:`InferenceSessionForTorch`)
+        :param kwargs: options of the session (``providers``...)
+
+        .. code-block:: python
+
+            self.assert_onnx_disc("test_export", onx, model, (x,), atol=1e-4)
+        """
+        from .helpers.helper import flatten_object, max_diff
+        from .helpers.ort_session import InferenceSessionForNumpy, InferenceSessionForTorch
+        from .helpers.torch_helper import torch_deepcopy
+
+        if not isinstance(inputs, (tuple, dict)):
+            raise TypeError(
+                f"assert_onnx_disc: inputs must be a tuple or a dict, not {type(inputs)}"
+            )
+        name = test_name or "assert_onnx_disc"
+        if test_name:
+            path = self.dump_onnx(f"{test_name}.onnx", proto)
+            if verbose:
+                print(f"[{name}] saved {path!r}")
+        cls = InferenceSessionForNumpy if use_ort else InferenceSessionForTorch
+        sess = cls(proto, **kwargs)
+        if isinstance(inputs, dict) and set(inputs) == set(sess.input_names):
+            feeds = dict(inputs)
+        else:
+            flat = [t for t in flatten_object(inputs) if t is not None]
+            if len(flat) != len(sess.input_names):
+                raise AssertionError(
+                    f"{name}: inputs flatten into {len(flat)} tensors, the ONNX model "
+                    f"has {len(sess.input_names)} inputs {sess.input_names}"
+                )
+            feeds = dict(zip(sess.input_names, flat))
+        if verbose:
+            print(f"[{name}] feeds {string_type(feeds, with_shape=True)}")
+        got = sess.run(None, feeds)
+        if expected is None:
+            args = torch_deepcopy(inputs) if copy_inputs else inputs
+            expected = model(*args) if isinstance(args, tuple) else model(**args)
+        diff = max_diff(expected, list(got), flatten=True)
+        if verbose:
+            print(f"[{name}] expected {string_type(expected, with_shape=True)}")
+            print(f"[{name}] got {string_type(list(got), with_shape=True)}")
+            print(f"[{name}] abs={diff['abs']}, rel={diff['rel']}")
+        if "error" in diff or not (diff["abs"] <= atol and diff["rel"] <= rtol):
+            raise AssertionError(
+                f"discrepancies in {name!r}: abs={diff['abs']} (atol={atol}), "
+                f"rel={diff['rel']} (rtol={rtol}) at {diff.get('where')}"
+                + (f", {diff['error']}" if "error" in diff else "")
+            )
+        return diff
+
+    # -- misc -----------------------------------------------------------------------------
+
+    @classmethod
+    def todo(cls, f: Callable, msg: str) -> None:
+        """
+        Records a note printed on stderr once every test of the class has run.
+
+        .. code-block:: python
+
+            def test_something(self):
+                self.todo(self.test_something, "also test bfloat16")
+        """
+        if "_todos" not in cls.__dict__:
+            cls._todos = []
+        cls._todos.append((f, msg))
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        """Prints the notes recorded by :meth:`todo`."""
+        for f, msg in cls.__dict__.get("_todos", []):
+            sys.stderr.write(f"TODO {cls.__name__}::{getattr(f, '__name__', f)}: {msg}\n")
+        super().tearDownClass()
+
+    def _debug(self) -> bool:
+        """Tells if the environment variable ``DEBUG`` is set to ``1``."""
+        return _env_flag("DEBUG")
+
+    @property
+    def verbose(self) -> int:
+        """
+        The value of the environment variable ``VERBOSE`` (0 if not set).
+
+        >>> isinstance(ExtTestCase().verbose, int)
+        True
+        """
+        value = os.environ.get("VERBOSE", "0") or "0"
+        try:
+            return int(value)
+        except ValueError as e:
+            raise ValueError(f"environment variable VERBOSE={value!r} is no integer") from e
+
+    def unit_test_going(self) -> bool:
+        """Same as the function :func:`unit_test_going`."""
+        return unit_test_going()
+
+    def string_type(self, *args, **kwargs) -> str:
+        """
+        Calls :func:`onnx_diagnostic.helpers.string_type`.
+
+        >>> import torch
+        >>> ExtTestCase().string_type(torch.ones(2), with_shape=True)
+        'T1s2'
+        """
+        return string_type(*args, **kwargs)
+
+    def max_diff(self, *args, **kwargs) -> dict[str, Any]:
+        """
+        Calls :func:`onnx_diagnostic.helpers.max_diff`.
+
+        >>> import torch
+        >>> ExtTestCase().max_diff(torch.ones(2), torch.ones(2))["abs"]
+        0.0
+        """
+        from .helpers.helper import max_diff
+
+        return max_diff(*args, **kwargs)
+
+    def subloop(self, *args: Any, verbose: int = 0) -> Iterator[Any]:
+        """
+        Iterates over ``args[0]`` (one argument) or over the cartesian product of the
+        arguments, each iteration inside :meth:`unittest.TestCase.subTest`.
+
+        .. code-block:: python
+
+            for dtype, device in self.subloop([torch.float16, torch.float32], ["cpu"]):
+                ...
+        """
+        if not args:
+            raise TypeError("subloop expects at least one iterable")
+        items = args[0] if len(args) == 1 else itertools.product(*args)
+        for it in items:
+            with self.subTest(case=it):
+                if verbose:
+                    print(f"[subloop] it={it!r}")
+                yield it
+
+    @contextlib.contextmanager
+    def set_env(self, varname: str, value: str) -> Iterator[None]:
+        """
+        Sets the environment variable ``varname`` to ``value`` inside the context and
+        restores it (or removes it) on exit.
+
+        >>> import os
+        >>> with ExtTestCase().set_env("ONNX_DIAGNOSTIC_X", "1"):
+        ...     os.environ["ONNX_DIAGNOSTIC_X"]
+        '1'
+        >>> "ONNX_DIAGNOSTIC_X" in os.environ
+        False
+        """
+        if not isinstance(value, str):
+            raise TypeError(f"set_env: value must be a string, not {type(value)}")
+        old = os.environ.get(varname)
+        os.environ[varname] = value
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop(varname, None)
+            else:
+                os.environ[varname] = old
 
 
 def _type_mismatch(expected: Any, value: Any, path: str) -> str:
