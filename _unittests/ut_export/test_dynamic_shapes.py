@@ -263,10 +263,20 @@ class TestModelInputs(ExtTestCase):
     def test_rank_and_none_differences(self):
         cases = [
             ([dict(a=[torch.randn(2)])], [dict(a=[torch.randn(2, 2)])], "inputs[1]['a'][0]: rank"),
-            ([(None,)], [(torch.randn(2),)], "inputs[1][0]: type NoneType vs Tensor"),
+            ([(None,)], [(torch.randn(2),)], "inputs[1][0]: type Tensor vs NoneType"),
             ([({"a": 1},)], [({"b": 1},)], "inputs[1][0]: keys"),
-            ([([1, 2],)], [([1],)], "inputs[1][0]: 2 vs 1 elements"),
-            ([(1,)], [(torch.randn(1),)], "inputs[1][0]: type int vs Tensor"),
+            ([([1, 2],)], [([1],)], "inputs[1][0]: 1 vs 2 elements"),
+            ([(1,)], [(torch.randn(1),)], "inputs[1][0]: type Tensor vs int"),
+            (
+                [(torch.ones(2),)],
+                [(torch.ones(3, dtype=torch.int64),)],
+                "inputs[1][0]: dtype int64 vs float32: T7s3 vs T1s2 in inputs[0]",
+            ),
+            (
+                [(torch.ones(2, dtype=torch.bfloat16),)],
+                [(torch.ones(2, dtype=torch.float16),)],
+                "inputs[1][0]: dtype float16 vs bfloat16",
+            ),
         ]
         for first, second, expected in cases:
             with self.subTest(expected=expected):
@@ -281,7 +291,29 @@ class TestModelInputs(ExtTestCase):
         self.assertIn("positional", str(cm.exception))
         with self.assertRaises(DynamicShapesError) as cm:
             ModelInputs(AddModel(), [dict(x=x, y=x), dict(x=x)]).guess_dynamic_shapes()
+        self.assertIn("inputs[1]: missing a required argument: 'y'", str(cm.exception))
+        with self.assertRaises(DynamicShapesError) as cm:
+            ModelInputs(lambda x, y=None: x, [dict(x=x, y=x), dict(x=x)]).guess_dynamic_shapes()
         self.assertIn("inputs[1]: named arguments ['x'] vs ['x', 'y']", str(cm.exception))
+
+    def test_input_sets_checked_against_forward(self):
+        x = torch.randn(2)
+        cases = [
+            ([(x, x), (x, x, x)], "inputs[1]: too many positional arguments (3 positional"),
+            ([dict(x=x, y=x, z=x)], "inputs[0]: got an unexpected keyword argument 'z'"),
+            ([dict(y=x)], "inputs[0]: missing a required argument: 'x'"),
+            ([((x,), dict(x=x))], "inputs[0]: multiple values for argument 'x'"),
+        ]
+        for inputs, expected in cases:
+            with self.subTest(expected=expected):
+                with self.assertRaises(DynamicShapesError) as cm:
+                    ModelInputs(AddModel(), inputs)
+                self.assertIn(expected, str(cm.exception))
+                self.assertIn("forward(x, y)", str(cm.exception))
+        # **kwargs takes any name, a callable without signature is not checked
+        mi = ModelInputs(lambda x, **kw: x, [dict(x=x, anything=x), dict(x=x, anything=x)])
+        self.assertEqual(len(mi.inputs), 2)
+        ModelInputs(torch.add, [(x, x), (x, x)])
 
     def test_unregistered_class(self):
         class Custom:

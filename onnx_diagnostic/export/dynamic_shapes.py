@@ -101,7 +101,8 @@ class _Collector:
     def _check_same_kind(self, values: list[Any], path: str) -> None:
         first = values[0]
         for i, v in enumerate(values[1:], start=1):
-            problem = _kind_difference(first, v, f"{self.label(0)}{path}", f"{self.label(i)}{path}")
+            # "<what this set has> vs <what the first one has>", as the values printed after
+            problem = _kind_difference(v, first, f"{self.label(i)}{path}", f"{self.label(0)}{path}")
             if problem:
                 raise DynamicShapesError(
                     f"{self.label(i)}{path}: {problem}: {string_type(v, with_shape=True)} vs "
@@ -134,6 +135,10 @@ def _kind_difference(a: Any, b: Any, path_a: str, path_b: str) -> str | None:
     if isinstance(a, torch.Tensor):
         if a.dim() != b.dim():
             return f"rank {a.dim()} vs {b.dim()}"
+        if a.dtype != b.dtype:
+            # one exported graph has one element type per input
+            da, db = (str(t.dtype).replace("torch.", "") for t in (a, b))
+            return f"dtype {da} vs {db}"
         return None
     if type(a) in (tuple, list):
         if len(a) != len(b):
@@ -143,8 +148,9 @@ def _kind_difference(a: Any, b: Any, path_a: str, path_b: str) -> str | None:
         if set(a) != set(b):
             return f"keys {sorted(map(str, a))} vs {sorted(map(str, b))}"
         return None
-    na = [n for n, _ in _node_children(a, path_a)]
+    # b first: the caller gives the first input set as b, an unregistered type is named there
     nb = [n for n, _ in _node_children(b, path_b)]
+    na = [n for n, _ in _node_children(a, path_a)]
     if na != nb:
         return f"children {na} vs {nb}"
     return None
@@ -324,6 +330,22 @@ class ModelInputs:
             (a, compat.rename_cache_argument(kw, self.cache_name, f"inputs[{i}]"))
             for i, (a, kw) in enumerate(normalized)
         ]
+        self._check_signature()
+
+    def _check_signature(self) -> None:
+        """Every input set must be a valid call of forward: the problem is said here,
+        not by torch.export later."""
+        if self.signature is None:
+            return
+        name = getattr(self.forward, "__qualname__", getattr(self.forward, "__name__", "forward"))
+        for i, (args, kwargs) in enumerate(self.inputs):
+            try:
+                self.signature.bind(*args, **kwargs)
+            except TypeError as e:
+                raise DynamicShapesError(
+                    f"inputs[{i}]: {e} ({len(args)} positional, named {sorted(kwargs)}), "
+                    f"{name} is {name.rsplit('.', 1)[-1]}{self.signature}"
+                ) from e
 
     @staticmethod
     def _normalize(inp: Any, index: int) -> tuple[tuple, dict]:
