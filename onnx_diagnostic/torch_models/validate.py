@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +34,23 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["THRESHOLDS", "validate_model", "summary_frame", "threshold_for"]
+__all__ = [
+    "AGG_FIRST_COLUMNS",
+    "DTYPES",
+    "THRESHOLDS",
+    "aggregate_summaries",
+    "aggregate_views",
+    "check_model_kwargs",
+    "export_sample_script",
+    "format_summary",
+    "model_config",
+    "quiet_third_party_noise",
+    "save_summary",
+    "summary_frame",
+    "threshold_for",
+    "unit_of",
+    "validate_model",
+]
 
 #: Largest absolute discrepancy accepted between torch and onnxruntime, per dtype.
 THRESHOLDS: dict[torch.dtype, float] = {
@@ -42,6 +59,9 @@ THRESHOLDS: dict[torch.dtype, float] = {
     torch.float16: 1e-2,
     torch.bfloat16: 1e-2,
 }
+
+#: Names accepted by ``dtype=`` (and by ``validate --dtype``).
+DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", "float64")
 
 #: Steps of the validation, in order.
 STEPS = ("create", "run_torch", "export", "session", "run_ort")
@@ -61,17 +81,22 @@ def threshold_for(dtype: torch.dtype) -> float:
 
 
 class _Recorder:
-    """Times the steps, stores their errors in the summary, moves a progress bar."""
+    """
+    Times the steps, stores their errors in the summary, moves a progress bar (on
+    ``sys.stderr``). The bar stops at the first failure: it shows the failing step and the
+    steps done, not the ones skipped after it. A failure is printed once, on ``sys.stderr``,
+    when ``verbose`` is set (only its first line, the summary holds the whole error).
+    """
 
-    def __init__(self, summary: dict[str, Any], verbose: int, steps: list[str]):
+    def __init__(self, summary: dict[str, Any], verbose: int, steps: list[str], progress: bool):
         self.summary = summary
         self.verbose = verbose
         self.failed: set[str] = set()
         self.bar = None
-        if verbose:
+        if progress:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=len(steps), desc="validate", leave=False)
+            self.bar = tqdm(total=len(steps), desc="validate", file=sys.stderr, leave=True)
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -84,17 +109,24 @@ class _Recorder:
             self.failed.add(name)
             text = f"{type(e).__name__}: {e}".strip()
             self.summary[f"ERR_{name}"] = text if len(text) < 2000 else text[:2000] + " ..."
-            logger.warning("validate: step %r failed: %s", name, text.split("\n")[0])
+            logger.debug("validate: step %r failed: %s", name, text)
+            if self.bar is not None:
+                self.bar.set_description(f"{name} FAILED")
+                self.bar.close()
+                self.bar = None
             if self.verbose:
-                print(f"[validate] step {name!r} failed: {text.splitlines()[0]}")
-        finally:
-            self.summary[f"time_{name}"] = time.perf_counter() - begin
+                first = text.splitlines()[0] if text else type(e).__name__
+                print(f"[validate] step {name!r} failed: {first}", file=sys.stderr)
+        else:
             if self.bar is not None:
                 self.bar.update(1)
+        finally:
+            self.summary[f"time_{name}"] = time.perf_counter() - begin
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def _latency(fct: Callable[[], Any], repeat: int, warmup: int = 2) -> float:
@@ -107,6 +139,76 @@ def _latency(fct: Callable[[], Any], repeat: int, warmup: int = 2) -> float:
         fct()
         durations.append(time.perf_counter() - begin)
     return statistics.median(durations)
+
+
+def _is_terminal(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # closed stream
+        return False
+
+
+def check_model_kwargs(model_id: str, model_kwargs: dict[str, Any]) -> None:
+    """
+    Raises a :class:`ValueError` if a key of ``model_kwargs`` is not an attribute of the
+    configuration of ``model_id`` (shipped id or local ``config.json``), with the closest
+    names. A typo would otherwise be silently ignored by :epkg:`transformers`.
+
+    >>> check_model_kwargs("arnir0/Tiny-LLM", {"num_hidden_layers": 1})
+    >>> check_model_kwargs("arnir0/Tiny-LLM", {"num_hiden_layers": 1})
+    Traceback (most recent call last):
+        ...
+    ValueError: model_kwargs: 'num_hiden_layers' is not a field of the configuration of \
+'arnir0/Tiny-LLM' (LlamaConfig), did you mean: num_hidden_layers?
+    """
+    import difflib
+
+    from .hghub import get_pretrained_config
+
+    config = get_pretrained_config(model_id)
+    known = set(config.to_dict())
+    for key in model_kwargs:
+        if key in known or hasattr(config, key):
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=3)
+        hint = f"did you mean: {', '.join(close)}?" if close else f"known fields: {sorted(known)}"
+        raise ValueError(
+            f"model_kwargs: {key!r} is not a field of the configuration of {model_id!r} "
+            f"({type(config).__name__}), {hint}"
+        )
+
+
+@contextmanager
+def quiet_third_party_noise() -> Iterator[None]:
+    """
+    Hides, while the block runs, the messages other libraries print on every export and
+    which say nothing about the model: torch.onnx's ``torchvision is not installed.
+    Skipping torchvision::nms`` (logging) and torch's ``FutureWarning:
+    isinstance(treespec, LeafSpec) is deprecated``. Every other warning and log record
+    goes through, and the filters are restored when the block ends.
+
+    >>> import warnings
+    >>> with quiet_third_party_noise():
+    ...     warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning)
+    """
+    import warnings
+
+    class _Filter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not record.getMessage().startswith("torchvision is not installed")
+
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    flt = _Filter()
+    registration.addFilter(flt)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
+            )
+            yield
+    finally:
+        registration.removeFilter(flt)
 
 
 def _file_size(filename: str) -> int:
@@ -144,6 +246,7 @@ def validate_model(
     repeat: int = 5,
     model_kwargs: dict[str, Any] | None = None,
     patch: bool = True,
+    progress: bool | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     Validates the export of a model id.
@@ -162,15 +265,18 @@ def validate_model(
     :param dtype: converts the model and its inputs to this dtype (``"float16"``...)
     :param device: ``"cpu"`` or ``"cuda"``
     :param dump_folder: saves the ONNX model and ``summary.json`` there
-    :param verbose: prints the steps and a progress bar if > 0
-    :param repeat: number of runs the latencies are the median of
-    :param model_kwargs: changes the configuration (``{"num_hidden_layers": 1}``)
+    :param verbose: prints the first line of a failing step's error on stderr if > 0
+    :param repeat: number of runs the latencies are the median of (after two warm-up runs)
+    :param model_kwargs: changes the configuration (``{"num_hidden_layers": 1}``), every key
+        must be an attribute of the configuration (see :func:`check_model_kwargs`)
     :param patch: exports inside ``torch_export_patches(patch_transformers=True)``
+    :param progress: shows a progress bar on stderr, by default when stderr is a terminal
     :return: ``(summary, data)``: ``summary`` is a flat dictionary (``status`` is ``"ok"`` or
         lists the failures, ``ERR_<step>`` holds the error of a failing step,
         ``disc_abs`` / ``disc_rel`` and ``disc2_abs`` / ``disc2_rel`` the discrepancies on
         ``inputs`` and ``inputs2``, ``time_*`` the durations, ``latency_*`` the median
-        durations of one forward); ``data`` holds the model, the inputs, the outputs,
+        durations of one forward in seconds, ``*_mb`` sizes in MB, see :func:`unit_of`);
+        ``data`` holds the model, the inputs, the outputs,
         the ONNX model and the session
 
     >>> summary, data = validate_model("arnir0/Tiny-LLM", exporter=None)
@@ -185,6 +291,20 @@ def validate_model(
         raise TypeError(f"validate_model: model_id must be a non empty string, got {model_id!r}")
     if not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"validate_model: repeat must be an int >= 1, got {repeat!r}")
+    if isinstance(dtype, str) and dtype not in DTYPES:
+        raise ValueError(
+            f"validate_model: dtype={dtype!r} is not supported, valid values: {', '.join(DTYPES)}"
+        )
+    if exporter:
+        from ..export.api import EXPORTERS
+
+        if exporter not in EXPORTERS:
+            raise ValueError(
+                f"validate_model: exporter={exporter!r} is unknown, valid values: "
+                f"{', '.join(EXPORTERS)}"
+            )
+    if progress is None:
+        progress = _is_terminal(sys.stderr)
     steps = ["create", "run_torch"]
     if exporter:
         steps.append("export")
@@ -198,9 +318,11 @@ def validate_model(
         dtype=str(dtype or ""),
     )
     data: dict[str, Any] = {}
-    rec = _Recorder(summary, verbose, steps)
+    rec = _Recorder(summary, verbose, steps, progress)
     try:
         with rec.step("create"):
+            if model_kwargs:
+                check_model_kwargs(model_id, model_kwargs)
             md = get_untrained_model_with_inputs(
                 model_id, add_second_input=True, model_kwargs=model_kwargs
             )
@@ -281,7 +403,7 @@ def _export(
         context: Any = torch_export_patches(patch_transformers=True)
     else:
         context = contextlib.nullcontext()
-    with context:
+    with context, quiet_third_party_noise():
         return to_onnx(
             model,
             (),
@@ -355,28 +477,342 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def summary_frame(summary: dict[str, Any]) -> Any:
+def unit_of(key: str) -> str:
     """
-    Returns the summary as a two-column :class:`pandas.DataFrame` (``key``, ``value``),
-    errors last.
+    The unit of a key of the summary: ``s`` for durations (``time_*``, ``latency_*``),
+    ``MB`` for sizes (``*_mb``), ``x`` for ``speedup``, an empty string otherwise.
 
-    >>> print(summary_frame({"model_id": "m", "ERR_export": "boom", "disc_abs": 1e-5}))
-              key  value
-    0    model_id      m
-    1    disc_abs  1e-05
-    2  ERR_export   boom
+    >>> unit_of("latency_ort"), unit_of("onnx_size_mb"), unit_of("disc_abs")
+    ('s', 'MB', '')
     """
-    import pandas
+    if key.startswith(("time_", "latency_")):
+        return "s"
+    if key.endswith("_mb"):
+        return "MB"
+    if key == "speedup":
+        return "x"
+    return ""
 
+
+def _rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
     keys = [k for k in summary if not k.startswith("ERR_")] + [
         k for k in summary if k.startswith("ERR_")
     ]
     rows = []
     for k in keys:
         v = summary[k]
-        if isinstance(v, float):
-            v = f"{v:.3g}"
-        elif isinstance(v, str) and k.startswith("ERR_"):
-            v = v.splitlines()[0] if v else v
-        rows.append((k, v))
-    return pandas.DataFrame(rows, columns=["key", "value"])
+        text = f"{v:.3g}" if isinstance(v, float) else str(v)
+        rows.append((k, text, unit_of(k)))
+    return rows
+
+
+def summary_frame(summary: dict[str, Any]) -> Any:
+    """
+    Returns the summary as a :class:`pandas.DataFrame` with three columns (``key``,
+    ``value``, ``unit``), errors last, floats with three significant digits and errors
+    reduced to their first line.
+
+    >>> summary_frame({"model_id": "m", "ERR_export": "boom", "latency_ort": 1e-5}).values.tolist()
+    [['model_id', 'm', ''], ['latency_ort', '1e-05', 's'], ['ERR_export', 'boom', '']]
+    """
+    import pandas
+
+    rows = [
+        (k, v.splitlines()[0] if k.startswith("ERR_") and v else v, u) for k, v, u in _rows(summary)
+    ]
+    return pandas.DataFrame(rows, columns=["key", "value", "unit"])
+
+
+def format_summary(summary: dict[str, Any], width: int | None = None) -> str:
+    """
+    Formats the summary as a left-aligned table ``key  value unit`` no wider than ``width``
+    characters (the terminal width by default, at least 40): a long value (an error) is
+    wrapped on the next lines, never cut, errors come last.
+
+    >>> print(format_summary({"model_id": "m", "latency_ort": 0.00123, "status": "ok"}))
+    model_id     m
+    latency_ort  0.00123 s
+    status       ok
+    """
+    import shutil
+    import textwrap
+
+    if width is None:
+        width = shutil.get_terminal_size((100, 24)).columns
+    width = max(int(width), 40)
+    rows = _rows(summary)
+    kw = min(max((len(k) for k, _, _ in rows), default=0), width // 3)
+    lines = []
+    room = width - kw - 2
+    for k, v, u in rows:
+        text = f"{v} {u}" if u else v
+        chunks: list[str] = []
+        for paragraph in text.splitlines() or [""]:
+            chunks.extend(
+                textwrap.wrap(paragraph, room, break_long_words=True, replace_whitespace=False)
+                or [""]
+            )
+        if len(k) > kw:
+            lines.append(k[:width])
+            first, rest = chunks[0], chunks[1:]
+            lines.append(" " * (kw + 2) + first)
+        else:
+            first, rest = chunks[0], chunks[1:]
+            lines.append(f"{k:<{kw}}  {first}".rstrip())
+        lines.extend((" " * (kw + 2) + c).rstrip() for c in rest)
+    return "\n".join(lines)
+
+
+def save_summary(summary: dict[str, Any], filename: str) -> None:
+    """
+    Saves the summary of :func:`validate_model` as JSON (``.json``, one object) or CSV
+    (``.csv``, one header line and one row), the files ``python -m onnx_diagnostic agg``
+    aggregates. Other extensions raise a :class:`ValueError`.
+
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     save_summary({"model_id": "m", "status": "ok"}, os.path.join(tmp, "s.csv"))
+    ...     print(open(os.path.join(tmp, "s.csv")).read().strip())
+    model_id,status
+    m,ok
+    """
+    import csv
+
+    ext = os.path.splitext(filename)[-1].lower()
+    if ext not in (".json", ".csv"):
+        raise ValueError(f"save_summary: filename must end with .json or .csv, got {filename!r}")
+    folder = os.path.dirname(filename)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    clean = {k: _jsonable(v) for k, v in summary.items()}
+    with open(filename, "w", encoding="utf-8", newline="") as f:
+        if ext == ".json":
+            json.dump(clean, f, indent=2)
+        else:
+            writer = csv.DictWriter(f, fieldnames=list(clean))
+            writer.writeheader()
+            writer.writerow(clean)
+
+
+_SAMPLE = """\
+# generated by: python -m onnx_diagnostic exportsample -m {model_id}{args}
+# what `python -m onnx_diagnostic validate` runs for this model id, written out to edit it
+import torch
+
+from onnx_diagnostic.export.api import onnx_feeds, to_onnx
+from onnx_diagnostic.helpers import max_diff, string_type
+from onnx_diagnostic.helpers.rt_helper import make_session, run_session
+from onnx_diagnostic.helpers.torch_helper import to_any, torch_deepcopy
+from onnx_diagnostic.torch_export_patches import torch_export_patches
+from onnx_diagnostic.torch_models.hghub import get_untrained_model_with_inputs
+
+# 1. the untrained model and two sets of inputs, from the configuration shipped with the
+#    package (or a local config.json)
+data = get_untrained_model_with_inputs(
+    {model_id!r}, add_second_input=True, model_kwargs={model_kwargs!r}
+)
+model, inputs, inputs2 = data.model, data.inputs, data.inputs2
+dynamic_shapes = data.dynamic_shapes{dtype_code}
+print("inputs:", string_type(inputs, with_shape=True))
+print("dynamic_shapes:", dynamic_shapes)
+
+# 2. torch
+with torch.no_grad():
+    expected = model(**torch_deepcopy(inputs))
+    expected2 = model(**torch_deepcopy(inputs2)) if inputs2 is not None else None
+
+# 3. the export
+filename = {filename!r}
+with torch_export_patches(patch_transformers=True):
+    to_onnx(
+        model,
+        (),
+        kwargs=torch_deepcopy(inputs),
+        dynamic_shapes=dynamic_shapes,
+        filename=filename,
+        exporter={exporter!r},
+        optimize={optimize!r},
+    )
+
+# 4. onnxruntime and the discrepancies
+session = make_session(filename, providers=["CPUExecutionProvider"])
+for name, feeds_inputs, ref in (("inputs", inputs, expected), ("inputs2", inputs2, expected2)):
+    if feeds_inputs is None:
+        continue
+    got = run_session(session, onnx_feeds(model, kwargs=feeds_inputs))
+    print(name, "discrepancies:", max_diff(ref, got))
+"""
+
+
+def export_sample_script(
+    model_id: str,
+    exporter: str = "custom",
+    optimize: bool = False,
+    dtype: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> str:
+    """
+    Returns the Python script doing what :func:`validate_model` does for ``model_id``
+    (build, run with torch, export inside ``torch_export_patches``, run with onnxruntime,
+    compare), for a user to edit. ``python -m onnx_diagnostic exportsample`` prints it.
+
+    >>> script = export_sample_script("arnir0/Tiny-LLM", exporter="onnx-dynamo")
+    >>> "exporter='onnx-dynamo'" in script, "get_untrained_model_with_inputs(" in script
+    (True, True)
+    >>> compile(script, "sample.py", "exec") is not None
+    True
+    """
+    from ..export.api import EXPORTERS
+
+    if not isinstance(model_id, str) or not model_id:
+        raise TypeError(
+            f"export_sample_script: model_id must be a non empty string, got {model_id!r}"
+        )
+    if exporter not in EXPORTERS:
+        raise ValueError(
+            f"export_sample_script: exporter={exporter!r} is unknown, valid values: "
+            f"{', '.join(EXPORTERS)}"
+        )
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(
+            f"export_sample_script: dtype={dtype!r} is not supported, valid values: "
+            f"{', '.join(DTYPES)}"
+        )
+    args = f" --export {exporter}" + (" --opt" if optimize else "")
+    args += f" --dtype {dtype}" if dtype else ""
+    args += "".join(f" --mop {k}={v}" for k, v in (model_kwargs or {}).items())
+    dtype_code = ""
+    if dtype:
+        dtype_code = (
+            f"\nmodel = to_any(model, {dtype!r})"
+            f"\ninputs, inputs2 = to_any(inputs, {dtype!r}), to_any(inputs2, {dtype!r})"
+        )
+    suffix = ".opt" if optimize else ""
+    return _SAMPLE.format(
+        model_id=model_id,
+        args=args,
+        model_kwargs=model_kwargs or None,
+        dtype_code=dtype_code,
+        filename=f"{model_id.replace('/', '_')}.{exporter}{suffix}.onnx",
+        exporter=exporter,
+        optimize=optimize,
+    )
+
+
+def model_config(
+    model_id: str, reduced: bool = True, model_kwargs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """
+    Returns the configuration of a model id (shipped with the package, or a local
+    ``config.json`` / folder holding one) as a dictionary: as published if not ``reduced``,
+    otherwise the small one :func:`validate_model` builds its untrained model from
+    (a few layers, small sizes), with ``model_kwargs`` applied last.
+    ``python -m onnx_diagnostic config`` prints it.
+
+    >>> full = model_config("arnir0/Tiny-LLM", reduced=False)
+    >>> small = model_config("arnir0/Tiny-LLM", model_kwargs={"num_hidden_layers": 1})
+    >>> full["model_type"], small["num_hidden_layers"]
+    ('llama', 1)
+    """
+    from ..tasks import reduce_model_config
+    from ..tasks._reduce import complete_layer_overrides, merge_overrides
+    from .hghub.hub_api import load_config_dict, task_from_id
+
+    config = load_config_dict(model_id)
+    if model_kwargs:
+        check_model_kwargs(model_id, model_kwargs)
+    if reduced:
+        config = merge_overrides(config, reduce_model_config(config, task_from_id(model_id)))
+    if model_kwargs:
+        config = merge_overrides(config, complete_layer_overrides(config, model_kwargs))
+    return config
+
+
+#: First columns of :func:`aggregate_summaries`, when present.
+AGG_FIRST_COLUMNS = ("model_id", "exporter", "optimize", "dtype", "device", "status")
+
+
+def _summary_files(path: str) -> list[str]:
+    if os.path.isdir(path):
+        found = []
+        for root, _, files in os.walk(path):
+            found.extend(os.path.join(root, f) for f in files if f.endswith((".json", ".csv")))
+        return sorted(found)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"aggregate_summaries: {path!r} does not exist")
+    return [path]
+
+
+def aggregate_summaries(paths: str | list[str]) -> Any:
+    """
+    Reads the summaries :func:`validate_model` writes (``summary.json`` of a dump folder,
+    ``validate -o FILE.json|FILE.csv``) from files or folders (searched recursively) and
+    returns one :class:`pandas.DataFrame`, one row per run, the columns
+    :data:`AGG_FIRST_COLUMNS` first, then the others sorted, and ``source`` (the file).
+    A JSON file not holding a summary (no ``model_id``) is skipped; a CSV may hold many rows.
+
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     save_summary({"model_id": "a", "status": "ok", "latency_ort": 0.5},
+    ...                  os.path.join(tmp, "a.json"))
+    ...     save_summary({"model_id": "b", "status": "FAILED: export"},
+    ...                  os.path.join(tmp, "b.csv"))
+    ...     df = aggregate_summaries(tmp)
+    >>> df[["model_id", "status", "latency_ort"]].values.tolist()
+    [['a', 'ok', 0.5], ['b', 'FAILED: export', nan]]
+    """
+    import pandas
+
+    if isinstance(paths, str):
+        paths = [paths]
+    frames = []
+    for path in paths:
+        for name in _summary_files(path):
+            if name.endswith(".csv"):
+                df = pandas.read_csv(name)
+            else:
+                with open(name, encoding="utf-8") as f:
+                    try:
+                        data = json.load(f)
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"aggregate_summaries: {name!r} is not JSON: {e}") from e
+                if not isinstance(data, dict):
+                    continue
+                df = pandas.DataFrame([data])
+            if "model_id" not in df.columns:
+                continue
+            df["source"] = name
+            frames.append(df)
+    if not frames:
+        raise ValueError(
+            f"aggregate_summaries: no summary found in {paths} "
+            f"(validate -o FILE.json or --dump-folder writes them)"
+        )
+    df = pandas.concat(frames, ignore_index=True)
+    first = [c for c in AGG_FIRST_COLUMNS if c in df.columns]
+    others = sorted(c for c in df.columns if c not in first and c != "source")
+    return df[[*first, *others, "source"]]
+
+
+def aggregate_views(df: Any) -> dict[str, Any]:
+    """
+    Views of an aggregated table (:func:`aggregate_summaries`), one sheet each in the Excel
+    file ``python -m onnx_diagnostic agg`` writes: ``runs`` (everything), and for each of
+    ``status``, ``disc_abs``, ``latency_ort``, ``speedup``, ``onnx_size_mb`` present in
+    the table, a pivot with one row per model id and one column per exporter.
+
+    >>> import pandas
+    >>> df = pandas.DataFrame(dict(model_id=["m", "m"], exporter=["custom", "onnx-dynamo"],
+    ...                            status=["ok", "FAILED: export"]))
+    >>> aggregate_views(df)["status"].values.tolist()
+    [['ok', 'FAILED: export']]
+    """
+    views = {"runs": df}
+    if "model_id" not in df.columns or "exporter" not in df.columns:
+        return views
+    for col in ("status", "disc_abs", "latency_ort", "speedup", "onnx_size_mb"):
+        if col in df.columns:
+            views[col] = df.pivot_table(
+                index="model_id", columns="exporter", values=col, aggfunc="last"
+            )
+    return views

@@ -103,7 +103,8 @@ class GraphBuilder:
         self._consts: dict[tuple, ir.Value] = {}
         self._scalar_as_1d: dict[int, ir.Value] = {}
         self._sizes: dict[tuple[int, int], ir.Value] = {}
-        self._transposed: dict[int, ir.Value] = {}
+        #: id(constant) -> (constant, its transposed copy), see transpose_2d
+        self._transposed: dict[int, tuple[ir.Value, ir.Value]] = {}
         #: prefix of the names given to new values (the fx node being translated)
         self.prefix = "n"
 
@@ -353,7 +354,8 @@ class GraphBuilder:
     def transpose_2d(self, w: ir.Value) -> ir.Value:
         """
         ``w`` transposed (a 2-D value): a new initializer, created once, when ``w`` is a
-        constant, a Transpose node otherwise.
+        constant, a Transpose node otherwise. :meth:`untie_transposed` turns the new
+        initializer into a Transpose node if ``w`` stays used by another node (tied weights).
         """
         if w.const_value is None:
             return self.op("Transpose", w, perm=[1, 0])
@@ -362,5 +364,34 @@ class GraphBuilder:
             arr = t.raw if isinstance(getattr(t, "raw", None), torch.Tensor) else None
             if arr is None:
                 arr = torch.from_numpy(np.array(t.numpy()))
-            self._transposed[id(w)] = self.add_initializer(f"{w.name}_T", arr.t().contiguous())
-        return self._transposed[id(w)]
+            self._transposed[id(w)] = (w, self.add_initializer(f"{w.name}_T", arr.t().contiguous()))
+        return self._transposed[id(w)][1]
+
+    def untie_transposed(self) -> int:
+        """
+        Called once the graph is complete: a constant transposed by :meth:`transpose_2d` and
+        still used elsewhere (a weight tied between an embedding and a linear layer, bert's
+        ``cls.predictions.decoder.weight``) would be stored twice, once transposed. Its
+        transposed copy is replaced by a ``Transpose`` node placed first in the graph.
+        Returns the number of copies replaced.
+        """
+        count = 0
+        for w, wt in self._transposed.values():
+            if not w.uses() and not w.is_graph_output():
+                continue
+            if wt.name not in self.graph.initializers or not wt.uses():
+                continue
+            node = ir.node("Transpose", [w], {"perm": [1, 0]})
+            out = node.outputs[0]
+            out.name = self.unique_name(f"{w.name}_T_node")
+            out.type = wt.type
+            out.shape = wt.shape
+            ir.convenience.replace_all_uses_with(wt, out)
+            del self.graph.initializers[wt.name]
+            nodes = list(self.graph)
+            if nodes:
+                self.graph.insert_before(nodes[0], node)
+            else:
+                self.graph.append(node)
+            count += 1
+        return count

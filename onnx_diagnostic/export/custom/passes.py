@@ -179,14 +179,32 @@ def _replace_by_constant(graph: ir.Graph, node: ir.Node, results: list, namer: _
     graph.remove(node, safe=True)
 
 
+def _duplicates_weights(node: ir.Node, results: list, min_size: int = 1024) -> bool:
+    """Tells if replacing ``node`` by ``results`` keeps a big input initializer alive (it has
+    other consumers) beside a result as big: the same weights stored twice."""
+    size = sum(int(getattr(r, "size", 0)) for r in results)
+    if size <= min_size:
+        return False
+    for v in node.inputs:
+        if v is None or not v.is_initializer() or v.const_value is None:
+            continue
+        others = {id(n) for n, _ in v.uses()} - {id(node)}
+        if (others or v.is_graph_output()) and v.const_value.size * 2 >= size:
+            return True
+    return False
+
+
 def fold_constants(model: ir.Model, size_limit: int = 1 << 20) -> int:
     """
     Replaces every node computing a constant by an initializer (or a ``Constant`` node when it
     produces a graph output). A node is folded when its op is deterministic, in the default
     domain, and its inputs are initializers or outputs of ``Constant`` nodes, or when it is a
     ``Shape``, ``Size``, ``Gather(Shape(x), indices)`` reading only static dimensions.
-    Results over ``size_limit`` elements are not folded. Nodes are visited in topological
-    order so that a chain folds in one call.
+    Results over ``size_limit`` elements are not folded. A node is not folded either when
+    its result has more than 1024 elements and one of its inputs is an initializer at least
+    as big used by another node: the weights would be stored twice (a tied weight and its
+    transposed copy). Nodes are visited in topological order so that a chain folds in one
+    call.
 
     >>> import onnx
     >>> import onnx_ir as ir
@@ -230,7 +248,7 @@ def fold_constants(model: ir.Model, size_limit: int = 1 << 20) -> int:
             ):
                 continue
             results = _evaluate(node, inputs, size_limit, opset)
-        if results is None:
+        if results is None or _duplicates_weights(node, results):
             continue
         _replace_by_constant(graph, node, results, namer)
         count += 1

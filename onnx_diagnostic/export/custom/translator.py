@@ -280,6 +280,8 @@ class _Translator:
                     g._names.add(onode.name)
                     o.name = onode.name
             g.graph.outputs.append(o)
+        # a weight tied to another use keeps one copy, its transposed copy becomes a node
+        g.untie_transposed()
         # weights replaced by a transposed copy (linear) are no longer used
         outs = {id(v) for v in g.graph.outputs}
         for name, v in list(g.graph.initializers.items()):
