@@ -325,7 +325,7 @@ class TestMakeSlidingWindowCache(ExtTestCase):
     def test_bad_window(self):
         for window in (0, None):
             with self.subTest(window=window):
-                with self.assertRaisesRegex(CacheInputError, r"layer_types\[0\].*sliding_window"):
+                with self.assertRaisesRegex(CacheInputError, r"sliding_window must be a positive"):
                     make_sliding_window_cache([_kv()], window)
 
     def test_bad_pairs(self):
@@ -801,6 +801,61 @@ class TestNewLayerClasses(ExtTestCase):
         import onnx_diagnostic.cache_helpers as module_under_test
 
         self.assertDocstringExamples(module_under_test)
+
+
+class TestCacheBuilderArguments(ExtTestCase):
+    """Arguments of the cache builders: the wrong kind of value is named at the call."""
+
+    def _pairs(self, n=2, batch=1):
+        return [(torch.ones(batch, 2, 3, 4), torch.ones(batch, 2, 3, 4)) for _ in range(n)]
+
+    def test_layer_types_as_a_string(self):
+        with self.assertRaises(CacheInputError) as cm:
+            make_dynamic_cache(self._pairs(), layer_types="full_attention")
+        msg = str(cm.exception)
+        self.assertIn("not the string 'full_attention'", msg)
+        self.assertIn("['full_attention'] * 2", msg)
+
+    def test_window_and_length_must_be_positive_ints(self):
+        for bad in (0.5, 4.0, True, False, "4", None, 0, -3, np.float32(2)):
+            with self.subTest(window=bad):
+                with self.assertRaises(CacheInputError) as cm:
+                    make_sliding_window_cache(self._pairs(), bad)
+                self.assertIn("sliding_window must be a positive int", str(cm.exception))
+                self.assertIn(repr(bad), str(cm.exception))
+        for bad in (2.5, True, "6", 0):
+            with self.subTest(max_cache_len=bad):
+                with self.assertRaises(CacheInputError) as cm:
+                    make_static_cache(self._pairs(), bad)
+                self.assertIn("max_cache_len must be a positive int", str(cm.exception))
+        with self.assertRaises(CacheInputError) as cm:
+            make_dynamic_cache(self._pairs(1), ["sliding_attention"], sliding_window=1.5)
+        self.assertIn(
+            "sliding_window (needed by layer_types[0]='sliding_attention') must be",
+            str(cm.exception),
+        )
+        # numpy integers are integers
+        c = make_sliding_window_cache(self._pairs(), np.int64(5))
+        self.assertEqual(get_cache_layer_types(c), ["sliding_attention"] * 2)
+        self.assertEqual(type(c.layers[0].sliding_window), int)
+        c = make_static_cache(self._pairs(), np.int32(6))
+        self.assertEqual(tuple(get_cache_kv(c)[0][0].shape), (1, 2, 6, 4))
+
+    def test_encoder_decoder_caches_must_match(self):
+        self_cache = make_dynamic_cache(self._pairs(2))
+        with self.assertRaises(CacheInputError) as cm:
+            make_encoder_decoder_cache(self_cache, make_dynamic_cache(self._pairs(1)))
+        self.assertIn(
+            "self_attention_cache has 2 layers but cross_attention_cache has 1", str(cm.exception)
+        )
+        with self.assertRaises(CacheInputError) as cm:
+            make_encoder_decoder_cache(self_cache, make_dynamic_cache(self._pairs(2, batch=3)))
+        msg = str(cm.exception)
+        self.assertIn("self_attention_cache.key_0 has batch size 1", msg)
+        self.assertIn("cross_attention_cache.key_0 has 3", msg)
+        # an empty cross attention cache (before the first step) is a valid state
+        c = make_encoder_decoder_cache(self_cache, make_dynamic_cache([]))
+        self.assertEqual(type(c).__name__, "EncoderDecoderCache")
 
 
 if __name__ == "__main__":

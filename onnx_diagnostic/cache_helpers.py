@@ -21,10 +21,12 @@ scripts written for older versions keep running.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import transformers.cache_utils as _cu
 
@@ -102,6 +104,21 @@ def _check_pairs(key_value_pairs: Any, argname: str = "key_value_pairs") -> list
     return pairs
 
 
+def _check_positive_int(value: Any, argname: str) -> int:
+    """``value`` as a positive int: numpy integers accepted, bool and float refused."""
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, (float, np.floating)):
+        raise CacheInputError(f"{argname} must be a positive int, got {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise CacheInputError(
+            f"{argname} must be a positive int, got {value!r} ({type(value).__name__})"
+        ) from None
+    if number <= 0:
+        raise CacheInputError(f"{argname} must be a positive int, got {value!r}")
+    return number
+
+
 def _new_dynamic_cache(layers: list) -> Any:
     cache = _cu.DynamicCache()
     if layers:
@@ -134,6 +151,12 @@ def make_dynamic_cache(
     'DynamicCache(key_cache=#1[T1s2x4x3x7], value_cache=#1[T1s2x4x3x7])'
     """
     pairs = _check_pairs(key_value_pairs)
+    if isinstance(layer_types, str):
+        raise CacheInputError(
+            f"layer_types must be a list with one kind per layer, not the string "
+            f"{layer_types!r}; for {len(pairs)} layer(s) of that kind: "
+            f"[{layer_types!r}] * {len(pairs)}"
+        )
     if layer_types is None:
         layer_types = [FULL_ATTENTION] * len(pairs)
     elif len(layer_types) != len(pairs):
@@ -142,11 +165,9 @@ def make_dynamic_cache(
         )
     for i, kind in enumerate(layer_types):
         if kind in (SLIDING_ATTENTION, "chunked_attention"):
-            if not sliding_window or sliding_window <= 0:
-                raise CacheInputError(
-                    f"layer_types[{i}]={kind!r} needs a positive sliding_window, "
-                    f"got {sliding_window!r}"
-                )
+            sliding_window = _check_positive_int(
+                sliding_window, f"sliding_window (needed by layer_types[{i}]={kind!r})"
+            )
             if compat.cache_class("DynamicSlidingWindowLayer") is None:
                 raise CacheInputError(
                     f"layer_types[{i}]={kind!r}: transformers {compat.transformers_version()} "
@@ -194,6 +215,7 @@ def make_sliding_window_cache(
     ['sliding_attention']
     """
     pairs = _check_pairs(key_value_pairs)
+    sliding_window = _check_positive_int(sliding_window, "sliding_window")
     return make_dynamic_cache(
         pairs, layer_types=[SLIDING_ATTENTION] * len(pairs), sliding_window=sliding_window
     )
@@ -218,7 +240,31 @@ def make_encoder_decoder_cache(self_attention_cache: Any, cross_attention_cache:
                 f"{name} must be a transformers Cache (see make_dynamic_cache), "
                 f"not {type(c).__name__}"
             )
+    _check_same_layers_and_batch(self_attention_cache, cross_attention_cache)
     return _cu.EncoderDecoderCache(self_attention_cache, cross_attention_cache)
+
+
+def _check_same_layers_and_batch(self_cache: Any, cross_cache: Any) -> None:
+    """The decoder layers of an encoder-decoder model each hold one self and one cross
+    attention cache of the same batch; an empty cache (before the first step) is allowed."""
+    try:
+        keys = [get_cache_kv(c)[0] for c in (self_cache, cross_cache)]
+    except Exception:  # layers without keys (linear attention...): nothing to compare
+        return
+    if not keys[0] or not keys[1]:
+        return
+    if len(keys[0]) != len(keys[1]):
+        raise CacheInputError(
+            f"self_attention_cache has {len(keys[0])} layers but cross_attention_cache has "
+            f"{len(keys[1])}: each decoder layer holds one of each"
+        )
+    for i, (ks, kc) in enumerate(zip(*keys)):
+        if ks.shape[0] != kc.shape[0]:
+            raise CacheInputError(
+                f"self_attention_cache.key_{i} has batch size {ks.shape[0]} but "
+                f"cross_attention_cache.key_{i} has {kc.shape[0]}: shape {tuple(ks.shape)} "
+                f"vs {tuple(kc.shape)}"
+            )
 
 
 def make_static_cache(
@@ -234,8 +280,7 @@ def make_static_cache(
     (1, 2, 6, 4)
     """
     pairs = _check_pairs(key_value_pairs)
-    if not isinstance(max_cache_len, int) or max_cache_len <= 0:
-        raise CacheInputError(f"max_cache_len must be a positive int, got {max_cache_len!r}")
+    max_cache_len = _check_positive_int(max_cache_len, "max_cache_len")
     layers = []
     for i, (key, value) in enumerate(pairs):
         if key.shape[2] > max_cache_len:
