@@ -12,6 +12,7 @@ from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding
 from onnx_diagnostic.cache_helpers import make_dynamic_cache
 from onnx_diagnostic.ext_test_case import ExtTestCase
 from onnx_diagnostic.torch_export_patches import (
+    active_patches,
     bypass_export_some_errors,
     list_patches,
     register_flattening_functions,
@@ -91,6 +92,89 @@ class TestTorchExportPatches(ExtTestCase):
             for key in outer:
                 self.assertIs(outer[key], after_inner[key], msg="inner exit undid outer patch")
         self.assert_restored(before_t, before_r)
+
+    def test_same_object_entered_again(self):
+        before_t, before_r = _snapshot_targets(), _snapshot_registry()
+        cm = torch_export_patches(patch_transformers=True)
+        for _ in range(2):  # one after the other
+            with cm as modificator:
+                self.assertTrue(callable(modificator))
+                self.assertEqual(active_patches(), dict(patch_transformers=True, patch_torch=True))
+            self.assert_restored(before_t, before_r)
+            self.assertIsNone(active_patches())
+        with cm:  # nested
+            outer = _snapshot_targets()
+            with cm:
+                self.assertEqual(outer, _snapshot_targets())
+            self.assertEqual(outer, _snapshot_targets())
+        self.assert_restored(before_t, before_r)
+        with self.assertRaises(ZeroDivisionError):
+            with cm:
+                1 / 0  # noqa: B018
+        self.assert_restored(before_t, before_r)
+        reg = register_flattening_functions()
+        for _ in range(2):
+            with reg:
+                pass
+        self.assert_restored(before_t, before_r)
+
+    def test_used_as_a_decorator(self):
+        before_t, before_r = _snapshot_targets(), _snapshot_registry()
+
+        @torch_export_patches(patch_transformers=True)
+        def inside():
+            return active_patches()
+
+        self.assertEqual(inside(), dict(patch_transformers=True, patch_torch=True))
+        self.assertEqual(inside(), dict(patch_transformers=True, patch_torch=True))
+        self.assert_restored(before_t, before_r)
+
+    def test_restores_when_a_patch_fails_to_apply(self):
+        from unittest import mock
+
+        import onnx_diagnostic.torch_export_patches as tep
+        from onnx_diagnostic.torch_export_patches.patches.registry import PatchSpec
+
+        before_t, before_r = _snapshot_targets(), _snapshot_registry()
+        import types
+
+        real = known_patches(patch_transformers=True)
+        owner = types.SimpleNamespace(f=len)
+
+        def fail(original):
+            raise RuntimeError("cannot build this patch")
+
+        broken = PatchSpec(
+            name="test:broken",
+            library="transformers",
+            reason="test",
+            fixes="test",
+            versions="all",
+            targets=lambda: [(owner, "f")],
+            make=fail,
+        )
+        # every real patch applied first, then one that fails: all of them undone
+        with mock.patch.object(tep, "known_patches", lambda **kw: [*real, broken]):
+            with self.assertRaises(RuntimeError) as cm:
+                with torch_export_patches(patch_transformers=True):
+                    self.fail("the body must not run")
+        self.assertIn("cannot build this patch", str(cm.exception))
+        self.assert_restored(before_t, before_r)
+        self.assertIsNone(active_patches())
+        self.assertIs(owner.f, len)
+
+    def test_reusable_context_docstring(self):
+        import doctest
+
+        from onnx_diagnostic.torch_export_patches import _reusable
+
+        res = doctest.testmod(_reusable, verbose=False)
+        self.assertEqual(res.failed, 0)
+        self.assertGreater(res.attempted, 3)
+        cm = _reusable.reusable_context(lambda: iter([1]))()
+        with self.assertRaises(RuntimeError) as e:
+            cm.__exit__(None, None, None)
+        self.assertIn("__exit__ without __enter__", str(e.exception))
 
     def test_no_transformers_patch_when_not_asked(self):
         before_t = _snapshot_targets()

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import cache_helpers  # noqa: F401  (registers the caches once, see DESIGN.md)
+from ._reusable import reusable_context
 from .patch_inputs import convert_legacy_caches, use_dyn_not_str
 from .patches import AppliedPatch, apply_patch, known_patches, list_patches
 from .serialization import register_flattening_functions
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-@contextlib.contextmanager
+@reusable_context
 def torch_export_patches(
     patch_transformers: bool = False,
     patch_torch: bool = True,
@@ -48,6 +49,7 @@ def torch_export_patches(
     (see :func:`list_patches`). On exit, normally or through an exception, it restores every
     patched attribute (the very same objects) and removes exactly the registrations it made.
     Nested contexts are fine: a patch applied by an outer context is left to it.
+    The returned object can be kept and entered again (one entry after the other, or nested).
 
     :param patch_transformers: applies the patches of :epkg:`transformers`
     :param patch_torch: applies the patches of :epkg:`torch` (none is needed with

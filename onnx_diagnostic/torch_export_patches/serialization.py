@@ -104,6 +104,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from ..helpers import compat
+from ._reusable import reusable_context
 
 logger = logging.getLogger(__name__)
 
@@ -712,7 +713,7 @@ def register_cache_serialization(verbose: int = 0) -> list[type]:
     return done
 
 
-@contextlib.contextmanager
+@reusable_context
 def register_flattening_functions(
     patch_transformers: bool = False, verbose: int = 0
 ) -> Iterator[list[type]]:
