@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,52 +27,61 @@ class TestCommandLines(ExtTestCase):
 
     def test_validate_tiny_llm_exits_0(self):
         with tempfile.TemporaryDirectory() as tmp:
-            rc, out, _ = self.capture(
+            rc, out, err = self.capture(
                 lambda: main(
-                    [
-                        "validate",
-                        "-m",
-                        "arnir0/Tiny-LLM",
-                        "--export",
-                        "onnx-dynamo",
-                        "--run",
-                        "-o",
-                        tmp,
-                    ]
+                    ["validate", "-m", "arnir0/Tiny-LLM", "--export", "onnx-dynamo", "--run",
+                     "--dump-folder", tmp, "-o", os.path.join(tmp, "s.csv"), "--repeat", "2"]
                 )
-            )
+            )  # fmt: skip
             self.assertEqual(0, rc, msg=out)
             with open(os.path.join(tmp, "summary.json")) as f:
                 summary = json.load(f)
             self.assertExists(os.path.join(tmp, "arnir0_Tiny-LLM.onnx-dynamo.onnx"))
+            import pandas
+
+            csv = pandas.read_csv(os.path.join(tmp, "s.csv"))
         self.assertEqual("ok", summary["status"])
+        self.assertEqual(["ok"], list(csv["status"]))
         for key in ("disc_abs", "disc2_abs"):
             self.assertLess(summary[key], 1e-4)
         for key in ("time_export", "onnx_size_mb", "onnx_n_nodes", "latency_torch", "latency_ort"):
             self.assertGreater(summary[key], 0, msg=key)
             self.assertIn(key, out)
+        lines = {li.split()[0]: li for li in out.splitlines()}
+        self.assertTrue(lines["latency_ort"].endswith(" s"), msg=out)
+        self.assertTrue(lines["time_export"].endswith(" s"), msg=out)
+        self.assertTrue(lines["onnx_size_mb"].endswith(" MB"), msg=out)
         self.assertNotIn("ERR_", out)
+        # no third-party noise, no progress bar: stderr is not a terminal
+        self.assertNotIn("torchvision", err)
+        self.assertNotIn("LeafSpec", err)
+        self.assertEqual("", err.strip(), msg=err)
 
-    def test_broken_forward_exits_1_with_the_error(self):
+    def test_broken_forward_exits_1_with_a_narrow_table(self):
         import transformers
 
         forward = transformers.LlamaForCausalLM.forward
+        long_error = "this forward is broken on purpose " + " ".join(["details"] * 60)
 
         def _broken(self, *args, **kwargs):
-            raise RuntimeError("this forward is broken on purpose")
+            raise RuntimeError(long_error)
 
         with mock.patch.object(transformers.LlamaForCausalLM, "forward", _broken):
-            rc, out, _ = self.capture(
-                lambda: main(
-                    ["validate", "-m", "arnir0/Tiny-LLM", "--export", "onnx-dynamo", "--run"]
-                )
-            )
+            with mock.patch.dict(os.environ, {"COLUMNS": "80"}):
+                rc, out, err = self.capture(
+                    lambda: main(
+                        ["validate", "-m", "arnir0/Tiny-LLM", "--export", "onnx-dynamo", "--run",
+                         "-v", "1"]
+                    )
+                )  # fmt: skip
         self.assertIs(forward, transformers.LlamaForCausalLM.forward)
         self.assertEqual(1, rc)
         self.assertIn("FAILED: run_torch, export", out)
-        self.assertIn("ERR_run_torch", out)
-        self.assertIn("ERR_export", out)
-        self.assertIn("this forward is broken on purpose", out)
+        self.assertLessEqual(max(len(li) for li in out.splitlines()), 80, msg=out)
+        err_lines = out[out.index("ERR_run_torch") :].split("ERR_export")[0]
+        self.assertIn("RuntimeError: " + long_error, " ".join(err_lines.split()))
+        # verbose prints the failure once on stderr, the table holds the whole error
+        self.assertEqual(1, err.count("step 'run_torch' failed"), msg=err)
 
     def test_discrepancy_above_threshold_exits_1(self):
         from onnx_diagnostic.helpers import rt_helper
@@ -84,12 +94,12 @@ class TestCommandLines(ExtTestCase):
         with mock.patch.object(rt_helper, "run_session", _shifted):
             rc, out, _ = self.capture(
                 lambda: main(
-                    ["validate", "-m", "arnir0/Tiny-LLM", "--export", "onnx-dynamo", "--run"]
+                    ["validate", "-m", "arnir0/Tiny-LLM", "--export", "custom", "--run", "-q"]
                 )
             )
         self.assertIs(run_session, rt_helper.run_session)
         self.assertEqual(1, rc)
-        self.assertIn("FAILED: disc_abs=1>0.0001, disc2_abs=1>0.0001", out)
+        self.assertEqual("status: FAILED: disc_abs=1>0.0001, disc2_abs=1>0.0001", out.strip())
 
     def test_validate_without_export_runs_torch_only(self):
         rc, out, _ = self.capture(lambda: main(["validate", "-m", "arnir0/Tiny-LLM"]))
@@ -97,11 +107,105 @@ class TestCommandLines(ExtTestCase):
         self.assertIn("latency_torch", out)
         self.assertNotIn("time_export", out)
 
-    def test_unknown_model_id_exits_1(self):
-        rc, out, _ = self.capture(lambda: main(["validate", "-m", "unknown/model-id"]))
-        self.assertEqual(1, rc)
-        self.assertIn("ERR_create", out)
-        self.assertIn("unknown/model-id", out)
+    def _usage_error(self, argv):
+        from onnx_diagnostic.torch_models import hghub
+
+        def _no_build(*args, **kwargs):
+            raise AssertionError("a usage error must be found before building the model")
+
+        with mock.patch.object(hghub, "get_untrained_model_with_inputs", _no_build):
+            rc, out, err = self.capture(lambda: main(argv))
+        self.assertEqual(2, rc, msg=err)
+        self.assertEqual("", out)
+        return err
+
+    def test_bad_option_values_exit_2_listing_the_valid_ones(self):
+        err = self._usage_error(["validate", "-m", "arnir0/Tiny-LLM", "--dtype", "float17"])
+        self.assertIn(
+            "argument --dtype: invalid choice: 'float17' (choose from 'float32', 'float16', "
+            "'bfloat16', 'float64')",
+            err,
+        )
+        err = self._usage_error(["validate", "-m", "arnir0/Tiny-LLM", "--export", "foo"])
+        self.assertIn("invalid choice: 'foo' (choose from 'custom', 'onnx-dynamo')", err)
+        err = self._usage_error(["validate", "-m", "arnir0/Tiny-LLM", "--device", "gpu"])
+        self.assertIn("'gpu' is not a device, valid values: cpu, cuda, cuda:N", err)
+        if not torch.cuda.is_available():
+            err = self._usage_error(["validate", "-m", "arnir0/Tiny-LLM", "--device", "cuda"])
+            self.assertIn("argument --device: 'cuda' is not available", err)
+            self.assertIn("use --device cpu", err)
+        err = self._usage_error(["validate", "-m", "arnir0/Tiny-LLM", "-o", "folder"])
+        self.assertIn("-o 'folder': the summary is written as .json or .csv", err)
+
+    def test_mop_unknown_field_exits_2(self):
+        err = self._usage_error(
+            ["validate", "-m", "arnir0/Tiny-LLM", "--mop", "num_hiden_layers=1"]
+        )
+        self.assertIn(
+            "--mop: 'num_hiden_layers' is not a field of the configuration of "
+            "'arnir0/Tiny-LLM' (LlamaConfig), did you mean: num_hidden_layers?",
+            err,
+        )
+
+    def test_run_without_export_exits_2(self):
+        err = self._usage_error(["validate", "-m", "arnir0/Tiny-LLM", "--run"])
+        self.assertIn("--run needs --export custom or --export onnx-dynamo", err)
+
+    def test_unknown_model_id_exits_2_and_says_what_to_do(self):
+        err = self._usage_error(["validate", "-m", "unknown/model-id"])
+        self.assertIn("model id 'unknown/model-id' is neither shipped", err)
+        self.assertIn("python -m onnx_diagnostic validate --list", err)
+        self.assertIn("-m path/to/config.json", err)
+        self.assertNotIn("use_hub", err)
+        self.assertNotIn("AutoConfig", err)
+
+    def test_local_config_json(self):
+        from onnx_diagnostic.torch_models.validate import model_config
+
+        with tempfile.TemporaryDirectory() as tmp:
+            name = os.path.join(tmp, "config.json")
+            with open(name, "w") as f:
+                json.dump(model_config("arnir0/Tiny-LLM", reduced=False), f)
+            rc, out, _ = self.capture(lambda: main(["validate", "-m", name, "--repeat", "1"]))
+        self.assertEqual(0, rc, msg=out)
+        self.assertIn("LlamaForCausalLM", out)
+
+    def test_no_command_exits_2_listing_the_commands(self):
+        rc, out, err = self.capture(lambda: main([]))
+        self.assertEqual(2, rc)
+        self.assertEqual("", out)
+        self.assertIn("error: a command is required, one of: validate, exportsample, config", err)
+        self.assertNotIn("the following arguments are required", err)
+
+    def test_validate_help(self):
+        rc, out, _ = self.capture(lambda: main(["validate", "--help"]))
+        self.assertEqual(0, rc)
+        self.assertIn("--export {custom,onnx-dynamo}", out)
+        self.assertIn("--dtype {float32,float16,bfloat16,float64}", out)
+        self.assertIn("(default: cpu)", out)
+        self.assertIn("(default: 5)", out)
+        self.assertIn("example:\n  python -m onnx_diagnostic validate --list", out)
+        self.assertIn("latency_* and time_* in seconds", out)
+
+    def test_every_command_has_a_description_and_an_example(self):
+        from onnx_diagnostic._command_lines import _COMMANDS, NOT_YET
+
+        for command in _COMMANDS:
+            with self.subTest(command=command):
+                rc, out, _ = self.capture(lambda: main([command, "--help"]))  # noqa: B023
+                self.assertEqual(0, rc)
+                self.assertIn(f"example:\n  python -m onnx_diagnostic {command}", out)
+                description = out.split("\n\n")[1]
+                self.assertTrue(description.endswith("."), msg=description)
+        rc, out, _ = self.capture(lambda: main(["--help"]))
+        self.assertEqual(0, rc)
+        for command in _COMMANDS:
+            self.assertIn(command, out)
+        self.assertIn("sbs, compare: not yet", out)
+        for command in NOT_YET:
+            rc, _, err = self.capture(lambda: main([command]))  # noqa: B023
+            self.assertEqual(2, rc)
+            self.assertIn("not available yet", err)
 
     def test_list(self):
         rc, out, _ = self.capture(lambda: main(["validate", "--list"]))
@@ -120,8 +224,9 @@ class TestCommandLines(ExtTestCase):
             ["validate", "-m", "x", "--mop", "num_hidden_layers=2", "--mop", "name=a"]
         )
         self.assertEqual([("num_hidden_layers", 2), ("name", "a")], args.mop)
-        with self.assertRaises(SystemExit):
-            self.capture(lambda: get_parser().parse_args(["validate", "--mop", "novalue"]))
+        rc, _, err = self.capture(lambda: main(["validate", "--mop", "novalue"]))
+        self.assertEqual(2, rc)
+        self.assertIn("expected KEY=VALUE, got 'novalue'", err)
 
     def test_print_dump(self):
         from onnx_diagnostic.helpers.mini_onnx_builder import (
@@ -139,28 +244,43 @@ class TestCommandLines(ExtTestCase):
         self.assertIn("('model', 0): (T1s2x3[1.0,1.0:A1.0],)", out)
         self.assertIn("('model', 1): dict(x:T7s[2,2:A2.0])", out)
 
-    def test_print_onnx_model(self):
+    def test_print_onnx_model_names_the_types(self):
         from onnx_diagnostic.export.api import to_onnx
 
+        class M(torch.nn.Module):
+            def forward(self, x, ids):
+                return x * 2, ids + 1
+
         with tempfile.TemporaryDirectory() as tmp:
-            name = os.path.join(tmp, "linear.onnx")
-            to_onnx(torch.nn.Linear(3, 4), (torch.rand(2, 3),), filename=name)
+            name = os.path.join(tmp, "m.onnx")
+            to_onnx(M(), (torch.rand(2, 3), torch.tensor([1, 2])), filename=name)
             rc, out, _ = self.capture(lambda: main(["print", name]))
-        self.assertEqual(0, rc)
-        self.assertIn("input input: elem_type=1 shape=[2, 3]", out)
-        self.assertIn("Gemm: 1", out)
+            rc2, pretty, _ = self.capture(lambda: main(["print", name, "--format", "pretty"]))
+        self.assertEqual((0, 0), (rc, rc2))
+        self.assertIn("input x: float[2, 3]", out)
+        self.assertIn("input ids: int64[2]", out)
+        self.assertNotIn("elem_type", out)
+        self.assertIn("Mul: 1", out)
+        self.assertIn("= Mul (x", pretty)
 
     def test_print_missing_or_bad_file(self):
         rc, _, err = self.capture(lambda: main(["print", "does_not_exist.onnx"]))
         self.assertEqual(1, rc)
-        self.assertIn("does not exist", err)
+        self.assertIn("file 'does_not_exist.onnx' does not exist", err)
         with tempfile.TemporaryDirectory() as tmp:
             name = os.path.join(tmp, "bad.onnx")
             with open(name, "w") as f:
-                f.write("not an onnx file")
+                f.write("not an onnx file\n" * 5)
             rc, _, err = self.capture(lambda: main(["print", name]))
         self.assertEqual(1, rc)
-        self.assertIn("cannot read", err)
+        self.assertIn("bad.onnx' is not an ONNX model", err)
+        self.assertEqual(1, len(err.strip().splitlines()), msg=err)
+
+    def test_print_help(self):
+        rc, out, _ = self.capture(lambda: main(["print", "--help"]))
+        self.assertEqual(0, rc)
+        self.assertIn("Shows what a dump holds or summarizes an ONNX model.", out)
+        self.assertIn("an ONNX file: a model or a dump", out)
 
     def test_python_dash_m(self):
         res = subprocess.run(
@@ -172,6 +292,179 @@ class TestCommandLines(ExtTestCase):
         )
         self.assertEqual(0, res.returncode, msg=res.stderr)
         self.assertIn("arnir0/Tiny-LLM", res.stdout)
+
+
+def _small_model():
+    """x (float[N, 100]) -> MatMul(w 100x100) -> Add(b) -> Relu -> y, Shape(x) -> s."""
+    import numpy as np
+    import onnx.helper as oh
+    from onnx import TensorProto
+
+    from onnx_diagnostic.helpers.onnx_helper import from_array_extended
+
+    w = np.random.default_rng(0).normal(size=(100, 100)).astype(np.float32)
+    return oh.make_model(
+        oh.make_graph(
+            [
+                oh.make_node("MatMul", ["x", "w"], ["t"]),
+                oh.make_node("Add", ["t", "b"], ["u"]),
+                oh.make_node("Relu", ["u"], ["y"]),
+                oh.make_node("Shape", ["x"], ["s"]),
+            ],
+            "g",
+            [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 100])],
+            [
+                oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 100]),
+                oh.make_tensor_value_info("s", TensorProto.INT64, [2]),
+            ],
+            [from_array_extended(w, "w"), from_array_extended(np.ones(100, np.float32), "b")],
+        ),
+        opset_imports=[oh.make_opsetid("", 18)],
+        ir_version=10,
+    )
+
+
+def _cli(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "onnx_diagnostic", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+class TestSubcommands(ExtTestCase):
+    """Every subcommand through ``python -m onnx_diagnostic`` on a small model."""
+
+    def test_onnx_file_subcommands(self):
+        import numpy as np
+        import onnx
+        import onnxruntime
+
+        with tempfile.TemporaryDirectory() as tmp:
+            model = os.path.join(tmp, "model.onnx")
+            onnx.save(_small_model(), model)
+
+            res = _cli("print", model)
+            self.assertEqual(0, res.returncode, msg=res.stderr)
+            self.assertIn("output s: int64[2]", res.stdout)
+
+            res = _cli("dot", model)
+            self.assertEqual(0, res.returncode, msg=res.stderr)
+            self.assertTrue(res.stdout.startswith("digraph {"))
+            res = _cli("dot", model, "-o", os.path.join(tmp, "model.dot"))
+            self.assertEqual(0, res.returncode, msg=res.stderr)
+            self.assertExists(os.path.join(tmp, "model.dot"))
+            res = _cli("dot", model, "-o", os.path.join(tmp, "model.png"))
+            if shutil.which("dot"):
+                self.assertEqual(0, res.returncode, msg=res.stderr)
+                self.assertExists(os.path.join(tmp, "model.png"))
+            else:
+                self.assertEqual(1, res.returncode)
+                self.assertIn("needs the Graphviz binary 'dot'", res.stderr)
+            self.assertEqual(2, _cli("dot", model, "-o", "model.svg").returncode)
+
+            res = _cli("find", model, "-n", "u")
+            self.assertEqual(0, res.returncode, msg=res.stderr)
+            self.assertEqual([">> u: Add(t, b) -> u", "<< u: Relu(u) -> y"],
+                             res.stdout.splitlines())  # fmt: skip
+            res = _cli("find", model, "-n", "nope")
+            self.assertEqual(1, res.returncode)
+            self.assertIn("no node produces 'nope'", res.stderr)
+
+            res = _cli("stats", model, "--top", "1")
+            self.assertEqual(0, res.returncode, msg=res.stderr)
+            self.assertIn("4 nodes, 4 node types", res.stdout)
+            self.assertIn("2 initializers, 0.039 MB", res.stdout)
+            self.assertIn("... 1 more (--top N)", res.stdout)
+            res = _cli("stats", model, "--format", "json")
+            self.assertEqual(40000, json.loads(res.stdout)["initializers"][0]["bytes"])
+
+            light = os.path.join(tmp, "light.onnx")
+            res = _cli("lighten", model, "-o", light)
+            self.assertEqual(0, res.returncode, msg=res.stderr)
+            self.assertIn("removed 1 initializers", res.stdout)
+            self.assertExists(light + ".stats")
+            self.assertLess(os.path.getsize(light), os.path.getsize(model) / 10)
+            restored = os.path.join(tmp, "restored.onnx")
+            res = _cli("unlighten", light, "-o", restored)
+            self.assertEqual(0, res.returncode, msg=res.stderr)
+            x = np.ones((2, 100), dtype=np.float32)
+            sess = onnxruntime.InferenceSession(restored, providers=["CPUExecutionProvider"])
+            self.assertEqual((2, 100), sess.run(None, {"x": x})[0].shape)
+            res = _cli("unlighten", model, "-o", restored)
+            self.assertEqual(1, res.returncode)
+            self.assertIn("model.onnx.stats", res.stderr)
+
+            for method in ("custom", "onnxscript"):
+                opt = os.path.join(tmp, f"opt.{method}.onnx")
+                res = _cli("optimize", model, "-o", opt, "--method", method)
+                self.assertEqual(0, res.returncode, msg=res.stderr)
+                self.assertExists(opt)
+
+            head, tail = os.path.join(tmp, "head.onnx"), os.path.join(tmp, "tail.onnx")
+            res = _cli("partition", model, "-n", "u", "-o", head, tail)
+            self.assertEqual(0, res.returncode, msg=res.stderr)
+            self.assertIn("(2 nodes) and", res.stdout)
+            res = _cli("partition", model, "-n", "nope", "-o", head, tail)
+            self.assertEqual(1, res.returncode)
+            self.assertIn("'nope' is not a result of the main graph", res.stderr)
+
+            text = os.path.join(tmp, "text.onnx")
+            with open(text, "w") as f:
+                f.write("hello\n" * 20)
+            for command in ("print", "dot", "stats", "lighten -o x.onnx"):
+                res = _cli(*command.split(" ")[:1], text, *command.split(" ")[1:], cwd=tmp)
+                self.assertEqual(1, res.returncode, msg=command)
+                self.assertIn("is not an ONNX model", res.stderr)
+                self.assertNotIn("Traceback", res.stderr)
+
+    def test_model_subcommands(self):
+        res = _cli("config", "-m", "arnir0/Tiny-LLM")
+        self.assertEqual(0, res.returncode, msg=res.stderr)
+        reduced = json.loads(res.stdout)
+        res = _cli("config", "-m", "arnir0/Tiny-LLM", "--full", "--mop", "vocab_size=10")
+        full = json.loads(res.stdout)
+        self.assertEqual("llama", full["model_type"])
+        self.assertEqual(10, full["vocab_size"])
+        self.assertLessEqual(reduced["num_hidden_layers"], full["num_hidden_layers"])
+        res = _cli("config", "-m", "not/shipped")
+        self.assertEqual(2, res.returncode)
+        self.assertIn("validate --list", res.stderr)
+
+        res = _cli("exportsample", "-m", "arnir0/Tiny-LLM", "--export", "onnx-dynamo")
+        self.assertEqual(0, res.returncode, msg=res.stderr)
+        self.assertIn("exporter='onnx-dynamo'", res.stdout)
+        compile(res.stdout, "sample.py", "exec")
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, ext in enumerate(["json", "csv"]):
+                res = _cli("validate", "-m", "arnir0/Tiny-LLM", "--repeat", "1", "-q",
+                           "--mop", f"num_hidden_layers={i + 1}", "-o",
+                           os.path.join(tmp, "runs", f"run{i}.{ext}"))  # fmt: skip
+                self.assertEqual(0, res.returncode, msg=res.stderr)
+                self.assertEqual("status: ok", res.stdout.strip())
+            res = _cli("agg", os.path.join(tmp, "runs"))
+            self.assertEqual(0, res.returncode, msg=res.stderr)
+            self.assertEqual(3, len(res.stdout.strip().splitlines()), msg=res.stdout)
+            self.assertTrue(res.stdout.split()[:2] == ["model_id", "exporter"], msg=res.stdout)
+            out = os.path.join(tmp, "all.csv")
+            res = _cli("agg", os.path.join(tmp, "runs"), "-o", out)
+            self.assertEqual(0, res.returncode, msg=res.stderr)
+            self.assertIn("wrote 2 runs", res.stdout)
+            res = _cli("agg", os.path.join(tmp, "runs"), "-o", os.path.join(tmp, "all.xlsx"))
+            try:
+                import openpyxl  # noqa: F401
+
+                self.assertEqual(0, res.returncode, msg=res.stderr)
+            except ImportError:
+                self.assertEqual(1, res.returncode)
+                self.assertIn("writing .xlsx needs openpyxl", res.stderr)
+            res = _cli("agg", os.path.join(tmp, "missing"))
+            self.assertEqual(1, res.returncode)
+            self.assertIn("does not exist", res.stderr)
 
 
 class TestCommandLineVersions(ExtTestCase):
