@@ -269,12 +269,39 @@ class TestToOnnxFailures(ExtTestCase):
         self.assertIn("optimize=False", str(cm.exception))
         self.assertEqual(["x"], [i.name for i in onx.graph.input])
 
-    def test_save_failure_names_the_step(self):
+    def test_missing_folder_refused_before_exporting(self):
+        calls = []
+
+        class Counting(_Tiny):
+            def forward(self, *args):
+                calls.append(1)
+                return super().forward(*args)
+
         with tempfile.TemporaryDirectory() as tmp:
             name = os.path.join(tmp, "missing_folder", "model.onnx")
-            with self.assertRaises(ExportStepError) as cm:
-                to_onnx(_Tiny(), (torch.rand(2, 3),), filename=name)
+            with self.assertRaises(FileNotFoundError) as cm:
+                to_onnx(Counting(), (torch.rand(2, 3),), filename=name)
+            self.assertIn(f"filename={name!r}", str(cm.exception))
+            self.assertIn("nothing was exported", str(cm.exception))
+            with self.assertRaises(IsADirectoryError):
+                to_onnx(Counting(), (torch.rand(2, 3),), filename=tmp)
+        with self.assertRaises(TypeError) as cm:
+            to_onnx(Counting(), (torch.rand(2, 3),), filename=3)
+        self.assertIn("filename must be a file name or None", str(cm.exception))
+        self.assertEqual(calls, [])
+
+    def test_save_failure_names_the_step(self):
+        from unittest import mock
+
+        with tempfile.TemporaryDirectory() as tmp:
+            name = os.path.join(tmp, "model.onnx")
+            with mock.patch.object(
+                torch.onnx.ONNXProgram, "save", side_effect=OSError("No space left on device")
+            ):
+                with self.assertRaises(ExportStepError) as cm:
+                    to_onnx(_Tiny(), (torch.rand(2, 3),), filename=name)
         self.assertEqual("save", cm.exception.step)
+        self.assertIn("No space left on device", str(cm.exception))
         self.assertIn("folder of `filename`", str(cm.exception))
 
     def test_verbose_prints_the_steps(self):

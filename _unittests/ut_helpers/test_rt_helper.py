@@ -292,8 +292,9 @@ class TestOnnxGenerateMechanics(ExtTestCase):
             onnx_generate(model, [[1, 2]])
         with self.assertRaisesRegex(ValueError, "attention_mask must be a tensor"):
             onnx_generate(model, torch.tensor([[1, 2]]), attention_mask=torch.ones((1, 3)))
-        with self.assertRaisesRegex(ValueError, "max_new_tokens must be an int >= 0"):
-            onnx_generate(model, torch.tensor([[1]]), max_new_tokens=-1)
+        for bad in (-1, 1.5, True, "3", None):
+            with self.assertRaisesRegex(ValueError, "max_new_tokens must be an int >= 0"):
+                onnx_generate(model, torch.tensor([[1]]), max_new_tokens=bad)
         with self.assertRaisesRegex(TypeError, "eos_token_id must be None"):
             onnx_generate(model, torch.tensor([[1]]), eos_token_id="2")
         with self.assertRaisesRegex(ValueError, "temperature must be > 0"):
@@ -302,8 +303,22 @@ class TestOnnxGenerateMechanics(ExtTestCase):
             onnx_generate(model, torch.tensor([[1]]), do_sample=True, top_k=0)
         with self.assertRaisesRegex(ValueError, "top_p must be None"):
             onnx_generate(model, torch.tensor([[1]]), do_sample=True, top_p=1.5)
-        with self.assertRaisesRegex(FileNotFoundError, "does not exist"):
+        with self.assertRaisesRegex(
+            FileNotFoundError, "onnx_generate: model_or_session='does_not_exist.onnx' does not"
+        ):
             onnx_generate("does_not_exist.onnx", torch.tensor([[1]]))
+        with tempfile.TemporaryDirectory() as tmp:
+            with self.assertRaisesRegex(FileNotFoundError, "is a folder"):
+                onnx_generate(tmp, torch.tensor([[1]]))
+            text = os.path.join(tmp, "notes.txt")
+            with open(text, "w") as f:
+                f.write("not a model")
+            with self.assertRaisesRegex(
+                ValueError, "model_or_session: '.*notes.txt' is not an ONNX"
+            ):
+                onnx_generate(text, torch.tensor([[1]]))
+        with self.assertRaisesRegex(ValueError, "model_or_session: the given model is not an ONNX"):
+            onnx_generate(b"garbage", torch.tensor([[1]]))
         with self.assertRaisesRegex(TypeError, "model_or_session must be"):
             onnx_generate(3, torch.tensor([[1]]))
 
@@ -402,6 +417,25 @@ class TestOnnxGenerateTinyLLM(ExtTestCase):
                 self.assertLess(got.shape[1], 8 + 12 + 1)
                 if batch == 1:
                     self.assertEqual(8 + 5, got.shape[1])
+
+    def test_max_new_tokens_zero_on_the_exported_llm(self):
+        prompt = torch.tensor([[5, 6, 7]])
+        got = onnx_generate(self.filename, prompt, eos_token_id=-1, max_new_tokens=0)
+        self.assertEqualArray(prompt, got)
+        got, session, feeds = onnx_generate(
+            self.session, prompt, max_new_tokens=0, return_session=True
+        )
+        self.assertEqualArray(prompt, got)
+        self.assertIs(session, self.session)
+        self.assertEqual(feeds, {})
+
+    def test_onnxruntime_failure_says_which_step(self):
+        with self.assertRaises(RuntimeError) as cm:
+            onnx_generate(self.session, torch.tensor([[1, 2, self.vocab + 10]]), max_new_tokens=2)
+        msg = str(cm.exception)
+        self.assertIn("onnx_generate: onnxruntime failed at step 0 (prefill", msg)
+        self.assertIn(f"ids in [1, {self.vocab + 10}]", msg)
+        self.assertIn("Gather", msg)
 
     def test_greedy_equals_transformers_left_padding(self):
         prompt = torch.randint(3, self.vocab, (2, 8), generator=torch.Generator().manual_seed(5))

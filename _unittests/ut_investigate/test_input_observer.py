@@ -493,7 +493,7 @@ class TestInputObserver(ExtTestCase):
         )
         res = observer.check_discrepancies(one_input)
         self.assertFalse(res[0]["SUCCESS"])
-        self.assertIn("the model has 1 inputs but calls[0] gives 2 tensors", res[0]["error"])
+        self.assertIn("the model has 1 inputs ['x'] but calls[0] gives 2 tensors", res[0]["error"])
         two_outputs = _add_onnx()
         two_outputs.graph.output.append(
             oh.make_tensor_value_info("x2", onnx.TensorProto.FLOAT, None)
@@ -502,8 +502,19 @@ class TestInputObserver(ExtTestCase):
         res = observer.check_discrepancies(two_outputs)
         self.assertFalse(res[0]["SUCCESS"])
         self.assertIn("error", res[0])
-        with self.assertRaises(TypeError):
+        with self.assertRaises(TypeError) as cm:
             observer.check_discrepancies(3)
+        self.assertIn("check_discrepancies: onnx_model_or_path must be", str(cm.exception))
+        with self.assertRaises(FileNotFoundError) as cm:
+            observer.check_discrepancies("missing.onnx")
+        self.assertIn("onnx_model_or_path='missing.onnx' does not exist", str(cm.exception))
+        with self.assertRaises(ValueError) as cm:
+            observer.check_discrepancies(b"not a model")
+        self.assertIn("is not an ONNX model", str(cm.exception))
+        for name, bad in (("atol", -1), ("rtol", float("nan")), ("atol", "1e-3"), ("rtol", True)):
+            with self.assertRaises(ValueError) as cm:
+                observer.check_discrepancies(_add_onnx(), **{name: bad})
+            self.assertIn(f"check_discrepancies: {name} must be a number >= 0", str(cm.exception))
 
 
 if __name__ == "__main__":

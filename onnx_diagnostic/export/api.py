@@ -290,6 +290,24 @@ def _check_arguments(
             raise ValueError(f"to_onnx: {argname} has duplicated names {dup}")
 
 
+def _check_filename(filename: Any) -> None:
+    """The file must be writable before a long export starts, not found missing at the end."""
+    if filename is None:
+        return
+    if not isinstance(filename, (str, os.PathLike)):
+        raise TypeError(
+            f"to_onnx: filename must be a file name or None, not {type(filename).__name__}"
+        )
+    if os.path.isdir(filename):
+        raise IsADirectoryError(f"to_onnx: filename={str(filename)!r} is a folder, not a file name")
+    folder = os.path.dirname(os.path.abspath(filename))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"to_onnx: filename={str(filename)!r}: folder {folder!r} does not exist, create it "
+            "first (nothing was exported)"
+        )
+
+
 def _signature_order(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[list, dict]:
     """
     Returns the names of the positional arguments and the kwargs sorted in the order of
@@ -814,6 +832,7 @@ def to_onnx(
     """
     kwargs = {} if kwargs is None else kwargs
     _check_arguments(model, args, kwargs, exporter, input_names, output_names)
+    _check_filename(filename)
     kwargs, dynamic_shapes = align_cache_argument(model, kwargs, dynamic_shapes)
     args = tuple(args)
     arg_names, kwargs = _signature_order(model, args, kwargs)

@@ -218,13 +218,16 @@ def model_layout(session: onnxruntime.InferenceSession) -> GenerationLayout:
 
 
 def make_session(
-    model: str | os.PathLike | onnx.ModelProto | bytes,
+    model: str | os.PathLike | onnx.ModelProto | bytes | onnxruntime.InferenceSession,
     session_options: onnxruntime.SessionOptions | None = None,
     providers: Sequence[Any] | None = None,
+    caller: str = "make_session",
+    argname: str = "model",
 ) -> onnxruntime.InferenceSession:
     """
-    Creates an :class:`onnxruntime.InferenceSession` from a file name, a serialized model
-    or a :class:`onnx.ModelProto`, on CPU if ``providers`` is None. Without
+    Creates an :class:`onnxruntime.InferenceSession` from a file name, a serialized model,
+    a :class:`onnx.ModelProto` or a ``torch.onnx.ONNXProgram`` (a session is returned as it
+    is), on CPU if ``providers`` is None. Without
     ``session_options``, the threads of onnxruntime do not spin between two runs
     (``session.intra_op.allow_spinning=0``): a generation loop runs python code between two
     runs and spinning threads would slow it down on a busy machine.
@@ -247,9 +250,14 @@ def make_session(
         # spinning while they wait for the next run compete with it for the cores
         # (see _bench/bench_generate.py --variants).
         session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if isinstance(model, onnxruntime.InferenceSession):
+        return model
+    # torch.onnx.ONNXProgram
+    model = getattr(model, "model_proto", model)
     if isinstance(model, (str, os.PathLike)):
-        if not os.path.exists(model):
-            raise FileNotFoundError(f"onnx_generate: model file {str(model)!r} does not exist")
+        if not os.path.isfile(model):
+            what = "is a folder" if os.path.isdir(model) else "does not exist"
+            raise FileNotFoundError(f"{caller}: {argname}={str(model)!r} {what}")
         source: Any = str(model)
     elif isinstance(model, bytes):
         source = model
@@ -257,12 +265,18 @@ def make_session(
         source = model.SerializeToString()
     else:
         raise TypeError(
-            "model_or_session must be an onnxruntime.InferenceSession, a file name, "
-            f"bytes or an onnx.ModelProto, not {type(model).__name__}"
+            f"{caller}: {argname} must be an onnxruntime.InferenceSession, a file name, "
+            f"bytes, an onnx.ModelProto or an ONNXProgram, not {type(model).__name__}"
         )
-    return onnxruntime.InferenceSession(
-        source, sess_options=session_options, providers=list(providers)
-    )
+    try:
+        return onnxruntime.InferenceSession(
+            source, sess_options=session_options, providers=list(providers)
+        )
+    except Exception as e:
+        if "PROTOBUF" not in str(e).upper() and "ModelProto" not in str(e):
+            raise
+        what = repr(str(source)) if isinstance(source, str) else "the given model"
+        raise ValueError(f"{caller}: {argname}: {what} is not an ONNX model: {e}") from e
 
 
 def _session_device(session: Any) -> tuple[str, int]:
@@ -402,7 +416,11 @@ def _check_generate_args(
                 f"onnx_generate: attention_mask must be a tensor of the shape of input_ids "
                 f"{tuple(input_ids.shape)}, got {shape}"
             )
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if (
+        not isinstance(max_new_tokens, int)
+        or isinstance(max_new_tokens, bool)
+        or max_new_tokens < 0
+    ):
         raise ValueError(
             f"onnx_generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}"
         )
@@ -508,7 +526,13 @@ def onnx_generate(
     if hasattr(model_or_session, "run_with_iobinding"):
         session = model_or_session
     else:
-        session = make_session(model_or_session, session_options, providers)
+        session = make_session(
+            model_or_session,
+            session_options,
+            providers,
+            caller="onnx_generate",
+            argname="model_or_session",
+        )
     layout = model_layout(session)
     device = _session_device(session)
     tdevice = torch.device("cpu") if device[0] == "cpu" else torch.device(f"cuda:{device[1]}")
@@ -562,7 +586,16 @@ def onnx_generate(
             binding.bind_ortvalue_input(name, value)
         for name in layout.outputs:
             binding.bind_output(name, device[0], device[1])
-        session.run_with_iobinding(binding)
+        try:
+            session.run_with_iobinding(binding)
+        except Exception as e:
+            # which step failed and what it received: onnxruntime only names the node
+            raise RuntimeError(
+                f"onnx_generate: onnxruntime failed at step {_step} "
+                f"({'prefill' if past == 0 else 'decoding'}, input_ids {tuple(current.shape)} "
+                f"with ids in [{int(current.min())}, {int(current.max())}], {past} past "
+                f"positions): {e}"
+            ) from e
         results = dict(zip(layout.outputs, binding.get_outputs()))
         cache = [results[name] for name in layout.cache_outputs]
         logits_value = results[layout.logits]

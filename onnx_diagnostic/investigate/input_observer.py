@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from ..export.dynamic_shapes import (
 )
 from ..helpers import compat
 from ..helpers.helper import max_diff, string_type
+from ..helpers.rt_helper import make_session
 
 logger = logging.getLogger(__name__)
 
@@ -499,7 +499,15 @@ class InputObserver:
             ``duration_torch``, ``duration_ort``, ``error`` when something failed
         """
         self._check_captured()
-        sess = _session(onnx_model_or_path, providers)
+        for name, tol in (("atol", atol), ("rtol", rtol)):
+            if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
+                raise ValueError(f"check_discrepancies: {name} must be a number >= 0, got {tol!r}")
+        sess = make_session(
+            onnx_model_or_path,
+            providers=providers,
+            caller="check_discrepancies",
+            argname="onnx_model_or_path",
+        )
         input_names = [i.name for i in sess.get_inputs()]
         indices: Any = range(len(self._calls))
         if progress_bar:
@@ -516,8 +524,9 @@ class InputObserver:
             if len(flat) != len(input_names):
                 row.update(
                     SUCCESS=False,
-                    error=f"the model has {len(input_names)} inputs but calls[{index}] gives "
-                    f"{len(flat)} tensors: {string_type(args, with_shape=True)}",
+                    error=f"the model has {len(input_names)} inputs {input_names} but "
+                    f"calls[{index}] gives {len(flat)} tensors: "
+                    f"{string_type(args, with_shape=True)}",
                 )
                 data.append(row)
                 continue
@@ -548,26 +557,6 @@ class InputObserver:
                 )
             data.append(row)
         return data
-
-
-def _session(model: Any, providers: list[str] | None) -> Any:
-    import onnxruntime
-
-    providers = providers or ["CPUExecutionProvider"]
-    if isinstance(model, onnxruntime.InferenceSession):
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        return onnxruntime.InferenceSession(os.fspath(model), providers=providers)
-    # torch.onnx.ONNXProgram
-    model = getattr(model, "model_proto", model)
-    serialize = getattr(model, "SerializeToString", None)
-    if serialize is None:
-        raise TypeError(
-            "onnx_model_or_path must be a ModelProto, a file name, an ONNXProgram or an "
-            "InferenceSession, "
-            f"not {type(model).__name__}"
-        )
-    return onnxruntime.InferenceSession(serialize(), providers=providers)
 
 
 def _expand_sizes(sizes: tuple[int, ...], indices: list[int], n: int) -> tuple[int | None, ...]:
