@@ -512,8 +512,12 @@ def _cmd_agg(args: argparse.Namespace) -> int:
     if not out:
         import pandas
 
-        with pandas.option_context("display.width", 200, "display.max_columns", 30):
-            print(df.drop(columns=["source"]).to_string(index=False))
+        from .torch_models.validate import AGG_FIRST_COLUMNS
+
+        shown = [*AGG_FIRST_COLUMNS, "disc_abs", "latency_ort", "speedup", "onnx_size_mb"]
+        with pandas.option_context("display.precision", 3):
+            print(df[[c for c in shown if c in df.columns]].to_string(index=False))
+        print(f"{len(df)} runs, {len(df.columns)} columns, -o FILE.csv|.xlsx writes them all")
         return 0
     if ext == ".csv":
         df.to_csv(out, index=False)
