@@ -927,5 +927,23 @@ class TestMaxDiffUnusualTensors(ExtTestCase):
         self.assertEqual(max_diff((shared, shared), (shared, shared))["n"], 2)
 
 
+class TestMaxDiffArguments(ExtTestCase):
+    def test_bad_hist_and_verbose(self):
+        for bad in (["a"], "0.1", [True], 3):
+            with self.subTest(hist=bad):
+                with self.assertRaises(TypeError) as cm:
+                    max_diff(torch.ones(2), torch.ones(2), hist=bad)
+                self.assertIn(
+                    "max_diff: hist must be True, None or a list of numbers", str(cm.exception)
+                )
+        with self.assertRaises(TypeError) as cm:
+            max_diff(torch.ones(2), torch.ones(2), verbose="x")
+        self.assertIn("max_diff: verbose must be an int", str(cm.exception))
+        self.assertEqual(max_diff(torch.ones(2), torch.ones(2), hist=[])["abs"], 0.0)
+        self.assertEqual(
+            max_diff(torch.ones(2), torch.ones(2), hist=(0, 1))["rep"], {">0": 0, ">1": 0}
+        )
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -572,5 +572,36 @@ class TestNewLayerClassesDeepcopyAndToAny(ExtTestCase):
         self.assertEqualAny(cache, res)
 
 
+class TestNestedStructureErrors(ExtTestCase):
+    """to_any and torch_deepcopy name the place of what they cannot process."""
+
+    def test_structure_containing_itself(self):
+        cyclic = [torch.ones(1), {"a": None}]
+        cyclic[1]["a"] = cyclic
+        for f in (torch_deepcopy, lambda o: to_any(o, torch.float16)):
+            with self.assertRaises(ValueError) as cm:
+                f(cyclic)
+            self.assertIn("obj[1]['a']: the structure contains itself", str(cm.exception))
+        # one object twice is not a cycle
+        shared = torch.ones(1)
+        copied = torch_deepcopy([shared, [shared]])
+        self.assertEqual(copied[1][0].tolist(), [1.0])
+
+    def test_object_that_cannot_be_copied(self):
+        with self.assertRaises(TypeError) as cm:
+            torch_deepcopy({"ok": torch.ones(1), "gen": [(i for i in range(2))]})
+        msg = str(cm.exception)
+        self.assertIn("obj['gen'][0]: cannot process an object of type generator", msg)
+        self.assertIn("pickle", msg)
+
+    def test_bad_dtype_or_device_lists_valid_values(self):
+        with self.assertRaises(ValueError) as cm:
+            to_any(torch.ones(1), "float17")
+        msg = str(cm.exception)
+        self.assertIn("dtype_or_device='float17' is neither a dtype nor a device", msg)
+        self.assertIn("bfloat16", msg)
+        self.assertIn("cuda:1", msg)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

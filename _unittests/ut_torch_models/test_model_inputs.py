@@ -208,5 +208,20 @@ class TestExportTextGeneration(ExtTestCase):
                 self.assertLess(diff["abs"], 1e-4, msg=f"{mid}: {diff}")
 
 
+class TestUntrainedModelArguments(ExtTestCase):
+    def test_kwargs_must_be_dicts(self):
+        from onnx_diagnostic.torch_models.hghub import get_untrained_model_with_inputs
+
+        for argname in ("model_kwargs", "inputs_kwargs"):
+            for bad in (3, [("a", 1)], "x=1"):
+                with self.subTest(argname=argname, value=bad):
+                    with self.assertRaises(TypeError) as cm:
+                        get_untrained_model_with_inputs("arnir0/Tiny-LLM", **{argname: bad})
+                    self.assertIn(f"{argname} must be a dict or None", str(cm.exception))
+            with self.assertRaises(TypeError) as cm:
+                get_untrained_model_with_inputs("arnir0/Tiny-LLM", **{argname: {1: 2}})
+            self.assertIn(f"the keys of {argname} must be strings", str(cm.exception))
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

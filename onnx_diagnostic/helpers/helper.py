@@ -845,6 +845,14 @@ def max_diff(
     """
     if hist is True:
         hist = [0, 1e-4, 1e-3, 1e-2, 1e-1, 1]
+    if hist and (
+        isinstance(hist, (str, bytes))
+        or not isinstance(hist, (list, tuple))
+        or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in hist)
+    ):
+        raise TypeError(f"max_diff: hist must be True, None or a list of numbers, got {hist!r}")
+    if not isinstance(verbose, int):
+        raise TypeError(f"max_diff: verbose must be an int, got {verbose!r}")
     acc = _Accumulator(list(hist) if hist else None, verbose)
     try:
         if flatten or (_is_flat_sequence(got) and not _is_flat_sequence(expected)):

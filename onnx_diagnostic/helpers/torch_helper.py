@@ -101,33 +101,57 @@ def _map_cache(cache: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return new_cache
 
 
-def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor], other: Callable) -> Any:
+def _map_tensors(
+    obj: Any,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    other: Callable,
+    path: str = "obj",
+    active: frozenset[int] = frozenset(),
+) -> Any:
     """
     Rebuilds a nested structure, tensors are replaced by ``fn(tensor)``,
-    any other leaf by ``other(leaf)``.
+    any other leaf by ``other(leaf)``. A structure containing itself, or a leaf ``other``
+    cannot handle, raises an error naming its path (``obj[1]['x']``).
     """
     if isinstance(obj, torch.Tensor):
         return fn(obj)
     if obj is None or isinstance(obj, (bool, int, float, complex, str)):
         return obj
+    if isinstance(obj, (tuple, list, dict, set, frozenset)):
+        if id(obj) in active:
+            raise ValueError(
+                f"{path}: the structure contains itself (this {type(obj).__name__} is one of "
+                "its own ancestors)"
+            )
+        active = active | {id(obj)}
+
+    def rec(v: Any, suffix: str) -> Any:
+        return _map_tensors(v, fn, other, f"{path}{suffix}", active)
+
     if compat.is_model_output(obj):
-        return type(obj)(**{k: _map_tensors(v, fn, other) for k, v in obj.items()})
+        return type(obj)(**{k: rec(v, f".{k}") for k, v in obj.items()})
     if isinstance(obj, tuple):
-        items = [_map_tensors(v, fn, other) for v in obj]
+        items = [rec(v, f"[{i}]") for i, v in enumerate(obj)]
         if hasattr(obj, "_fields"):  # namedtuple
             return type(obj)(*items)
         return tuple(items) if type(obj) is tuple else type(obj)(items)
     if isinstance(obj, list):
-        items = [_map_tensors(v, fn, other) for v in obj]
+        items = [rec(v, f"[{i}]") for i, v in enumerate(obj)]
         return items if type(obj) is list else type(obj)(items)
     if isinstance(obj, dict):
-        items = {k: _map_tensors(v, fn, other) for k, v in obj.items()}
+        items = {k: rec(v, f"[{k!r}]") for k, v in obj.items()}
         return items if type(obj) is dict else type(obj)(items)
     if isinstance(obj, (set, frozenset)):
-        return type(obj)(_map_tensors(v, fn, other) for v in obj)
+        return type(obj)(rec(v, "{...}") for v in obj)
     if compat.is_cache(obj):
         return _map_cache(obj, fn)
-    return other(obj)
+    try:
+        return other(obj)
+    except Exception as e:
+        raise TypeError(
+            f"{path}: cannot process an object of type {type(obj).__name__} "
+            f"({type(e).__name__}: {e})"
+        ) from e
 
 
 def _parse_dtype_or_device(dtype_or_device: Any) -> torch.dtype | torch.device:
@@ -141,7 +165,9 @@ def _parse_dtype_or_device(dtype_or_device: Any) -> torch.dtype | torch.device:
             return torch.device(dtype_or_device)
         except RuntimeError as e:
             raise ValueError(
-                f"dtype_or_device={dtype_or_device!r} is neither a dtype nor a device"
+                f"dtype_or_device={dtype_or_device!r} is neither a dtype nor a device, "
+                "expected a dtype name (float32, float16, bfloat16, float64, int64...) or a "
+                "device (cpu, cuda, cuda:1...)"
             ) from e
     raise TypeError(
         f"dtype_or_device must be a torch.dtype, a torch.device or a string, "

@@ -104,6 +104,17 @@ def get_untrained_model_with_inputs(
     >>> data.configuration.num_hidden_layers, data.configuration.layer_types
     (2, ['sliding_attention', 'full_attention'])
     """
+    for argname, value in (("model_kwargs", model_kwargs), ("inputs_kwargs", inputs_kwargs)):
+        if value is not None and not isinstance(value, dict):
+            raise TypeError(
+                f"get_untrained_model_with_inputs: {argname} must be a dict or None, "
+                f"not {type(value).__name__}"
+            )
+        if value and not all(isinstance(k, str) for k in value):
+            raise TypeError(
+                f"get_untrained_model_with_inputs: the keys of {argname} must be strings, "
+                f"got {sorted(map(repr, value))}"
+            )
     if config is not None:
         config_dict = dict(as_dict(config))
     else:
