@@ -202,7 +202,7 @@ def has_onnxscript(version: str = "") -> bool:
 
 def has_onnx_ir(version: str = "") -> bool:
     """
-    Tells if :epkg:`onnx-ir` is installed and at least ``version``.
+    Tells if ``onnx-ir`` is installed and at least ``version``.
 
     >>> has_onnx_ir("999.0")
     False
@@ -212,7 +212,7 @@ def has_onnx_ir(version: str = "") -> bool:
 
 def has_sklearn(version: str = "") -> bool:
     """
-    Tells if :epkg:`scikit-learn` is installed and at least ``version``.
+    Tells if ``scikit-learn`` is installed and at least ``version``.
 
     >>> has_sklearn("999.0")
     False
@@ -243,7 +243,7 @@ def has_onnxruntime_training(push_back_batch: bool = False) -> bool:
 
 def has_onnxruntime_genai() -> bool:
     """
-    Tells if :epkg:`onnxruntime-genai` can be imported.
+    Tells if ``onnxruntime-genai`` can be imported.
 
     >>> isinstance(has_onnxruntime_genai(), bool)
     True
@@ -350,7 +350,7 @@ def requires_onnx(version: str = "", msg: str = "") -> Callable:
 
 def requires_onnx_ir(version: str = "", msg: str = "") -> Callable:
     """
-    Skips a test if :epkg:`onnx-ir` is missing or older than ``version``.
+    Skips a test if ``onnx-ir`` is missing or older than ``version``.
 
     >>> requires_onnx_ir("999.0")(lambda self: 0).__unittest_skip__
     True
@@ -360,7 +360,7 @@ def requires_onnx_ir(version: str = "", msg: str = "") -> Callable:
 
 def requires_onnx_array_api(version: str = "", msg: str = "") -> Callable:
     """
-    Skips a test if :epkg:`onnx-array-api` is missing or older than ``version``.
+    Skips a test if ``onnx-array-api`` is missing or older than ``version``.
 
     >>> requires_onnx_array_api("999.0")(lambda self: 0).__unittest_skip__
     True
@@ -370,7 +370,7 @@ def requires_onnx_array_api(version: str = "", msg: str = "") -> Callable:
 
 def requires_numpy(version: str = "", msg: str = "") -> Callable:
     """
-    Skips a test if :epkg:`numpy` is older than ``version``.
+    Skips a test if ``numpy`` is older than ``version``.
 
     >>> requires_numpy("999.0")(lambda self: 0).__unittest_skip__
     True
@@ -380,7 +380,7 @@ def requires_numpy(version: str = "", msg: str = "") -> Callable:
 
 def requires_sklearn(version: str = "", msg: str = "") -> Callable:
     """
-    Skips a test if :epkg:`scikit-learn` is missing or older than ``version``.
+    Skips a test if ``scikit-learn`` is missing or older than ``version``.
 
     >>> requires_sklearn("999.0")(lambda self: 0).__unittest_skip__
     True
@@ -392,7 +392,7 @@ def requires_diffusers(
     version: str = "", msg: str = "", or_older_than: str | None = None
 ) -> Callable:
     """
-    Skips a test if :epkg:`diffusers` is missing, older than ``version`` or, if
+    Skips a test if ``diffusers`` is missing, older than ``version`` or, if
     ``or_older_than`` is given, more recent than ``or_older_than``.
 
     >>> requires_diffusers("999.0")(lambda self: 0).__unittest_skip__
@@ -409,7 +409,7 @@ def requires_diffusers(
 
 def requires_experimental(version: str = "", msg: str = "") -> Callable:
     """
-    Skips a test if :epkg:`experimental-experiment` is missing or older than ``version``.
+    Skips a test if ``experimental-experiment`` is missing or older than ``version``.
 
     >>> requires_experimental("999.0")(lambda self: 0).__unittest_skip__
     True
@@ -444,7 +444,7 @@ def requires_onnxruntime_training(
 
 def requires_onnxruntime_genai(msg: str = "") -> Callable:
     """
-    Skips a test if :epkg:`onnxruntime-genai` cannot be imported.
+    Skips a test if ``onnxruntime-genai`` cannot be imported.
 
     >>> callable(requires_onnxruntime_genai()(lambda self: 0))
     True

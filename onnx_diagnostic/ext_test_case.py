@@ -616,7 +616,7 @@ class ExtTestCase(unittest.TestCase):
     def to_numpy(self, tensor: Any) -> np.ndarray:
         """
         Converts a tensor into a numpy array, ``bfloat16`` and ``float8`` tensors become
-        arrays of the :epkg:`ml_dtypes` types; a numpy array is returned as it is.
+        arrays of the ``ml_dtypes`` types; a numpy array is returned as it is.
 
         >>> import torch
         >>> ExtTestCase().to_numpy(torch.ones(2, dtype=torch.bfloat16)).dtype.name

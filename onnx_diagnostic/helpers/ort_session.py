@@ -2,7 +2,7 @@
 :epkg:`onnxruntime` sessions fed with numpy arrays (:class:`InferenceSessionForNumpy`) or
 torch tensors (:class:`InferenceSessionForTorch`), returning the same kind, whatever the
 element type: ``bfloat16`` and ``float8`` go through :class:`onnxruntime.OrtValue`
-(DLPack for torch, :epkg:`ml_dtypes` arrays for numpy) instead of failing in
+(DLPack for torch, ``ml_dtypes`` arrays for numpy) instead of failing in
 ``InferenceSession.run``.
 
 >>> import torch
@@ -48,7 +48,7 @@ _INT_OF_SIZE = {1: np.uint8, 2: np.int16}
 def torch_to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """
     Converts a torch tensor into a numpy array (copied to CPU if needed, detached);
-    ``bfloat16`` and ``float8`` tensors become arrays of the matching :epkg:`ml_dtypes` type
+    ``bfloat16`` and ``float8`` tensors become arrays of the matching ``ml_dtypes`` type
     with the same bits.
 
     >>> import torch
@@ -67,7 +67,7 @@ def torch_to_numpy(tensor: torch.Tensor) -> np.ndarray:
 def numpy_to_torch(array: np.ndarray) -> torch.Tensor:
     """
     Converts a numpy array into a torch tensor (sharing memory when the array is
-    contiguous); arrays of :epkg:`ml_dtypes` ``bfloat16`` and ``float8`` types become tensors
+    contiguous); arrays of ``ml_dtypes`` ``bfloat16`` and ``float8`` types become tensors
     of the matching torch type with the same bits.
 
     >>> import ml_dtypes, numpy as np
@@ -89,7 +89,7 @@ def numpy_to_torch(array: np.ndarray) -> torch.Tensor:
 def onnx_type_of_numpy(dtype: Any) -> int:
     """
     Returns the ONNX element type (``onnx.TensorProto.FLOAT``...) of a numpy dtype,
-    :epkg:`ml_dtypes` types included.
+    ``ml_dtypes`` types included.
 
     >>> import ml_dtypes
     >>> onnx_type_of_numpy(ml_dtypes.bfloat16) == onnx.TensorProto.BFLOAT16
@@ -283,7 +283,7 @@ def _ortvalue_from_numpy(array: np.ndarray) -> Any:
 class InferenceSessionForNumpy(_OrtSession):
     """
     An :class:`onnxruntime.InferenceSession` whose :meth:`run` takes and returns numpy
-    arrays of any element type, :epkg:`ml_dtypes` ``bfloat16`` and ``float8`` included.
+    arrays of any element type, ``ml_dtypes`` ``bfloat16`` and ``float8`` included.
 
     :param sess: an ``onnx.ModelProto``, a file name, the serialized model or an
         :class:`onnxruntime.InferenceSession` (no other option can be given then)
