@@ -720,7 +720,9 @@ class TestOnnxDiagnosticHelpers(ExtTestCase):
 
     def test_private_modules_docstrings(self):
         self.assertDocstringExamples(
-            "onnx_diagnostic._ext_test_requirements", "onnx_diagnostic._ext_test_tools"
+            "onnx_diagnostic._ext_test_requirements",
+            "onnx_diagnostic._ext_test_tools",
+            "onnx_diagnostic._ext_test_compare",
         )
 
 
