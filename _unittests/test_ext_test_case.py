@@ -813,6 +813,15 @@ class TestOnnxDiagnosticMethods(ExtTestCase):
             self.assertEqualArrayAny([1], [1, 2])
         self.assertIn("Found 1 discrepancy\nexpected: length 1 vs 2", str(cm.exception))
 
+    def test_assert_equal_any_dims(self):
+        Dim = torch.export.Dim
+        self.assertEqualAny({0: Dim("a"), 1: Dim.DYNAMIC}, {0: Dim("a"), 1: Dim.DYNAMIC})
+        self.assertEqualAny(Dim("a", min=2) + 1, Dim("a", min=2) + 1)
+        for other in [Dim("b"), Dim("a", max=10), Dim.DYNAMIC, "a"]:
+            with self.assertRaises(AssertionError) as cm:
+                self.assertEqualAny([Dim("a")], [other])
+            self.assertIn("expected[0]: Dim('a'", str(cm.exception))
+
     def test_to_numpy(self):
         a = self.to_numpy(torch.tensor([1.0, 2.0], dtype=torch.bfloat16))
         self.assertEqual(a.dtype.name, "bfloat16")

@@ -161,6 +161,11 @@ def _any_mismatch(expected: Any, value: Any, path: str, atol: float, rtol: float
         return None
     if compat.is_cache(expected):
         return _cache_mismatch(expected, value, path, atol, rtol)
+    if isinstance(expected, torch.export.Dim):
+        # a Dim is a class created on every call, two equal dimensions are not ==
+        if not isinstance(value, torch.export.Dim) or _dim_key(expected) != _dim_key(value):
+            return f"{path}: {expected!r} vs {value!r}"
+        return None
     try:
         same = type(expected) is type(value) and bool(expected == value)
     except Exception:
@@ -220,3 +225,17 @@ def _cache_mismatch(expected: Any, value: Any, path: str, atol: float, rtol: flo
             if err:
                 return err
     return None
+
+
+def _dim_key(dim: Any) -> tuple[str, ...]:
+    """What makes two :class:`torch.export.Dim` equal: type, name (the expression of a
+    derived one) and bounds."""
+    return tuple(
+        str(x)
+        for x in (
+            type(dim).__name__,
+            dim.__name__,
+            getattr(dim, "min", None),
+            getattr(dim, "max", None),
+        )
+    )
