@@ -958,6 +958,33 @@ class TestOnnxDiagnosticMethods(ExtTestCase):
             lambda: self.assert_onnx_disc("", onx, Model(), [x, x]), TypeError, "tuple or a dict"
         )
 
+    def test_assert_onnx_disc_flattens_caches(self):
+        import onnx.helper as oh
+
+        TP = oh.TensorProto
+        onx = oh.make_model(
+            oh.make_graph(
+                [oh.make_node("Add", ["x", "value_0"], ["z"])],
+                "g",
+                [
+                    oh.make_tensor_value_info(n, TP.FLOAT, [None, None, None, None])
+                    for n in ["x", "key_0", "value_0"]
+                ],
+                [oh.make_tensor_value_info("z", TP.FLOAT, [None, None, None, None])],
+            ),
+            opset_imports=[oh.make_opsetid("", 18)],
+            ir_version=9,
+        )
+
+        class Model(torch.nn.Module):
+            def forward(self, x, cache):
+                return x + cache.layers[0].values
+
+        cache = make_dynamic_cache([(torch.zeros(1, 2, 3, 4), torch.rand(1, 2, 3, 4))])
+        diff = self.assert_onnx_disc("", onx, Model(), (torch.ones(1, 2, 3, 4), cache))
+        self.assertEqual(diff["abs"], 0)
+        self.assertEqual(diff["n"], 24)
+
 
 class TestDocstrings(ExtTestCase):
     def test_examples_in_docstrings_run(self):
