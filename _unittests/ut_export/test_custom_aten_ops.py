@@ -1316,24 +1316,417 @@ class TestSymbolicIntegers(_AtenTestCase):
         self.check(fn, (_f(5, 4), torch.tensor(2)), (_f(7, 4), torch.tensor(6)), ({0: DYN}, None))
 
 
+class TestMoreElementwise(_AtenTestCase):
+    """square, softplus, log1p, expm1 (issue 19)."""
+
+    def setUp(self):
+        torch.manual_seed(11)
+
+    def test_square_softplus_log1p_expm1(self):
+        F = torch.nn.functional
+
+        def fn(x, i):
+            tiny = x * 1e-7
+            return (
+                torch.square(x),
+                torch.square(i),
+                F.softplus(x * 30),
+                F.softplus(x, beta=2.0, threshold=1.0),
+                torch.log1p(x.abs()),
+                torch.log1p(tiny),
+                torch.expm1(x),
+                torch.expm1(tiny),
+                torch.expm1(x * 200),
+            )
+
+        self.check(
+            fn,
+            (_f(3, 4), _i(3, 4)),
+            (_f(5, 4), _i(5, 4)),
+            D00,
+            ("aten.square", "aten.softplus", "aten.log1p", "aten.expm1"),
+            atol=1e-5,
+        )
+        # the small values keep their digits: log1p(1e-10) is 1e-10, not 0
+        raw, _ = self.check(lambda x: (torch.log1p(x), torch.expm1(x)), (_f(3) * 1e-10,))
+        got = _session(raw).run(None, {raw.graph.input[0].name: np.full((3,), 1e-10, np.float32)})
+        np.testing.assert_allclose(got[0], np.full((3,), 1e-10), rtol=1e-6)
+        np.testing.assert_allclose(got[1], np.full((3,), 1e-10), rtol=1e-6)
+
+    def test_float16_transcendental_functions(self):
+        F = torch.nn.functional
+        h = torch.float16
+        self.check(
+            lambda x: (torch.square(x), F.softplus(x), torch.log1p(x.abs()), torch.expm1(x)),
+            (_f(3, 4).to(h),),
+            (_f(5, 4).to(h),),
+            D0,
+            ("aten.softplus",),
+            atol=2e-3,
+        )
+
+
+class TestMoreReductions(_AtenTestCase):
+    def setUp(self):
+        torch.manual_seed(12)
+
+    def test_logsumexp(self):
+        def fn(x, i):
+            y = x.clone()
+            y[0] = -float("inf")
+            return (
+                torch.logsumexp(x, -1),
+                torch.logsumexp(x * 50, (0, 2), keepdim=True),
+                torch.logsumexp(y, 1),
+                torch.logsumexp(i, 0),
+            )
+
+        self.check(
+            fn,
+            (_f(3, 4, 2), _i(3, 4)),
+            (_f(5, 4, 2), _i(5, 4)),
+            D00,
+            ("aten.logsumexp",),
+            atol=1e-4,
+        )
+
+
+class TestMoreNN(_AtenTestCase):
+    def setUp(self):
+        torch.manual_seed(13)
+
+    def test_rms_norm(self):
+        norm = torch.nn.RMSNorm(4, eps=1e-5)
+        with torch.no_grad():
+            norm.weight.uniform_(0.5, 1.5)
+        norm_nw = torch.nn.RMSNorm([3, 4], elementwise_affine=False)
+
+        def fn(x):
+            return norm(x), norm_nw(x), torch.rms_norm(x, [4])
+
+        for opset in (18, None):
+            with self.subTest(opset=opset):
+                _, opt = self.check(
+                    Fn(fn, norm, norm_nw),
+                    (_f(2, 3, 4),),
+                    (_f(5, 3, 4),),
+                    D0,
+                    ("aten.rms_norm",),
+                    opset=opset,
+                )
+                ops = {n.op_type for n in opt.graph.node}
+                self.assertEqual("RMSNormalization" in ops, opset is None, msg=str(ops))
+        h = torch.float16
+        self.check(
+            lambda x, w: torch.rms_norm(x, [4], w),
+            (_f(3, 4).to(h), _f(4).to(h)),
+            (_f(5, 4).to(h), _f(4).to(h)),
+            ({0: DYN}, None),
+            ("aten.rms_norm",),
+            atol=2e-3,
+        )
+
+    def test_baddbmm(self):
+        def fn(x, a, b):
+            return (
+                torch.baddbmm(x, a, b),
+                torch.baddbmm(x, a, b, beta=0.5, alpha=2.0),
+                torch.baddbmm(x[:1], a, b, beta=2),
+                # beta=0 ignores the input, its nan too
+                torch.baddbmm(torch.full_like(x, float("nan")), a, b, beta=0),
+            )
+
+        self.check(
+            fn,
+            (_f(2, 3, 5), _f(2, 3, 4), _f(2, 4, 5)),
+            (_f(4, 3, 5), _f(4, 3, 4), _f(4, 4, 5)),
+            ({0: torch.export.Dim("b")},) * 3,
+            ("aten.baddbmm",),
+        )
+
+
+class TestMoreShapes(_AtenTestCase):
+    def setUp(self):
+        torch.manual_seed(14)
+
+    def test_pad_modes(self):
+        F = torch.nn.functional
+
+        def fn(x):
+            return (
+                F.pad(x, (1, 2)),
+                F.pad(x, (1, 0, 0, 2), value=-1.5),
+                F.pad(x, (-1, 1)),
+                F.pad(x, (2, 1, 1, 1), mode="reflect"),
+                F.pad(x, (2, 1), mode="replicate"),
+                F.pad(x, (1, 2, 1, 0), mode="circular"),
+            )
+
+        self.check(fn, (_f(2, 3, 4),), (_f(5, 4, 6),), ({0: DYN, 1: DYN, 2: DYN},), ("aten.pad",))
+
+    def test_pad_ints_and_constant_pad_nd(self):
+        self.check(
+            lambda i, x: (
+                torch.nn.functional.pad(i, (0, 1, 2, 0), value=7),
+                aten.constant_pad_nd(x, [1, 1], 0.25),
+                aten.constant_pad_nd(x, [0, 2, 1, 0]),
+            ),
+            (_i(3, 4), _f(3, 4)),
+            (_i(5, 2), _f(5, 4)),
+            ({0: DYN, 1: DYN}, {0: DYN}),
+            ("aten.constant_pad_nd",),
+        )
+
+    def test_broadcast_tensors(self):
+        def fn(x, y, z):
+            a, b, c = torch.broadcast_tensors(x, y, z)
+            return a + 0, b * 1, c - 0
+
+        self.check(
+            fn,
+            (_f(3, 1), _f(1, 4), _f(4)),
+            (_f(5, 1), _f(1, 6), _f(6)),
+            ({0: DYN}, {1: torch.export.Dim("n")}, {0: torch.export.Dim("n")}),
+            ("aten.broadcast_tensors",),
+        )
+        self.check(
+            lambda x, y: torch.broadcast_tensors(x, y),
+            (_f(3, 1), _i(1, 4)),
+            aten_ops=("aten.broadcast_tensors",),
+        )
+
+    def test_slice_scatter_with_a_step(self):
+        def fn(x, y, z):
+            return (
+                torch.slice_scatter(x, y, dim=1, start=0, step=2),
+                torch.slice_scatter(x, y[:, :1], dim=-1, start=1, step=3),
+                torch.slice_scatter(x, z, dim=0, start=-3, step=2),
+            )
+
+        self.check(
+            fn,
+            (_f(3, 4), _f(3, 2), _f(2, 4)),
+            (_f(3, 4), _f(3, 2), _f(2, 4)),
+            None,
+            ("aten.slice_scatter",),
+        )
+
+        def fn_dyn(x, y):
+            # x[:, ::2] += y with a dynamic number of columns
+            z = x.clone()
+            z[:, ::2] = y
+            return z
+
+        self.check(
+            fn_dyn,
+            (_f(3, 6), _f(3, 3)),
+            (_f(4, 10), _f(4, 5)),
+            (
+                {0: torch.export.Dim("b"), 1: 2 * torch.export.Dim("h")},
+                {0: torch.export.Dim("b"), 1: torch.export.Dim("h")},
+            ),
+        )
+
+
+class TestWritesAtIndices(_AtenTestCase):
+    """scatter, scatter_add, scatter_reduce, index_add, index_put (issue 19)."""
+
+    def setUp(self):
+        torch.manual_seed(15)
+
+    def test_scatter_src_value_reduce(self):
+        perm = torch.tensor([[2, 0, 1, 3], [1, 3, 0, 2]])
+        perm2 = torch.tensor([[3, 1, 0, 2], [0, 2, 3, 1], [1, 0, 2, 3]])
+        dup = torch.tensor([[0, 0, 1], [2, 2, 2]])
+        dup2 = torch.tensor([[1, 1, 1], [0, 3, 0], [2, 2, 3]])
+
+        def fn(x, p, d, src):
+            return (
+                torch.scatter(x, 1, p, src[:, :4]),
+                # a larger src: torch reads its first elements
+                torch.scatter(x, -1, p[:, :3], src),
+                torch.scatter(x, 1, p, 2.5),
+                torch.scatter(x, 1, d, src, reduce="add"),
+                torch.scatter(x, 1, d, src, reduce="multiply"),
+                torch.scatter_add(x, 1, d, src),
+                x.clone().scatter_(1, p, -1.0),
+                x.clone().scatter_add_(1, d, src),
+            )
+
+        self.check(
+            fn,
+            (_f(2, 4), perm, dup, _f(2, 5)),
+            (_f(3, 4), perm2, dup2, _f(3, 5)),
+            ({0: torch.export.Dim("b")},) * 4,
+            ("aten.scatter", "aten.scatter_add", "aten.scatter_", "aten.scatter_add_"),
+        )
+
+    def test_scatter_reduce_every_reduction(self):
+        index = torch.tensor([[0, 0, 2], [1, 3, 1]])
+        index2 = torch.tensor([[3, 3, 3], [0, 1, 0], [2, 2, 1]])
+
+        def fn(x, i, src, xi, ii, srci):
+            res = []
+            for reduce in ("sum", "prod", "mean", "amax", "amin"):
+                for include_self in (True, False):
+                    res.append(x.scatter_reduce(0, i, src, reduce, include_self=include_self))
+            for reduce in ("sum", "mean", "amax"):
+                res.append(xi.scatter_reduce(1, ii, srci, reduce, include_self=False))
+            # integers: the mean rounds toward -inf
+            res.append(xi.scatter_reduce(1, ii, srci, "mean"))
+            return tuple(res)
+
+        i20 = dict(low=-20, high=20)
+        self.check(
+            fn,
+            (_f(4, 3), index.T.contiguous(), _f(3, 2), _i(2, 4), index, _i(2, 3, **i20)),
+            (_f(4, 3), index.T.contiguous(), _f(3, 2), _i(2, 4), index, _i(2, 3, **i20)),
+            None,
+            ("aten.scatter_reduce",),
+        )
+        b = torch.export.Dim("b")
+        self.check(
+            lambda x, i, s: (x.scatter_reduce(1, i, s, "amax"), x.scatter_reduce(1, i, s, "sum")),
+            (_f(2, 4), index, _f(2, 3)),
+            (_f(3, 4), index2, _f(3, 3)),
+            ({0: b}, {0: b}, {0: b}),
+            ("aten.scatter_reduce",),
+        )
+
+    def test_index_add(self):
+        def fn(x, i, src, b, bs):
+            return (
+                x.index_add(0, i, src),
+                x.index_add(-1, i[:2], src[:2].T.contiguous()[: x.shape[0]], alpha=2.0),
+                x.clone().index_add_(0, i, src, alpha=-1),
+                b.index_add(1, i[:2], bs),
+            )
+
+        idx = torch.tensor([0, 2, 0, 1])  # duplicates accumulate
+        self.check(
+            fn,
+            (_f(3, 5), idx, _f(4, 5), _b(3, 5), _b(3, 2)),
+            (_f(3, 5), torch.tensor([2, 2, 1, 0]), _f(4, 5), _b(3, 5), _b(3, 2)),
+            None,
+            ("aten.index_add", "aten.index_add_"),
+        )
+        self.check(
+            lambda x, i, src: x.index_add(1, i, src),
+            (_f(3, 5), idx, _f(3, 4)),
+            (_f(6, 5), torch.tensor([4, 4, 4, 0, 1, 2]), _f(6, 6)),
+            (
+                {0: torch.export.Dim("b")},
+                {0: torch.export.Dim("n")},
+                {0: torch.export.Dim("b"), 1: torch.export.Dim("n")},
+            ),
+            ("aten.index_add",),
+        )
+
+    def test_index_put(self):
+        def fn(x, i, j, v, m):
+            a = x.clone()
+            a[i] = v[0]  # a row of values broadcast on the selected rows
+            b = x.clone()
+            b[:, j] = 7.0
+            c = x.clone()
+            c[i[:2], j[:2]] = v[0, :2]
+            d = x.clone()
+            d[m] = -1.0  # boolean mask
+            e = x.clone()
+            e.index_put_((i,), v[:1], accumulate=True)  # duplicates accumulate
+            g = x.clone()
+            g[:, m[0]] = 3.0  # a mask on the second dimension
+            return a, b, c, d, e, g
+
+        self.check(
+            fn,
+            (_f(4, 5), torch.tensor([0, -1, 0]), torch.tensor([1, 3, -2]), _f(2, 5), _b(4, 5)),
+            (_f(6, 5), torch.tensor([5, 2, 2]), torch.tensor([0, 4, 1]), _f(2, 5), _b(6, 5)),
+            ({0: DYN}, None, None, None, {0: DYN}),
+            ("aten.index_put_",),
+        )
+
+        def fn3(x, i, j, v):
+            a = x.clone()
+            a[i, :, j] = v  # indexed dimensions not adjacent: they go first
+            b = x.clone()
+            b[:, i] = v[:, :1]
+            c = x.clone()
+            c[:, i, j] = v[:1, :2]  # adjacent after a slice: they stay in place
+            return a, b, c
+
+        self.check(
+            fn3,
+            (_f(3, 4, 5), torch.tensor([0, 2]), torch.tensor([1, -1]), _f(2, 4)),
+            (_f(6, 4, 5), torch.tensor([3, 1]), torch.tensor([0, 4]), _f(2, 4)),
+            ({0: DYN}, None, None, None),
+            ("aten.index_put_",),
+        )
+
+    def test_inverse_permutation_of_moe_routing(self):
+        # transformers' grouped experts: inv_perm[perm] = arange(len(perm))
+        def fn(ids):
+            _, perm = torch.sort(ids)
+            inv = torch.empty_like(perm)
+            inv[perm] = torch.arange(perm.size(0))
+            return perm, inv
+
+        ids = torch.tensor([3, 1, 2, 0, 1, 3])
+        self.check(
+            fn,
+            (ids,),
+            (torch.tensor([2, 2, 0, 1, 3, 0, 1, 1]),),
+            ({0: DYN},),
+            ("aten.sort", "aten.index_put_"),
+        )
+
+
+class TestDataDependentIndices(_AtenTestCase):
+    """Boolean masks, nonzero and where(condition): shapes known at run time only."""
+
+    def setUp(self):
+        torch.manual_seed(16)
+
+    def test_boolean_mask_indexing(self):
+        def fn(x, m, r):
+            return x[m], x[:, r], x[m[:, 0]]
+
+        m = torch.tensor([[True, False, True, False], [False, False, True, True], [True] * 4])
+        m2 = torch.tensor([[False] * 4, [True, True, False, True]])
+        self.check(
+            fn,
+            (_f(3, 4, 2), m, torch.tensor([True, False, False, True])),
+            (_f(2, 4, 2), m2, torch.tensor([False, True, True, True])),
+            ({0: DYN}, {0: DYN}, None),
+            ("aten.index",),
+        )
+
+    def test_nonzero_and_where_condition(self):
+        def fn(x):
+            rows, cols = torch.where(x > 0)
+            return torch.nonzero(x > 0.5), rows, cols, torch.nonzero(x[0])
+
+        self.check(fn, (_f(3, 4),), (_f(5, 4),), D0, ("aten.nonzero",))
+
+
 class TestErrors(ExtTestCase):
     def test_unsupported_op_names_op_source_and_shapes(self):
         class Model(torch.nn.Module):
             def forward(self, x):
-                return torch.nonzero(x > 0)
+                return torch.count_nonzero(x > 0, dim=1)
 
-        self.assertNotIn(aten.nonzero.default, TRANSLATIONS)
-        self.assertNotIn(aten.nonzero, TRANSLATIONS)
+        self.assertNotIn(aten.count_nonzero.default, TRANSLATIONS)
+        self.assertNotIn(aten.count_nonzero, TRANSLATIONS)
         ep = torch.export.export(Model(), (_f(3, 4),), dynamic_shapes=D0)
         with self.assertRaises(UnsupportedATenOpError) as cm:
             translate_program(ep)
         msg = str(cm.exception)
         line = inspect.getsourcelines(Model.forward)[1] + 1
-        self.assertIn("aten.nonzero.default", msg)
+        self.assertIn("aten.count_nonzero.default", msg)
         self.assertIn(f"{__file__}:{line} in forward", msg)
         self.assertIn("bool[", msg)  # the argument of nonzero: x > 0, dynamic batch
         self.assertIn("x4]", msg)
-        self.assertEqual(cm.exception.target, "aten.nonzero.default")
+        self.assertEqual(cm.exception.target, "aten.count_nonzero.default")
         self.assertIsInstance(cm.exception, NotImplementedError)
 
     def test_dropout_in_training_mode_raises(self):
@@ -1355,7 +1748,10 @@ class TestErrors(ExtTestCase):
             self.assertIn(name, ops)
         self.assertIn("aten.scaled_dot_product_attention", ops)
         self.assertNotIn("linear.default", ops)
-        self.assertNotIn("aten.nonzero", ops)
+        self.assertNotIn("aten.count_nonzero", ops)
+        for name in ["aten.topk.default", "aten.repeat_interleave.self_int", "aten.index_put_"]:
+            self.assertIn(name, ops)
+        self.assertIn("transformers.grouped_mm_fallback.default", ops)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,35 @@ def _layer_norm(
     return g.op("LayerNormalization", *inputs, axis=-len(normalized_shape), epsilon=float(eps))
 
 
+@register(aten.rms_norm.default)
+def _rms_norm(
+    g: GraphBuilder,
+    node: torch.fx.Node,
+    x: ir.Value,
+    normalized_shape: Sequence[int],
+    weight: ir.Value | None = None,
+    eps: float | None = None,
+) -> ir.Value:
+    dtype = _out_dtype(node)
+    if eps is None:
+        # torch's default: the machine epsilon of the input type
+        eps = torch.finfo(_meta(node.args[0]).dtype).eps
+    n = len(normalized_shape)
+    if not all(isinstance(d, int) for d in normalized_shape):
+        raise NotImplementedError("rms_norm with a symbolic normalized_shape")
+    if weight is None:
+        weight = g.const(np.ones(list(normalized_shape)), dtype)
+    if g.opset >= 23:
+        return g.op("RMSNormalization", x, weight, axis=-n, epsilon=float(eps), stash_type=1)
+    # x / sqrt(mean(x^2) + eps) * weight, computed in float for halves as torch does
+    cdt = ir.DataType.FLOAT if dtype in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16) else dtype
+    xf = g.cast(x, cdt)
+    axes = g.ints(list(range(-n, 0)))
+    ms = g.op("ReduceMean", g.op("Mul", xf, xf), axes, keepdims=1)
+    inv = g.op("Reciprocal", g.op("Sqrt", g.op("Add", ms, g.const(eps, cdt))))
+    return g.op("Mul", g.cast(g.op("Mul", xf, inv), dtype), g.cast(weight, dtype))
+
+
 @register(aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default)
 def _batch_norm(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, weight, bias, mean, var, *a):
     if node.target is aten.batch_norm.default:
@@ -88,6 +117,29 @@ def _linear(
 @register(aten.addmm.default)
 def _addmm(g: GraphBuilder, node: torch.fx.Node, bias, a, b, beta: Any = 1, alpha: Any = 1):
     return g.op("Gemm", a, b, bias, alpha=float(alpha), beta=float(beta))
+
+
+@register(aten.baddbmm.default)
+def _baddbmm(
+    g: GraphBuilder,
+    node: torch.fx.Node,
+    x: ir.Value,
+    b1: ir.Value,
+    b2: ir.Value,
+    beta: Any = 1,
+    alpha: Any = 1,
+) -> ir.Value:
+    dtype = _out_dtype(node)
+    prod = g.op("MatMul", g.cast(b1, dtype), g.cast(b2, dtype))
+    if alpha != 1:
+        prod = g.op("Mul", prod, _tensor(g, alpha, dtype))
+    if isinstance(beta, (int, float)) and beta == 0:
+        # torch ignores the input (its nan and inf) when beta is 0
+        return prod
+    base = g.cast(x, dtype)
+    if beta != 1:
+        base = g.op("Mul", base, _tensor(g, beta, dtype))
+    return g.op("Add", base, prod)
 
 
 @register(aten.mm, aten.bmm, aten.matmul)

@@ -415,6 +415,72 @@ def _rsqrt(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
     return g.op("Reciprocal", g.op("Sqrt", g.cast(x, _out_dtype(node))))
 
 
+def _compute_dtype(dtype: ir.DataType) -> ir.DataType:
+    """The type torch computes a transcendental function of ``dtype`` in (float for halves)."""
+    if dtype in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16):
+        return ir.DataType.FLOAT
+    return dtype
+
+
+@register(aten.square, aten.square_)
+def _square(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
+    x = g.cast(x, _out_dtype(node))
+    return g.op("Mul", x, x)
+
+
+@register(aten.log1p, aten.log1p_)
+def _log1p(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
+    dtype = _out_dtype(node)
+    cdt = _compute_dtype(dtype)
+    x = g.cast(x, cdt)
+    # log(1 + x) loses the digits of a small x: log(u) * x / (u - 1) with u = 1 + x
+    # restores them (and is x where u rounds to 1)
+    one = g.const(1, cdt)
+    u = g.op("Add", x, one)
+    um1 = g.op("Sub", u, one)
+    ratio = g.op("Div", g.op("Mul", g.op("Log", u), x), um1)
+    res = g.op("Where", g.op("Equal", u, one), x, ratio)
+    # where 1 + x is inf, the ratio is nan: log(inf) is inf
+    res = g.op("Where", g.op("IsInf", u), u, res)
+    return g.cast(res, dtype)
+
+
+@register(aten.expm1, aten.expm1_)
+def _expm1(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
+    dtype = _out_dtype(node)
+    cdt = _compute_dtype(dtype)
+    x = g.cast(x, cdt)
+    # exp(x) - 1 loses the digits of a small x: (u - 1) * x / log(u) with u = exp(x)
+    one = g.const(1, cdt)
+    u = g.op("Exp", x)
+    um1 = g.op("Sub", u, one)
+    ratio = g.op("Div", g.op("Mul", um1, x), g.op("Log", u))
+    res = g.op("Where", g.op("Equal", u, one), x, ratio)
+    # u = 0 (x very negative) or inf: u - 1 is exact
+    res = g.op(
+        "Where", g.op("Or", g.op("Equal", um1, g.const(-1, cdt)), g.op("IsInf", u)), um1, res
+    )
+    return g.cast(res, dtype)
+
+
+@register(aten.softplus)
+def _softplus(
+    g: GraphBuilder, node: torch.fx.Node, x: ir.Value, beta: Any = 1, threshold: Any = 20
+) -> ir.Value:
+    dtype = _out_dtype(node)
+    cdt = _compute_dtype(dtype)
+    x = g.cast(x, cdt)
+    bx = x if beta == 1 else g.op("Mul", x, _tensor(g, beta, cdt))
+    # log(1 + exp(z)) = max(z, 0) + log(1 + exp(-|z|)), no overflow for a large z
+    tail = g.op("Log", g.op("Add", g.op("Exp", g.op("Neg", g.op("Abs", bx))), g.const(1, cdt)))
+    sp = g.op("Add", g.op("Relu", bx), tail)
+    if beta != 1:
+        sp = g.op("Div", sp, _tensor(g, beta, cdt))
+    # torch returns x itself where beta * x > threshold
+    res = g.op("Where", g.op("Greater", bx, _tensor(g, threshold, cdt)), x, sp)
+    return g.cast(res, dtype)
+
+
 @register(aten.silu, aten.silu_)
 def _silu(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
     return g.op("Mul", x, g.op("Sigmoid", x))
@@ -574,4 +640,4 @@ def _sym_round(g: GraphBuilder, node: torch.fx.Node, a: Any) -> Any:
 
 
 # the other families register themselves into TRANSLATIONS when imported
-from . import aten_nn, aten_shapes  # noqa: E402, F401
+from . import aten_index, aten_moe, aten_nn, aten_shapes  # noqa: E402, F401

@@ -29,7 +29,7 @@ from .aten_ops import (
     aten,
     register,
 )
-from .builder import GraphBuilder
+from .builder import GraphBuilder, dim_of
 
 
 # shapes
@@ -275,22 +275,38 @@ def _repeat(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, repeats: Sequence
     return g.op("Tile", x, _dims(g, repeats))
 
 
-@register(aten.index.Tensor, aten._unsafe_index.Tensor)
-def _index(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, indices: Sequence[Any]):
-    positions = [i for i, idx in enumerate(indices) if idx is not None]
-    metas = [_meta(a) for a in node.args[1]]
-    for p in positions:
-        if metas[p].dtype == torch.bool:
-            raise NotImplementedError("indexing with a boolean mask (data-dependent shape)")
-    idx = [g.cast(indices[p], ir.DataType.INT64) for p in positions]
-    if len(positions) == 1:
-        return g.op("Gather", x, idx[0], axis=positions[0])
-    rank = _rank(node.args[0])
-    adjacent = positions == list(range(positions[0], positions[-1] + 1))
-    others = [i for i in range(rank) if i not in positions]
-    if positions != list(range(len(positions))):
-        x = g.op("Transpose", x, perm=positions + others)
-    # broadcast every index to the common shape, stack them on a last axis, GatherND
+def _int_indices(
+    g: GraphBuilder, node_indices: Sequence[Any], indices: Sequence[Any]
+) -> list[tuple[ir.Value | None, int]]:
+    """
+    The indices of ``x[indices]`` or ``x[indices] = v`` as int64 values with their rank,
+    None where a dimension is not indexed. A boolean index of rank k (a mask) stands for
+    the k integer indices of its true elements, as torch does (``mask.nonzero().unbind(1)``).
+    """
+    res: list[tuple[ir.Value | None, int]] = []
+    for a, idx in zip(node_indices, indices):
+        meta = _meta(a)
+        if idx is None:
+            res.append((None, 0))
+            continue
+        if meta.dtype not in (torch.bool, torch.uint8):
+            res.append((g.cast(idx, ir.DataType.INT64), meta.dim()))
+            continue
+        k = meta.dim()
+        if k == 0:
+            raise NotImplementedError("indexing with a 0-d boolean mask")
+        nz = g.op("NonZero", g.cast(idx, ir.DataType.BOOL))  # (k, number of true elements)
+        first = g.ints([0])
+        if k == 1:
+            res.append((g.op("Squeeze", nz, first), 1))
+            continue
+        rows = g.op("Split", nz, g.ints([1] * k), axis=0, outputs=k)
+        res.extend((g.op("Squeeze", r, first), 1) for r in rows)
+    return res
+
+
+def _stack_indices(g: GraphBuilder, idx: Sequence[ir.Value]) -> tuple[ir.Value, ir.Value]:
+    """Broadcasts the indices to their common shape and stacks them on a last axis."""
     total = idx[0]
     for t in idx[1:]:
         total = g.op("Add", total, t)
@@ -299,10 +315,27 @@ def _index(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, indices: Sequence[
     stacked = g.op(
         "Concat", *[g.op("Unsqueeze", g.op("Expand", t, shape), last) for t in idx], axis=-1
     )
+    return stacked, shape
+
+
+@register(aten.index.Tensor, aten._unsafe_index.Tensor)
+def _index(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, indices: Sequence[Any]):
+    expanded = _int_indices(g, node.args[1], indices)
+    positions = [i for i, (idx, _) in enumerate(expanded) if idx is not None]
+    idx = [expanded[p][0] for p in positions]
+    if len(positions) == 1:
+        return g.op("Gather", x, idx[0], axis=positions[0])
+    rank = _rank(node.args[0])
+    adjacent = positions == list(range(positions[0], positions[-1] + 1))
+    others = [i for i in range(rank) if i not in positions]
+    if positions != list(range(len(positions))):
+        x = g.op("Transpose", x, perm=positions + others)
+    # broadcast every index to the common shape, stack them on a last axis, GatherND
+    stacked, _ = _stack_indices(g, idx)
     res = g.op("GatherND", x, stacked)
     first = positions[0]
     if adjacent and first > 0:
-        b = max(metas[p].dim() for p in positions)
+        b = max(expanded[p][1] for p in positions)
         perm = list(range(b, b + first)) + list(range(b)) + list(range(b + first, _rank(node)))
         res = g.op("Transpose", res, perm=perm)
     return res
@@ -319,10 +352,10 @@ def _slice_scatter(
     end: Any = None,
     step: Any = 1,
 ) -> ir.Value:
-    if step not in (None, 1):
-        raise NotImplementedError("slice_scatter with a step != 1")
     rank = _rank(node.args[0])
     dim = _norm_axis(dim, rank)
+    if step not in (None, 1):
+        return _slice_scatter_step(g, node, x, src, dim, start, step)
     axis = g.ints([dim])
     parts = []
     if start not in (None, 0):
@@ -331,6 +364,38 @@ def _slice_scatter(
     if end is not None and not (isinstance(end, int) and end >= _INT64_MAX):
         parts.append(g.op("Slice", x, g.as_1d(end), g.ints([_INT64_MAX]), axis))
     return parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=dim)
+
+
+def _slice_scatter_step(
+    g: GraphBuilder,
+    node: torch.fx.Node,
+    x: ir.Value,
+    src: ir.Value,
+    dim: int,
+    start: Any,
+    step: Any,
+) -> ir.Value:
+    """slice_scatter with a step: ``src[..., j, ...]`` goes to ``x[..., start + j * step, ...]``."""
+    if not isinstance(step, int) or step <= 0:
+        raise NotImplementedError(f"slice_scatter with step={step!r} (a positive integer only)")
+    i64 = ir.DataType.INT64
+    size = g.size(x, dim)
+    start = 0 if start is None else start
+    if isinstance(start, int) and isinstance(size, int):
+        begin = g.const(min(max(start + size if start < 0 else start, 0), size), i64)
+    else:
+        # a negative start counts from the end, torch clamps it to [0, size]
+        s0, n = g.scalar(start), g.scalar(size)
+        zero = g.const(0, i64)
+        begin = g.op("Where", g.op("Less", s0, zero), g.op("Add", s0, n), s0)
+        begin = g.op("Min", g.op("Max", begin, zero), n)
+    count = g.scalar(g.size(src, dim))
+    offsets = g.op("Range", g.const(0, i64), count, g.const(1, i64))
+    positions = g.op("Add", g.op("Mul", offsets, g.const(step, i64)), begin)
+    shape = [1] * _rank(node.args[0])
+    shape[dim] = -1
+    index = g.op("Expand", g.op("Reshape", positions, g.ints(shape)), g.op("Shape", src))
+    return g.op("ScatterElements", x, index, g.cast(src, _out_dtype(node)), axis=dim)
 
 
 @register(aten.select_scatter.default)
@@ -480,3 +545,85 @@ def _softmax(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int, *args:
     packet = node.target.overloadpacket
     op_type = "LogSoftmax" if packet in (aten.log_softmax, aten._log_softmax) else "Softmax"
     return g.op(op_type, g.cast(x, _out_dtype(node)), axis=dim)
+
+
+@register(aten.logsumexp)
+def _logsumexp(
+    g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dims: Any = None, keepdim: bool = False
+) -> ir.Value:
+    dtype = _out_dtype(node)
+    x = g.cast(x, dtype)
+    rank = _rank(node.args[0])
+    if rank == 0:
+        return x
+    axes = g.ints(_axes_arg(dims, rank))
+    # log(sum(exp(x - m))) + m with m the maximum (0 where it is infinite: all -inf...)
+    m = g.op("ReduceMax", x, axes, keepdims=1)
+    m = g.op("Where", g.op("IsInf", m), g.const(0, dtype), m)
+    s = g.op("ReduceSum", g.op("Exp", g.op("Sub", x, m)), axes, keepdims=int(bool(keepdim)))
+    if not keepdim:
+        m = g.op("Squeeze", m, axes)
+    return g.op("Add", g.op("Log", s), m)
+
+
+#: torch padding modes -> onnx Pad modes
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+@register(aten.pad.default, aten.constant_pad_nd.default)
+def _pad(
+    g: GraphBuilder,
+    node: torch.fx.Node,
+    x: ir.Value,
+    pad: Sequence[Any],
+    mode: Any = "constant",
+    value: Any = None,
+) -> ir.Value:
+    if node.target is aten.constant_pad_nd.default:
+        # constant_pad_nd(input, pad, value=0)
+        mode, value = "constant", (0 if mode == "constant" else mode)
+    if mode not in _PAD_MODES:
+        raise NotImplementedError(f"pad with mode={mode!r} (supported: {sorted(_PAD_MODES)})")
+    if len(pad) % 2:
+        raise NotImplementedError(f"pad with an odd number of values {len(pad)}")
+    if mode == "circular" and g.opset < 19:
+        raise NotImplementedError(f"pad with mode='circular' needs opset >= 19, not {g.opset}")
+    rank = _rank(node.args[0])
+    n = len(pad) // 2
+    # torch lists (begin, end) pairs from the last dimension, onnx begins then ends
+    axes = [rank - 1 - i for i in range(n)]
+    begins = [pad[2 * i] for i in range(n)]
+    ends = [pad[2 * i + 1] for i in range(n)]
+    pads = _dims(g, begins + ends)
+    dtype = _out_dtype(node)
+    if mode != "constant":
+        return g.op("Pad", x, pads, None, g.ints(axes), mode=_PAD_MODES[mode])
+    if isinstance(value, ir.Value):
+        const = g.cast(value, dtype)
+    else:
+        const = g.const(0 if value is None else value, dtype)
+    return g.op("Pad", x, pads, const, g.ints(axes), mode="constant")
+
+
+@register(aten.broadcast_tensors.default)
+def _broadcast_tensors(g: GraphBuilder, node: torch.fx.Node, tensors: Sequence[ir.Value]):
+    metas = [_meta(t) for t in node.args[0]]
+    outs = _out(node)
+    target = [dim_of(d) for d in outs[0].shape]
+    res = []
+    shape = None
+    for t, m in zip(tensors, metas):
+        if [dim_of(d) for d in m.shape] == target:
+            res.append(t)
+            continue
+        if shape is None:
+            if all(isinstance(d, int) for d in target):
+                shape = g.ints(target)
+            else:
+                # the common shape: a scalar expanded (bidirectional broadcast) to every shape
+                dummy = g.const(0, ir.DataType.UINT8)
+                for other in tensors:
+                    dummy = g.op("Expand", dummy, g.op("Shape", other))
+                shape = g.op("Shape", dummy)
+        res.append(g.op("Expand", t, shape))
+    return tuple(res)

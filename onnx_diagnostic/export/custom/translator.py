@@ -119,12 +119,18 @@ _INLINED_HOPS = ("wrap_with_set_grad_enabled", "wrap_with_autocast")
 
 
 def _translation(target: Any) -> Callable | None:
-    """The translation registered for an fx target (an overload falls back on its packet)."""
+    """
+    The translation registered for an fx target (an overload falls back on its packet,
+    then on its name: the operators of other libraries, such as
+    ``transformers.grouped_mm_fallback.default``, exist only once the library registered them).
+    """
     from .aten_ops import TRANSLATIONS
 
     fct = TRANSLATIONS.get(target)
     if fct is None and isinstance(target, torch._ops.OpOverload):
         fct = TRANSLATIONS.get(target.overloadpacket)
+        if fct is None:
+            fct = TRANSLATIONS.get(str(target)) or TRANSLATIONS.get(str(target.overloadpacket))
     return fct
 
 
