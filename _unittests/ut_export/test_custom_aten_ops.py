@@ -1708,6 +1708,24 @@ class TestDataDependentIndices(_AtenTestCase):
 
         self.check(fn, (_f(3, 4),), (_f(5, 4),), D0, ("aten.nonzero",))
 
+    def test_split_with_sizes_known_at_run_time(self):
+        # transformers 4.57's granitemoe: the tokens of each expert, counted at run time
+        def fn(x, counts):
+            sizes = counts.tolist()
+            for s in sizes:
+                torch._check(s >= 0)
+            torch._check(sum(sizes) == x.shape[0])
+            parts = x.split(sizes, dim=0)
+            return tuple(p.sum(0) for p in parts)
+
+        self.check(
+            fn,
+            (_f(6, 3), torch.tensor([2, 0, 4])),
+            (_f(6, 3), torch.tensor([1, 5, 0])),
+            None,
+            ("aten.split_with_sizes",),
+        )
+
 
 class TestErrors(ExtTestCase):
     def test_unsupported_op_names_op_source_and_shapes(self):

@@ -6,7 +6,7 @@ Translations of the ATen operators writing at indices (``scatter``, ``scatter_ad
 
 >>> import torch
 >>> from onnx_diagnostic.export.custom.aten_ops import TRANSLATIONS
->>> torch.ops.aten.index_put.default in TRANSLATIONS
+>>> torch.ops.aten.index_put in TRANSLATIONS
 True
 """
 

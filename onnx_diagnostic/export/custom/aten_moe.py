@@ -26,7 +26,6 @@ from .aten_ops import (
     _out_dtype,
     _rank,
     _static_shape,
-    _tensor,
     aten,
     register,
 )
@@ -142,13 +141,11 @@ def _histc(
 
 @register(aten.one_hot.default)
 def _one_hot(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, num_classes: Any = -1):
-    x = g.cast(x, _I64)
     if isinstance(num_classes, int) and num_classes < 0:
-        # torch counts max(x) + 1 classes
-        n: Any = g.op("Add", g.op("ReduceMax", x, keepdims=0), g.const(1, _I64))
-    else:
-        n = g.scalar(num_classes)
-    classes = g.op("Range", g.const(0, _I64), n, g.const(1, _I64))
+        # torch.export cannot trace it either: the number of classes depends on the data
+        raise NotImplementedError("one_hot with num_classes=-1 (max(x) + 1 classes)")
+    x = g.cast(x, _I64)
+    classes = g.op("Range", g.const(0, _I64), g.scalar(num_classes), g.const(1, _I64))
     hits = g.op("Equal", g.op("Unsqueeze", x, g.ints([-1])), classes)
     return g.cast(hits, _out_dtype(node))
 
@@ -218,18 +215,13 @@ def _repeat_interleave_tensor(
 
 
 def _grouped_rows(
-    g: GraphBuilder,
-    node: torch.fx.Node,
-    x: ir.Value,
-    w: ir.Value,
-    offs: ir.Value,
-    dtype: ir.DataType,
-) -> tuple[ir.Value, ir.Value, ir.Value]:
+    g: GraphBuilder, x: ir.Value, w: ir.Value, offs: ir.Value, dtype: ir.DataType
+) -> ir.Value:
     """
     Rows ``offs[e - 1]:offs[e]`` of x (S, K) times ``w[e]`` (E, K, N): every row times every
-    expert (one MatMul), then the product of its expert is selected. Returns
-    (products (S, N), expert of each row (S,), validity of each row (S, 1)): rows past
-    ``offs[-1]`` belong to no expert and get zeros, as the kernels leave them.
+    expert (one MatMul), then the product of its expert is selected. Rows past ``offs[-1]``
+    belong to no expert and get zeros (transformers' fallback zeros them, torch's kernel
+    leaves them uninitialized).
     """
     n_experts = g.scalar(g.size(w, 0))
     offs = g.cast(offs, _I64)
@@ -240,10 +232,12 @@ def _grouped_rows(
     expert = g.op("ReduceSum", g.cast(ended, _I64), g.ints([1]), keepdims=0)
     valid = g.op("Unsqueeze", g.op("Less", expert, n_experts), g.ints([1]))
     expert = g.op("Min", expert, g.op("Sub", n_experts, g.const(1, _I64)))
-    every = g.op("MatMul", g.cast(x, dtype), g.cast(w, dtype))  # (E, S, N)
+    # halves are multiplied in float (onnxruntime has no bfloat16 MatMul nor Where on CPU)
+    cdt = _compute_dtype(dtype)
+    every = g.op("MatMul", g.cast(x, cdt), g.cast(w, cdt))  # (E, S, N)
     every = g.op("Transpose", every, perm=[1, 0, 2])  # (S, E, N)
     mine = g.op("GatherND", every, g.op("Unsqueeze", expert, g.ints([1])), batch_dims=1)
-    return mine, expert, valid
+    return g.cast(g.op("Where", valid, mine, g.const(0, cdt)), dtype)
 
 
 def _check_grouped(name: str, node: torch.fx.Node) -> None:
@@ -268,11 +262,10 @@ def _grouped_mm(
     _check_grouped("_grouped_mm", node)
     if offs is None:
         raise NotImplementedError("_grouped_mm of a 2-d input without offs")
-    dtype = _out_dtype(node)
-    res, expert, valid = _grouped_rows(g, node, x, w, offs, dtype)
     if bias is not None:
-        res = g.op("Add", res, g.op("Gather", g.cast(bias, dtype), expert, axis=0))
-    return g.op("Where", valid, res, _tensor(g, 0, dtype))
+        # torch itself does not run it ("Bias not supported yet")
+        raise NotImplementedError("_grouped_mm with a bias")
+    return _grouped_rows(g, x, w, offs, _out_dtype(node))
 
 
 def _grouped_mm_fallback(
@@ -280,9 +273,7 @@ def _grouped_mm_fallback(
 ) -> ir.Value:
     """transformers' ``grouped_mm_fallback(input, weight, offs)``: same as ``_grouped_mm``."""
     _check_grouped("transformers::grouped_mm_fallback", node)
-    dtype = _out_dtype(node)
-    res, _, valid = _grouped_rows(g, node, x, w, offs, dtype)
-    return g.op("Where", valid, res, _tensor(g, 0, dtype))
+    return _grouped_rows(g, x, w, offs, _out_dtype(node))
 
 
 # transformers registers its operator when its moe module is imported, maybe after this

@@ -249,6 +249,14 @@ def _split_sizes(node: torch.fx.Node, dim: int) -> list[int]:
 def _split(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, size: Any, dim: int = 0):
     rank = _rank(node.args[0])
     dim = _norm_axis(dim, rank)
+    if node.target.overloadpacket is aten.split_with_sizes and any(
+        isinstance(s, ir.Value) for s in size
+    ):
+        # sizes known at run time only (the tokens each expert gets in a mixture of
+        # experts): onnx Split takes them as a tensor
+        if len(size) == 1:
+            return (x,)
+        return g.op("Split", x, _dims(g, size), axis=dim, outputs=len(size))
     sizes = _split_sizes(node, dim)
     if len(sizes) == 1:
         return (x,)
