@@ -119,7 +119,29 @@ def _check_positive_int(value: Any, argname: str) -> int:
     return number
 
 
+def _set_tokens_seen(layers: list) -> None:
+    """
+    A sliding layer keeps at most ``sliding_window - 1`` positions, a full layer all of them:
+    when a cache has both, the number of tokens seen by the sliding layers
+    (``cumulative_length``, what their masks and positions are computed from) is the length
+    of a full layer, not their own. While exporting, that length is symbolic, and the
+    exported model stays right once the text is longer than the window.
+    """
+    full_cls = compat.cache_class("DynamicLayer")
+    sliding_cls = compat.cache_class("DynamicSlidingWindowLayer")
+    if full_cls is None or sliding_cls is None:
+        return
+    full = [la for la in layers if type(la) is full_cls and la.keys is not None]
+    sliding = [la for la in layers if type(la) is sliding_cls]
+    if not full or not sliding:
+        return
+    seen = full[0].keys.shape[-2]
+    for la in sliding:
+        la.cumulative_length = seen
+
+
 def _new_dynamic_cache(layers: list) -> Any:
+    _set_tokens_seen(layers)
     cache = _cu.DynamicCache()
     if layers:
         cache.layers = layers

@@ -108,8 +108,29 @@ class TestTextGeneration(ExtTestCase):
         model = transformers.Gemma2ForCausalLM(config).eval()
         model(**res["inputs"])
 
-    def test_past_length_must_fit_the_window(self):
+    def test_sliding_layers_hold_at_most_a_window(self):
+        # full and sliding layers: the sliding layers hold at most sliding_window - 1
+        # positions, past the window too, with their own dimension
         config = _gemma2()
+        kwargs, fct = random_input_kwargs(config, "text-generation")
+        for past, held in ((10, 10), (39, 39), (40, 39), (100, 39)):
+            with self.subTest(past=past):
+                kwargs["past_length"] = past
+                res = fct(None, config, add_second_input=True, **kwargs)
+                layers = res["inputs"][CACHE].layers
+                self.assertEqual([la.keys.shape[2] for la in layers], [held, past])
+                self.assertEqual([la.cumulative_length for la in layers[:1]], [past])
+                layers2 = res["inputs2"][CACHE].layers
+                self.assertEqual(layers2[1].keys.shape[2], past + 1)
+                self.assertEqual(layers2[0].keys.shape[2], min(past + 1, 39))
+        ds = res["dynamic_shapes"][CACHE]
+        self.assertEqual([d[2] for d in ds], ["sliding_cache_length"] * 2 + ["cache_length"] * 2)
+        model = transformers.Gemma2ForCausalLM(config).eval()
+        model(**res["inputs"])
+
+    def test_past_length_must_fit_the_window_of_a_sliding_only_cache(self):
+        config = _gemma2()
+        config.layer_types = ["sliding_attention"] * config.num_hidden_layers
         kwargs, fct = random_input_kwargs(config, "text-generation")
         kwargs["past_length"] = 40
         with self.assertRaises(TaskInputError) as cm:

@@ -14,6 +14,9 @@ import torch
 BATCH = "batch"
 SEQ = "seq_length"
 CACHE = "cache_length"
+#: the past length of the sliding layers of a cache which also has full layers (they keep at
+#: most ``sliding_window - 1`` positions, the full layers all of them)
+SLIDING_CACHE = "sliding_cache_length"
 CACHE_SEQ = "cache+seq"
 
 _MISSING = object()
@@ -121,10 +124,19 @@ def random_kv_pairs(
     ]
 
 
-def cache_shapes(num_layers: int, length_dim: str | None) -> list[dict[int, str]]:
-    """Dynamic shapes of a DynamicCache in the canonical flat layout."""
+def cache_shapes(
+    num_layers: int, length_dim: str | None, sliding: Sequence[bool] | None = None
+) -> list[dict[int, str]]:
+    """Dynamic shapes of a DynamicCache in the canonical flat layout; the layers flagged in
+    ``sliding`` get :data:`SLIDING_CACHE` as their length."""
     ds = {0: BATCH} if length_dim is None else {0: BATCH, 2: length_dim}
-    return [dict(ds) for _ in range(2 * num_layers)]
+    out = []
+    for i in range(num_layers):
+        layer = dict(ds)
+        if sliding is not None and sliding[i] and length_dim is not None:
+            layer[2] = SLIDING_CACHE
+        out.extend([layer, dict(layer)])
+    return out
 
 
 def second_sizes(**sizes: int) -> dict[str, int]:

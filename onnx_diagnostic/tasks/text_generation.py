@@ -81,6 +81,11 @@ def random_input_kwargs(config: Any) -> tuple[dict[str, Any], Callable]:
     return kwargs, get_inputs
 
 
+def _sliding_layers(layer_types: Sequence[str] | None) -> list[bool]:
+    """Which layers are sliding (or chunked) attention layers."""
+    return [t != "full_attention" for t in (layer_types or [])]
+
+
 def _make_inputs(
     batch_size: int,
     sequence_length: int,
@@ -101,6 +106,15 @@ def _make_inputs(
     pairs = random_kv_pairs(
         num_hidden_layers, batch_size, num_key_value_heads, past_length, head_dim, dtype
     )
+    sliding = _sliding_layers(layer_types)
+    if any(sliding) and not all(sliding):
+        # A sliding layer holds at most sliding_window - 1 positions, a full one all of them:
+        # the inputs are a state generate reaches, the two lengths get two dimensions
+        held = max(min(past_length, int(sliding_window or 1) - 1), 0)
+        pairs = [
+            (k[:, :, past_length - held :], v[:, :, past_length - held :]) if s else (k, v)
+            for (k, v), s in zip(pairs, sliding)
+        ]
     return cache_alias_dict(
         dict(
             input_ids=random_ids((batch_size, sequence_length), dummy_max_token_id),
@@ -197,7 +211,10 @@ def get_inputs(
         raise TaskInputError(
             f"layer_types has {len(layer_types)} elements but num_hidden_layers={num_hidden_layers}"
         )
-    if layer_types is not None and any(t != "full_attention" for t in layer_types):
+    sliding = _sliding_layers(layer_types)
+    if all(sliding) and sliding:
+        # a cache made of sliding layers only tells how many positions it holds, not how many
+        # tokens were seen: the inputs must not be past the window
         longest = past_length + (1 if add_second_input else 0)
         if not isinstance(sliding_window, int) or sliding_window <= longest:
             raise TaskInputError(
@@ -220,7 +237,11 @@ def get_inputs(
             input_ids={0: BATCH, 1: SEQ},
             attention_mask={0: BATCH, 1: CACHE_SEQ},
             position_ids={0: BATCH, 1: SEQ},
-            **{common["cache_name"]: cache_shapes(num_hidden_layers, CACHE)},
+            **{
+                common["cache_name"]: cache_shapes(
+                    num_hidden_layers, CACHE, sliding if any(sliding) and not all(sliding) else None
+                )
+            },
         ),
     )
     if add_second_input:

@@ -63,8 +63,10 @@ The context keeps what is not a tensor: a string per layer (``"full_attention"``
 ``("linear_attention", record_past, states)``, ``("hybrid", has_kv, record_past, states)``,
 ``("hybrid_sliding", window, has_kv, record_past, states)``, ``states`` giving
 ``(conv_kernel_size, has_conv, has_recurrent, has_previous_state)`` per state).
-A sliding layer is rebuilt as having seen as many tokens as it keeps (``cumulative_length``),
-exact until the window is full (an int growing at every step cannot be in the context).
+A sliding layer is rebuilt as having seen as many tokens as a full layer of the same cache
+holds (``cumulative_length``, exact at every length), as many as it keeps itself when the
+cache has no full layer (exact until the window is full: an int growing at every step cannot
+be in the context).
 
 ``MtpCache`` (multi-token prediction in ``generate``) flattens like a DynamicCache.
 ``DFlashCache`` is left unregistered: it keeps the number of tokens accepted at the

@@ -22,7 +22,7 @@ def known_patches(patch_transformers: bool = True, patch_torch: bool = True) -> 
     torch>=2.9, the list of torch patches is empty.
 
     >>> [p.library for p in known_patches()]
-    ['transformers', 'transformers']
+    ['transformers', 'transformers', 'transformers']
     >>> known_patches(patch_transformers=False)
     []
     """

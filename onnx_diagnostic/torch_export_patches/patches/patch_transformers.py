@@ -7,7 +7,8 @@ while tracing, data-dependent Python branches, and module attributes mutated by 
 
 >>> from onnx_diagnostic.torch_export_patches.patches.patch_transformers import PATCHES
 >>> [p.name for p in PATCHES]  # doctest: +NORMALIZE_WHITESPACE
-['transformers:DynamicLayer.lazy_initialization', 'transformers:RotaryEmbedding.forward']
+['transformers:DynamicLayer.lazy_initialization', 'transformers:RotaryEmbedding.forward',
+ 'transformers:DynamicSlidingWindowLayer.get_mask_sizes']
 """
 
 from __future__ import annotations
@@ -184,4 +185,57 @@ PATCH_DYNAMIC_ROPE = PatchSpec(
     ),
 )
 
-PATCHES: list[PatchSpec] = [PATCH_LAZY_INITIALIZATION, PATCH_DYNAMIC_ROPE]
+# DynamicSlidingWindowLayer.get_mask_sizes
+
+
+def _sliding_layer_targets() -> list[tuple[Any, str]]:
+    cls = compat.cache_class("DynamicSlidingWindowLayer")
+    return [] if cls is None else [(cls, "get_mask_sizes")]
+
+
+def _make_sliding_mask_sizes(original: Any) -> Any:
+    @functools.wraps(original)
+    def get_mask_sizes(self, query: Any) -> tuple[Any, Any]:
+        # transformers<5 gives cache_position, transformers>=5 the query length
+        if getattr(self, "record_past", False):
+            return original(self, query)  # a mode where the layer keeps more than its window
+        q = query.shape[0] if isinstance(query, torch.Tensor) else query
+        keys = getattr(self, "keys", None)
+        initialized = getattr(self, "is_initialized", keys is not None)
+        # the positions the layer holds now (at most sliding_window - 1), before the update
+        past = keys.shape[-2] if initialized and keys is not None and keys.dim() >= 2 else 0
+        # The original compares cumulative_length with the window in Python: torch.export
+        # keeps the branch of its example inputs (usually 'not full yet'), and the exported
+        # model computes wrong mask sizes once the text is longer than the window. The
+        # attended positions are always the held ones plus the new ones, the first of them
+        # at cumulative_length - past: the same values in every state, without a branch.
+        return past + q, self.cumulative_length - past
+
+    get_mask_sizes.__onnx_diagnostic_patch__ = True
+    return get_mask_sizes
+
+
+PATCH_SLIDING_MASK_SIZES = PatchSpec(
+    name="transformers:DynamicSlidingWindowLayer.get_mask_sizes",
+    library="transformers",
+    reason=(
+        "DynamicSlidingWindowLayer.get_mask_sizes chooses between 'the window is full' and "
+        "'not full yet' with a Python comparison of cumulative_length and sliding_window: "
+        "torch.export keeps the branch of the example inputs only."
+    ),
+    fixes=(
+        "models with sliding layers (gemma2, gemma3, cohere2, gpt-oss...) exported, then run "
+        "past the window: onnxruntime 'Shape mismatch attempting to re-use buffer' (Expand), "
+        "'GatherND invalid index found', or masks covering the wrong positions"
+    ),
+    versions="transformers>=4.56 (DynamicSlidingWindowLayer)",
+    targets=_sliding_layer_targets,
+    make=_make_sliding_mask_sizes,
+    applies=lambda: compat.cache_class("DynamicSlidingWindowLayer") is not None,
+)
+
+PATCHES: list[PatchSpec] = [
+    PATCH_LAZY_INITIALIZATION,
+    PATCH_DYNAMIC_ROPE,
+    PATCH_SLIDING_MASK_SIZES,
+]

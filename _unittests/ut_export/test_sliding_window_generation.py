@@ -1,0 +1,160 @@
+"""
+Models with sliding-window layers (gemma2, gemma3) exported by both exporters, then run by
+onnx_generate well past the window: the tokens must be those of transformers' generate.
+The window is reduced to 8 so that 3 windows are 24 tokens.
+"""
+
+import os
+import tempfile
+import unittest
+
+import torch
+
+from onnx_diagnostic.ext_test_case import ExtTestCase
+from onnx_diagnostic.helpers.compat import CACHE_ARG_NAMES as CACHE_NAMES
+from onnx_diagnostic.helpers.rt_helper import make_session, onnx_generate
+
+WINDOW = 8
+
+
+def _export(model_id: str, exporter: str, folder: str, window: int = WINDOW):
+    from onnx_diagnostic.export.api import to_onnx
+    from onnx_diagnostic.torch_export_patches import torch_export_patches
+    from onnx_diagnostic.torch_models.hghub import get_untrained_model_with_inputs
+
+    torch.manual_seed(0)
+    data = get_untrained_model_with_inputs(model_id, model_kwargs=dict(sliding_window=window))
+    model = data["model"]
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = None
+    filename = os.path.join(folder, f"{model_id.replace('/', '_')}_{exporter}.onnx")
+    with torch_export_patches(patch_transformers=True):
+        to_onnx(
+            model,
+            (),
+            kwargs=data["inputs"],
+            dynamic_shapes=data["dynamic_shapes"],
+            filename=filename,
+            exporter=exporter,
+        )
+    return model, data, filename
+
+
+class _SlidingWindowGeneration:
+    model_id = ""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.exported = {}
+        for exporter in ("custom", "onnx-dynamo"):
+            model, data, filename = _export(cls.model_id, exporter, cls.tmp.name)
+            cls.exported[exporter] = make_session(filename)
+        cls.model, cls.data = model, data
+        cls.vocab = model.config.vocab_size
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def _expected(self, prompt, n, mask=None):
+        with torch.no_grad():
+            return self.model.generate(
+                prompt,
+                attention_mask=mask,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
+
+    def _prompt(self, batch, length, seed):
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randint(3, self.vocab, (batch, length), generator=gen)
+
+    def test_inputs_hold_a_window(self):
+        layer_types = self.data["configuration"].layer_types
+        cache = self.data["inputs"][next(k for k in self.data["inputs"] if k in CACHE_NAMES)]
+        lengths = [layer.keys.shape[2] for layer in cache.layers]
+        for kind, length in zip(layer_types, lengths):
+            self.assertEqual(length, WINDOW - 1 if kind == "sliding_attention" else 30)
+
+    def test_three_windows_batch_1(self):
+        prompt = self._prompt(1, 5, 0)
+        expected = self._expected(prompt, 3 * WINDOW)
+        for exporter, sess in self.exported.items():
+            with self.subTest(exporter=exporter):
+                got = onnx_generate(sess, prompt, eos_token_id=None, max_new_tokens=3 * WINDOW)
+                self.assertEqualArray(expected, got)
+
+    def test_prefill_longer_than_the_window_left_padding(self):
+        prompt = self._prompt(2, 2 * WINDOW + 3, 1)
+        mask = torch.ones_like(prompt)
+        mask[1, :4] = 0
+        prompt[1, :4] = 0
+        expected = self._expected(prompt, 3 * WINDOW, mask)
+        for exporter, sess in self.exported.items():
+            with self.subTest(exporter=exporter):
+                got = onnx_generate(
+                    sess, prompt, attention_mask=mask, eos_token_id=None, max_new_tokens=3 * WINDOW
+                )
+                self.assertEqualArray(expected, got)
+
+    def test_present_of_sliding_layers_keeps_the_window(self):
+        prompt = self._prompt(1, 3, 2)
+        layer_types = self.data["configuration"].layer_types
+        for exporter, sess in self.exported.items():
+            with self.subTest(exporter=exporter):
+                _, _, feeds = onnx_generate(
+                    sess, prompt, max_new_tokens=2 * WINDOW, return_session=True
+                )
+                # the feeds of the last step: the prompt and every token generated but the last
+                total = prompt.shape[1] + 2 * WINDOW - 2
+                for i, kind in enumerate(layer_types):
+                    length = feeds[f"past_key_values.{i}.key"].shape[2]
+                    self.assertEqual(
+                        length, WINDOW - 1 if kind == "sliding_attention" else total, msg=f"{i}"
+                    )
+
+
+class TestGemma3SlidingWindow(_SlidingWindowGeneration, ExtTestCase):
+    model_id = "google/gemma-3-1b-it"
+
+
+class TestGemma2SlidingWindow(_SlidingWindowGeneration, ExtTestCase):
+    model_id = "google/gemma-2-2b"
+
+
+class TestExportedBeforeTheWindow(ExtTestCase):
+    """The example inputs (30 past positions) are shorter than the window (40): sliding and
+    full layers hold as many positions when exported, the model must still be right past the
+    window (it must not have merged the two lengths)."""
+
+    def test_generate_past_the_window(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            model, data, filename = _export("google/gemma-3-1b-it", "custom", tmp, window=40)
+            cache = next(v for k, v in data["inputs"].items() if k in CACHE_NAMES)
+            self.assertEqual({la.keys.shape[2] for la in cache.layers}, {30})
+            sess = make_session(filename)
+        gen = torch.Generator().manual_seed(3)
+        prompt = torch.randint(3, model.config.vocab_size, (2, 6), generator=gen)
+        mask = torch.ones_like(prompt)
+        mask[0, :2] = 0
+        prompt[0, :2] = 0
+        with torch.no_grad():
+            expected = model.generate(
+                prompt,
+                attention_mask=mask,
+                max_new_tokens=90,
+                min_new_tokens=90,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
+        got = onnx_generate(sess, prompt, attention_mask=mask, eos_token_id=None, max_new_tokens=90)
+        self.assertEqualArray(expected, got)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
