@@ -1636,7 +1636,9 @@ class TestWritesAtIndices(_AtenTestCase):
             e.index_put_((i,), v[:1], accumulate=True)  # duplicates accumulate
             g = x.clone()
             g[:, m[0]] = 3.0  # a mask on the second dimension
-            return a, b, c, d, e, g
+            h = x.clone()
+            h[i[:1], j[:1]] = v[:1, :1, None].squeeze(-1)  # values with a leading 1
+            return a, b, c, d, e, g, h
 
         self.check(
             fn,

@@ -250,7 +250,15 @@ def _index_put(
     vals = g.cast(values, dtype)
     vrank = _rank(node.args[2])
     if vrank > r_out:
-        raise NotImplementedError(f"index_put of {vrank}-d values into a {r_out}-d selection")
+        # torch accepts leading dimensions of size 1
+        extra = [dim_of(d) for d in _meta(node.args[2]).shape[: vrank - r_out]]
+        if any(d != 1 for d in extra):
+            raise NotImplementedError(
+                f"index_put of values of shape {list(_meta(node.args[2]).shape)} "
+                f"into a {r_out}-d selection"
+            )
+        vals = g.op("Squeeze", vals, g.ints(list(range(vrank - r_out))))
+        vrank = r_out
     if vrank < r_out:
         vals = g.op("Unsqueeze", vals, g.ints(list(range(r_out - vrank))))
     first = positions[0]

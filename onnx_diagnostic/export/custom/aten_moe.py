@@ -29,7 +29,7 @@ from .aten_ops import (
     aten,
     register,
 )
-from .builder import GraphBuilder, ir_dtype
+from .builder import GraphBuilder, dim_of, ir_dtype
 
 _I64 = ir.DataType.INT64
 
@@ -198,7 +198,7 @@ def _repeat_interleave(
     rmeta = _meta(node.args[1])
     if not isinstance(rmeta, torch.Tensor):
         return _repeat_int(g, node, x, repeats, dim, rank)
-    if rmeta.dim() == 0 or (rmeta.dim() == 1 and rmeta.shape[0] == 1 and rmeta.numel() == 1):
+    if rmeta.dim() == 0 or (rmeta.dim() == 1 and dim_of(rmeta.shape[0]) == 1):
         # one repetition count for every element
         count = g.op("Reshape", g.cast(repeats, _I64), g.ints([]))
         return _repeat_int(g, node, x, count, dim, rank)
