@@ -676,6 +676,11 @@ class TestDocstrings(ExtTestCase):
 
         self.assertDocstringExamples(module_under_test)
 
+    def test_examples_in_docstrings_of_max_diff_run(self):
+        from onnx_diagnostic.helpers import _max_diff
+
+        self.assertDocstringExamples(_max_diff)
+
 
 # Caches holding the layer classes of transformers 5.23+ (DynamicIndexedLayer,
 # LinearAttention*Layer, DummyLayer), built through their public API as the models do
@@ -943,6 +948,117 @@ class TestMaxDiffArguments(ExtTestCase):
         self.assertEqual(
             max_diff(torch.ones(2), torch.ones(2), hist=(0, 1))["rep"], {">0": 0, ">1": 0}
         )
+
+
+class TestOnnxDiagnosticHelperNames(ExtTestCase):
+    """string_diff, size_type, flatten_object(drop_keys), string_type(verbose, limit...)"""
+
+    def test_string_diff_equal_and_different(self):
+        from onnx_diagnostic.helpers import string_diff
+
+        same = max_diff(torch.ones(3), torch.ones(3))
+        self.assertEqual(string_diff(same), "abs=0.0, rel=0.0")
+        d = max_diff(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.5]))
+        text = string_diff(d)
+        self.assertStartsWith("abs=0.5, rel=0.2499", text)
+        self.assertEndsWith(", n=2", text)
+
+    def test_string_diff_nan_hist_error(self):
+        from onnx_diagnostic.helpers import string_diff
+
+        d = max_diff(torch.tensor([1.0, math.nan]), torch.tensor([1.5, 2.0]), hist=[0.1, 1])
+        text = string_diff(d)
+        self.assertIn("dnan=1", text)
+        self.assertIn("rep=>0.1:1", text)
+        err = string_diff(max_diff([torch.zeros(2)], [torch.zeros(3)]))
+        self.assertIn("abs=inf", err)
+        self.assertIn("error=expected[0]: shape (2,) vs (3,)", err)
+
+    def test_string_diff_bad_input(self):
+        from onnx_diagnostic.helpers import string_diff
+
+        self.assertRaise(lambda: string_diff(None), TypeError, "diff must be")
+        self.assertRaise(lambda: string_diff(dict(abs=0)), TypeError, "keys abs, rel")
+
+    def test_size_type(self):
+        from onnx_diagnostic.helpers import size_type
+        import ml_dtypes
+        from onnx import TensorProto
+
+        self.assertEqual(size_type(TensorProto.FLOAT), 4)
+        self.assertEqual(size_type(TensorProto.BFLOAT16), 2)
+        self.assertEqual(size_type(TensorProto.COMPLEX128), 16)
+        self.assertEqual(size_type(TensorProto.FLOAT8E4M3FN), 1)
+        self.assertEqual(size_type(torch.bfloat16), 2)
+        self.assertEqual(size_type(torch.int64), 8)
+        self.assertEqual(size_type(torch.bool), 1)
+        self.assertEqual(size_type(np.float16), 2)
+        self.assertEqual(size_type(np.dtype("uint32")), 4)
+        self.assertEqual(size_type(ml_dtypes.bfloat16), 2)
+
+    def test_size_type_bad_input(self):
+        from onnx_diagnostic.helpers import size_type
+
+        self.assertRaise(lambda: size_type(8), ValueError, "ONNX element type 8")
+        self.assertRaise(lambda: size_type(22), ValueError, "no whole number")
+        self.assertRaise(lambda: size_type(np.str_), ValueError, "no fixed number")
+        self.assertRaise(lambda: size_type(True), TypeError, "dtype must be a type")
+        self.assertRaise(lambda: size_type(object()), TypeError, "dtype must be")
+
+    def test_flatten_object_drop_keys(self):
+        obj = dict(a=torch.zeros(2), b=[torch.ones(3), None])
+        self.assertEqual(len(flatten_object(obj, drop_keys=True)), 2)
+        self.assertEqual(len(flatten_object(obj, drop_keys=False)), 2)
+        self.assertEqual(flatten_object({}, drop_keys=True), [])
+        self.assertRaise(lambda: flatten_object(obj, drop_keys="yes"), TypeError, "drop_keys")
+
+    def test_string_type_long_sequences(self):
+        self.assertEqual(string_type(list(range(100))), "#100[int,...]")
+        self.assertEqual(string_type(list(range(19))).count("int"), 19)
+        self.assertEqual(string_type(tuple(range(30))), "#30(int,...)")
+        self.assertEqual(string_type((1,)), "(int,)")
+        self.assertEqual(
+            string_type(list(range(100)), with_min_max=True), "#100[int=0,...][0,99:49.5]"
+        )
+        ts = [torch.zeros((2, 3))] * 20
+        self.assertEqual(string_type(ts, with_shape=True), "#20[T1s2x3,...]")
+        self.assertEqual(string_type(ts, limit=50).count("T1r2"), 20)
+        self.assertEqual(string_type([], limit=2), "#0[]")
+
+    def test_string_type_limit_bad(self):
+        self.assertRaise(lambda: string_type([1], limit=0), ValueError, "limit must be")
+        self.assertRaise(lambda: string_type([1], limit=True), ValueError, "limit must be")
+
+    def test_string_type_device_and_verbose(self):
+        self.assertEqual(string_type(torch.zeros(2), with_device=True), "CT1r1")
+        self.assertEqual(
+            string_type([torch.zeros(2)], with_shape=True, with_device=True), "#1[CT1s2]"
+        )
+        self.assertEqual(string_type(torch.zeros(2), ignore=True), "T1r1")
+        text, out, _ = self.capture(lambda: string_type([torch.zeros(2)], verbose=1))
+        self.assertEqual(text, "#1[T1r1]")
+        self.assertIn("[string_type] _fmt_list:list", out)
+        self.assertIn("_fmt_tensor:Tensor", out)
+        # the options do not leak into the next call
+        self.assertEqual(string_type(list(range(25))), "#25[int,...]")
+        self.assertEqual(string_type(torch.zeros(2)), "T1r1")
+
+    def test_string_type_ort_value(self):
+        import onnxruntime
+
+        v = onnxruntime.OrtValue.ortvalue_from_numpy(np.zeros((2, 3), dtype=np.float32))
+        self.assertEqual(string_type(v), "OV1r2")
+        self.assertEqual(string_type(v, with_shape=True), "OV1s2x3")
+        self.assertEqual(string_type(v, with_device=True), "COV1r2")
+        self.assertEqual(
+            string_type(v, with_shape=True, with_min_max=True), "OV(A1s2x3[0.0,0.0:A0.0])"
+        )
+        self.assertEqual(string_type([v, v], with_shape=True), "#2[OV1s2x3,OV1s2x3]")
+        from onnx_diagnostic.helpers.ort_session import _ortvalue_from_torch
+
+        b = _ortvalue_from_torch(torch.ones(4, dtype=torch.bfloat16), torch.device("cpu"))
+        self.assertEqual(string_type(b), "OV16r1")
+        self.assertEqual(string_type(b, with_min_max=True), "OV(A16r1[1.0,1.0:A1.0])")
 
 
 if __name__ == "__main__":

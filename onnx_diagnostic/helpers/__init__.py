@@ -7,6 +7,6 @@ Helpers that need neither transformers nor onnx at import time.
 '(T7s2x30,)'
 """
 
-from .helper import max_diff, string_type
+from .helper import flatten_object, max_diff, size_type, string_diff, string_type
 
-__all__ = ["max_diff", "string_type"]
+__all__ = ["flatten_object", "max_diff", "size_type", "string_diff", "string_type"]

@@ -15,7 +15,6 @@ if transformers was already imported (an object cannot be a cache otherwise).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +25,7 @@ from . import compat
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["flatten_object", "max_diff", "string_type"]
+__all__ = ["flatten_object", "max_diff", "size_type", "string_diff", "string_type"]
 
 # ----------------------------------------------------------------------------------------
 # element types
@@ -82,6 +81,51 @@ def _numpy_elem_type(dtype: np.dtype) -> int | str:
     return dtype.name if elem is None else elem
 
 
+#: bytes per element of every ONNX element type with a whole number of bytes
+_ONNX_ELEM_SIZES: dict[int, int] = {
+    1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8,
+    14: 8, 15: 16, 16: 2, 17: 1, 18: 1, 19: 1, 20: 1, 23: 1, 24: 1,
+}  # fmt: skip
+
+
+def size_type(dtype: Any) -> int:
+    """
+    Returns the number of bytes of one element of a type: an ONNX element type
+    (``onnx.TensorProto.FLOAT`` = 1...), a torch dtype, a numpy dtype or scalar type
+    (``ml_dtypes`` types included).
+
+    :param dtype: the type
+    :return: bytes per element (``float4_e2m1fn_x2``, two values packed, counts 1)
+    :raises ValueError: for a type without a whole number of bytes per element
+        (``int4``, ``uint4``, strings)
+    :raises TypeError: for something which is not a type
+
+    >>> import numpy as np, torch
+    >>> size_type(1), size_type(torch.bfloat16), size_type(np.int64)
+    (4, 2, 8)
+    """
+    if isinstance(dtype, bool):
+        raise TypeError(f"size_type: dtype must be a type, not {dtype!r}")
+    if isinstance(dtype, int):
+        if dtype not in _ONNX_ELEM_SIZES:
+            raise ValueError(
+                f"size_type: ONNX element type {dtype} has no whole number of bytes per "
+                "element (or does not exist)"
+            )
+        return _ONNX_ELEM_SIZES[dtype]
+    if isinstance(dtype, torch.dtype):
+        return dtype.itemsize
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(
+            f"size_type: dtype must be an ONNX element type, a torch or numpy dtype, not {dtype!r}"
+        ) from e
+    if np_dtype.kind in "OUS" or np_dtype.itemsize == 0 or np_dtype.name in ("int4", "uint4"):
+        raise ValueError(f"size_type: {np_dtype} has no fixed number of bytes per element")
+    return np_dtype.itemsize
+
+
 # ----------------------------------------------------------------------------------------
 # string_type
 # ----------------------------------------------------------------------------------------
@@ -91,6 +135,20 @@ Formatter = Callable[[Any, bool, bool], str]
 
 #: type -> formatter, filled below and completed lazily for subclasses (see _formatter).
 _FORMATTERS: dict[type, Formatter] = {}
+
+
+class _Options:
+    """Options of the running :func:`string_type` call the formatters do not receive."""
+
+    __slots__ = ("limit", "verbose", "with_device")
+
+    def __init__(self, limit: int = 20, verbose: int = 0, with_device: bool = False):
+        self.limit = limit
+        self.verbose = verbose
+        self.with_device = with_device
+
+
+_OPTIONS = _Options()
 
 
 def _fmt_number(value: Any) -> str:
@@ -162,12 +220,18 @@ def _stats_numpy(a: np.ndarray) -> str:
     return f"[{float(a.min())},{float(a.max())}:A{float(a.mean(dtype=np.float64))}{nans}]"
 
 
+def _device_prefix(obj: torch.Tensor) -> str:
+    if not _OPTIONS.with_device:
+        return ""
+    return "C" if obj.device.type in ("cpu", "meta") else "G"
+
+
 def _fmt_tensor(obj: torch.Tensor, with_shape: bool, with_min_max: bool) -> str:
     elem = _TORCH_ELEM_TYPES.get(obj.dtype) or _torch_elem_type(obj.dtype)
     if with_shape:
-        text = f"T{elem}s{'x'.join(map(str, obj.shape))}"
+        text = f"{_device_prefix(obj)}T{elem}s{'x'.join(map(str, obj.shape))}"
     else:
-        text = f"T{elem}r{obj.dim()}"
+        text = f"{_device_prefix(obj)}T{elem}r{obj.dim()}"
     if with_min_max:
         return text + _stats_torch(obj)
     return text
@@ -184,13 +248,29 @@ def _fmt_array(obj: np.ndarray, with_shape: bool, with_min_max: bool) -> str:
     return text
 
 
+def _numbers_stats(obj: list | tuple) -> str | None:
+    """``min,max:mean`` of a sequence of python numbers, None for anything else."""
+    if not all(isinstance(o, (int, float, bool)) for o in obj):
+        return None
+    return f"{min(obj)},{max(obj)}:{sum(float(o) for o in obj) / len(obj)}"
+
+
 def _fmt_tuple(obj: tuple, with_shape: bool, with_min_max: bool) -> str:
     if len(obj) == 1:
         return f"({_string_type(obj[0], with_shape, with_min_max)},)"
+    if len(obj) >= _OPTIONS.limit:
+        # long sequences: the first element only, as onnx-diagnostic does
+        text = f"#{len(obj)}({_string_type(obj[0], with_shape, with_min_max)},...)"
+        stats = _numbers_stats(obj) if with_min_max else None
+        return text if stats is None else f"{text}[{stats}]"
     return f"({','.join(_string_type(o, with_shape, with_min_max) for o in obj)})"
 
 
 def _fmt_list(obj: list, with_shape: bool, with_min_max: bool) -> str:
+    if len(obj) >= _OPTIONS.limit:
+        text = f"#{len(obj)}[{_string_type(obj[0], with_shape, with_min_max)},...]"
+        stats = _numbers_stats(obj) if with_min_max else None
+        return text if stats is None else f"{text}[{stats}]"
     inside = ",".join(_string_type(o, with_shape, with_min_max) for o in obj)
     return f"#{len(obj)}[{inside}]"
 
@@ -308,6 +388,23 @@ def _fmt_cache(obj: Any, with_shape: bool, with_min_max: bool) -> str:
     return text + ")"
 
 
+def _fmt_ort_value(obj: Any, with_shape: bool, with_min_max: bool) -> str:
+    """An onnxruntime ``OrtValue``: ``OV<onnx element type>r<rank>`` or ``s<shape>``."""
+    if not obj.has_value():
+        return "OV(<novalue>)"
+    if not obj.is_tensor():
+        return "OV(NOTENSOR)"
+    dev = ("C" if obj.device_name().lower() == "cpu" else "G") if _OPTIONS.with_device else ""
+    if with_min_max:
+        from .ort_session import _ortvalue_to_numpy
+
+        return f"{dev}OV({_string_type(_ortvalue_to_numpy(obj), with_shape, with_min_max)})"
+    shape = obj.shape()
+    if with_shape:
+        return f"{dev}OV{obj.element_type()}s{'x'.join(map(str, shape))}"
+    return f"{dev}OV{obj.element_type()}r{len(shape)}"
+
+
 def _fmt_model_output(obj: Any, with_shape: bool, with_min_max: bool) -> str:
     # A ModelOutput only keeps the fields which are not None.
     inside = ",".join(
@@ -361,6 +458,8 @@ def _formatter(cls: type, obj: Any) -> Formatter:
             fmt = _fmt_model_output
         elif isinstance(obj, np.generic):
             fmt = _fmt_numpy_scalar
+        elif cls.__name__ == "OrtValue" and hasattr(obj, "element_type"):
+            fmt = _fmt_ort_value  # onnxruntime is not imported to recognize it
         else:
             fmt = _fmt_class_name
             for base in cls.__mro__[1:]:
@@ -378,10 +477,20 @@ def _string_type(obj: Any, with_shape: bool, with_min_max: bool) -> str:
     fmt = _FORMATTERS.get(cls, None)
     if fmt is None:
         fmt = _formatter(cls, obj)
+    if _OPTIONS.verbose:
+        print(f"[string_type] {fmt.__name__}:{cls.__name__}")
     return fmt(obj, with_shape, with_min_max)
 
 
-def string_type(obj: Any, with_shape: bool = False, with_min_max: bool = False) -> str:
+def string_type(
+    obj: Any,
+    with_shape: bool = False,
+    with_min_max: bool = False,
+    with_device: bool = False,
+    ignore: bool = False,
+    limit: int = 20,
+    verbose: int = 0,
+) -> str:
     """
     Returns a compact description of ``obj``, made to be printed: the structure of nested
     containers and, for every tensor, its element type and its rank or its shape.
@@ -389,6 +498,15 @@ def string_type(obj: Any, with_shape: bool = False, with_min_max: bool = False) 
     :param obj: anything
     :param with_shape: shows shapes instead of ranks
     :param with_min_max: shows min, max and mean of every tensor and the value of scalars
+    :param with_device: prefixes every tensor with ``C`` (cpu) or ``G`` (an accelerator):
+        ``CT1s2``
+    :param ignore: accepted for onnx-diagnostic's signature; unknown types are always
+        described by their class name here, ``string_type`` never raises
+    :param limit: a list or a tuple of ``limit`` elements or more is shortened to its
+        length and its first element, ``#100[int,...]``, ``#30(T1r2,...)``, followed by
+        ``[min,max:mean]`` with ``with_min_max`` when all elements are python numbers
+    :param verbose: prints the formatter chosen for every object (``[string_type]
+        _fmt_list:list``)
     :return: a string, never an exception
 
     Formats:
@@ -430,6 +548,8 @@ def string_type(obj: Any, with_shape: bool = False, with_min_max: bool = False) 
       ``DynamicCache(unsupported layers[1]:MyLayer)``
     * ``ModelOutput``: class name and the fields which are not None:
       ``CausalLMOutputWithPast(logits:T1s2x3x32000,past_key_values:DynamicCache(...))``
+    * onnxruntime ``OrtValue``: ``OV1r2`` (``OV1s2x3`` with shapes, ``OV(T1s2x3[...])``
+      with ``with_min_max``, through numpy), ``OV(<novalue>)``, ``OV(NOTENSOR)``
     * anything else (``torch.nn.Module`` included): its class name
 
     >>> import torch
@@ -439,12 +559,21 @@ def string_type(obj: Any, with_shape: bool = False, with_min_max: bool = False) 
     '#3[T7s8[0,7:A3.5],float=0.5,None]'
     >>> string_type({0: torch.export.Dim("batch"), 1: torch.export.Dim.DYNAMIC})
     '{0:Dim(batch),1:DYNAMIC}'
+    >>> string_type(list(range(100)), with_min_max=True)
+    '#100[int=0,...][0,99:49.5]'
     """
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 2:
+        raise ValueError(f"string_type: limit must be an integer >= 2, got {limit!r}")
+    global _OPTIONS
+    previous = _OPTIONS
+    _OPTIONS = _Options(limit, verbose, with_device)
     try:
         return _string_type(obj, with_shape, with_min_max)
     except Exception as e:  # never fails: a description must not break the caller
         logger.debug("string_type failed on %s: %s", type(obj).__name__, e)
         return type(obj).__name__
+    finally:
+        _OPTIONS = previous
 
 
 # ----------------------------------------------------------------------------------------
@@ -528,7 +657,7 @@ def _flatten_named(
         )
 
 
-def flatten_object(obj: Any) -> list[Any]:
+def flatten_object(obj: Any, drop_keys: bool = False) -> list[Any]:
     """
     Flattens a nested structure into the list of its tensors, in the order the outputs
     of the exported ONNX model follow: tuples and lists in order, dictionaries in the order
@@ -542,6 +671,9 @@ def flatten_object(obj: Any) -> list[Any]:
     flattening does not know raises ``CacheSerializationError`` (a ``TypeError``).
 
     :param obj: nested structure
+    :param drop_keys: accepted for onnx-diagnostic's signature; the keys of dictionaries
+        are never part of the result here (onnx-diagnostic inserted them when False):
+        the result is the list of the ONNX outputs, both values give the same list
     :return: list of tensors (or numpy arrays)
     :raises TypeError: for an object which holds no tensor (a string...),
         the message names its place, e.g. ``obj[1]['text']``
@@ -552,324 +684,12 @@ def flatten_object(obj: Any) -> list[Any]:
     >>> string_type(flat, with_shape=True)
     '#2[T1s2,T1s3]'
     """
+    if not isinstance(drop_keys, bool):
+        raise TypeError(f"flatten_object: drop_keys must be a bool, got {drop_keys!r}")
     out: list[tuple[str, Any]] = []
     _flatten_named(obj, "obj", out)
     return [t for _, t in out]
 
 
-# ----------------------------------------------------------------------------------------
-# max_diff
-# ----------------------------------------------------------------------------------------
-
-
-class _Mismatch(Exception):
-    """Stops the comparison at the first structural difference."""
-
-
-class _Accumulator:
-    """Discrepancies gathered over all the compared tensors."""
-
-    def __init__(self, hist: list[float] | None, verbose: int):
-        self.abs = 0.0
-        self.rel = 0.0
-        self.sum = 0.0
-        self.n = 0
-        self.dnan = 0
-        self.argm: tuple[int, ...] | None = None
-        self.where: str | None = None
-        self.hist = hist
-        self.rep = dict.fromkeys(hist, 0) if hist else None
-        self.verbose = verbose
-        #: ``(id(expected), id(got))`` of the containers being compared, to detect cycles
-        self.active: set[tuple[int, int]] = set()
-
-    def result(self) -> dict[str, Any]:
-        res = dict(
-            abs=self.abs,
-            rel=self.rel,
-            sum=self.sum,
-            n=self.n,
-            dnan=self.dnan,
-            argm=self.argm,
-            where=self.where,
-        )
-        if self.rep is not None:
-            res["rep"] = {f">{t}": c for t, c in self.rep.items()}
-        return res
-
-
-_LEAF_TYPES = (torch.Tensor, np.ndarray, np.generic, bool, int, float, complex)
-
-
-def _to_torch(x: Any) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        x = x.detach()
-        if x.is_quantized:
-            # the values the quantized tensor stands for
-            x = x.dequantize()
-        elif x.layout != torch.strided:
-            # sparse COO / CSR / CSC / BSR / BSC: the dense values
-            x = x.to_dense()
-        return x if x.device.type == "cpu" else x.cpu()
-    if isinstance(x, (np.ndarray, np.generic)):
-        a = np.asarray(x)
-        if a.dtype.kind not in "biufc":
-            a = a.astype(np.float32)  # ml_dtypes (bfloat16, float8...)
-        elif a.dtype.kind == "u" and a.dtype.itemsize > 1:
-            a = a.astype(np.int64)
-        return torch.from_numpy(np.asarray(a, order="C"))
-    return torch.tensor(x)
-
-
-def _abs_diff(
-    te: torch.Tensor, tg: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(|te - tg|, |te|, te == tg)``, the first two in float64 (complex: the modulus);
-    integers are subtracted exactly first, float64 cannot tell 2**53 from 2**53 + 1."""
-    if not (te.is_floating_point() or te.is_complex() or tg.is_floating_point() or tg.is_complex()):
-        a, b = te.to(torch.int64), tg.to(torch.int64)
-        same_sign = (a >= 0) == (b >= 0)
-        # no overflow when both have the same sign; otherwise |a - b| >= 1 in float64 too
-        exact = torch.where(same_sign, a - b, torch.zeros((), dtype=torch.int64)).abs()
-        approx = (a.to(torch.float64) - b.to(torch.float64)).abs()
-        diff = torch.where(same_sign, exact.to(torch.float64), approx)
-        return diff, a.to(torch.float64).abs(), a == b
-    dtype = torch.complex128 if (te.is_complex() or tg.is_complex()) else torch.float64
-    te, tg = te.to(dtype), tg.to(dtype)
-    return (te - tg).abs(), te.abs(), te == tg
-
-
-def _compare_tensors(e: Any, g: Any, epath: str, gpath: str, acc: _Accumulator) -> None:
-    try:
-        te, tg = _to_torch(e), _to_torch(g)
-    except Exception as exc:  # numpy strings, objects, meta tensors...
-        raise _Mismatch(
-            f"{_label(epath, gpath)}: cannot compare {string_type(e, with_shape=True)} "
-            f"and {string_type(g, with_shape=True)} ({exc})"
-        ) from exc
-    if tuple(te.shape) != tuple(tg.shape):
-        raise _Mismatch(f"{_label(epath, gpath)}: shape {tuple(te.shape)} vs {tuple(tg.shape)}")
-    n = te.numel()
-    if n == 0:
-        return
-    en, gn = torch.isnan(te), torch.isnan(tg)
-    diff, eabs, equal = _abs_diff(te, tg)
-    ignored = equal | en | gn  # inf == inf, NaN positions are counted apart
-    diff = torch.where(ignored, torch.zeros((), dtype=diff.dtype), diff)
-    rel = diff / (eabs + 1e-5)
-    rel = torch.where(torch.isinf(diff), torch.full((), math.inf, dtype=rel.dtype), rel)
-    index = int(diff.argmax())
-    mabs = float(diff.reshape(-1)[index])
-    mrel = float(rel.max())
-    dnan = int((en ^ gn).sum())
-    acc.n += n
-    acc.sum += float(diff.sum())
-    acc.dnan += dnan
-    acc.rel = max(acc.rel, mrel)
-    if acc.where is None or mabs > acc.abs:
-        acc.abs = mabs
-        acc.argm = tuple(int(i) for i in np.unravel_index(index, tuple(te.shape)))
-        acc.where = epath
-    if acc.rep is not None:
-        for t in acc.rep:
-            acc.rep[t] += int((diff > t).sum())
-    if acc.verbose >= 2:
-        print(f"[max_diff] {_label(epath, gpath)}: abs={mabs}, rel={mrel}, n={n}, dnan={dnan}")
-
-
-def _label(epath: str, gpath: str) -> str:
-    # Both paths start with "expected" / "got"; the second is only shown when they diverge.
-    if gpath.startswith("got") and epath.startswith("expected") and epath[8:] == gpath[3:]:
-        return epath
-    return f"{epath} (vs {gpath})"
-
-
-def _kind(obj: Any) -> str:
-    if isinstance(obj, _LEAF_TYPES):
-        return "leaf"
-    if obj is None:
-        return "none"
-    if isinstance(obj, str):
-        return "str"
-    if compat.is_model_output(obj):
-        return "output"
-    if isinstance(obj, (list, tuple)):
-        return "seq"
-    if isinstance(obj, dict):
-        return "dict"
-    if compat.is_cache(obj):
-        return "cache"
-    return "other"
-
-
-def _is_flat_sequence(obj: Any) -> bool:
-    return isinstance(obj, (list, tuple)) and all(isinstance(o, _LEAF_TYPES) for o in obj)
-
-
-def _flatten_or_mismatch(obj: Any, path: str) -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    try:
-        _flatten_named(obj, path, out)
-    except TypeError as e:
-        raise _Mismatch(str(e)) from e
-    return out
-
-
-def _compare_flat(e: Any, g: Any, epath: str, gpath: str, acc: _Accumulator) -> None:
-    fe, fg = _flatten_or_mismatch(e, epath), _flatten_or_mismatch(g, gpath)
-    if len(fe) != len(fg):
-        raise _Mismatch(
-            f"{_label(epath, gpath)}: {len(fe)} tensors vs {len(fg)} once flattened "
-            f"({string_type([t for _, t in fe], with_shape=True)} vs "
-            f"{string_type([t for _, t in fg], with_shape=True)})"
-        )
-    for (pe, te), (pg, tg) in zip(fe, fg):
-        _compare_tensors(te, tg, pe, pg, acc)
-
-
-def _compare(e: Any, g: Any, epath: str, gpath: str, acc: _Accumulator) -> None:
-    ke, kg = _kind(e), _kind(g)
-    pair = (id(e), id(g))
-    if ke in ("seq", "dict") or kg in ("seq", "dict"):
-        if pair in acc.active:
-            raise _Mismatch(
-                f"{_label(epath, gpath)}: the structures contain themselves (a cycle), "
-                "they cannot be compared"
-            )
-        acc.active.add(pair)
-        try:
-            _compare_containers(e, g, ke, kg, epath, gpath, acc)
-        finally:
-            acc.active.discard(pair)
-        return
-    _compare_containers(e, g, ke, kg, epath, gpath, acc)
-
-
-def _compare_containers(
-    e: Any, g: Any, ke: str, kg: str, epath: str, gpath: str, acc: _Accumulator
-) -> None:
-    if ke == "leaf" and kg == "leaf":
-        _compare_tensors(e, g, epath, gpath, acc)
-        return
-    if ke == "none" and kg == "none":
-        return
-    if (ke == "leaf") != (kg == "leaf") and "none" not in (ke, kg):
-        raise _Mismatch(
-            f"{_label(epath, gpath)}: {string_type(e, with_shape=True)} vs "
-            f"{string_type(g, with_shape=True)}"
-        )
-    if ke in ("str", "other") or kg in ("str", "other", "none") or ke == "none":
-        try:
-            same = type(e) is type(g) and bool(e == g)
-        except Exception:
-            same = False
-        if not same:
-            raise _Mismatch(
-                f"{_label(epath, gpath)}: {string_type(e, with_shape=True)} vs "
-                f"{string_type(g, with_shape=True)}"
-            )
-        return
-    if ke == "seq" and kg == "seq" and not (_is_flat_sequence(g) and not _is_flat_sequence(e)):
-        if len(e) != len(g):
-            raise _Mismatch(f"{_label(epath, gpath)}: length {len(e)} vs {len(g)}")
-        for i, (a, b) in enumerate(zip(e, g)):
-            _compare(a, b, f"{epath}[{i}]", f"{gpath}[{i}]", acc)
-        return
-    if ke in ("dict", "output") and kg in ("dict", "output"):
-        de = {k: v for k, v in e.items() if v is not None or ke == "dict"}
-        dg = {k: v for k, v in g.items() if v is not None or kg == "dict"}
-        if set(de) != set(dg):
-            raise _Mismatch(
-                f"{_label(epath, gpath)}: keys {sorted(map(str, de))} vs {sorted(map(str, dg))}"
-            )
-        for k, v in de.items():
-            suffix = f".{k}" if ke == "output" else f"[{k!r}]"
-            gsuffix = f".{k}" if kg == "output" else f"[{k!r}]"
-            _compare(v, dg[k], f"{epath}{suffix}", f"{gpath}{gsuffix}", acc)
-        return
-    if ke == "cache" and kg == "cache":
-        if _is_encoder_decoder_cache(e) and _is_encoder_decoder_cache(g):
-            for name in ("self_attention_cache", "cross_attention_cache"):
-                _compare(
-                    getattr(e, name), getattr(g, name), f"{epath}.{name}", f"{gpath}.{name}", acc
-                )
-            return
-        if _is_encoder_decoder_cache(e) != _is_encoder_decoder_cache(g):
-            raise _Mismatch(f"{_label(epath, gpath)}: {type(e).__name__} vs {type(g).__name__}")
-    # Different containers (a cache and a list, a ModelOutput and a flat list of
-    # ONNX Runtime outputs...): the flattened tensors are compared.
-    _compare_flat(e, g, epath, gpath, acc)
-
-
-def max_diff(
-    expected: Any,
-    got: Any,
-    verbose: int = 0,
-    flatten: bool = False,
-    hist: list[float] | bool | None = None,
-) -> dict[str, Any]:
-    """
-    Returns the discrepancies between two nested structures of tensors:
-    tensors, numpy arrays, numbers, lists, tuples, dictionaries, transformers caches,
-    ``ModelOutput``.
-    When ``got`` is a flat list (the outputs of ONNX Runtime) and ``expected`` is nested,
-    ``got`` is compared to ``flatten_object(expected)``. Every tensor is compared in float64
-    (complex128 for complex tensors), so dtypes may differ, booleans and integers are
-    compared as numbers. Two DynamicCache are compared on every tensor of their canonical
-    flattening, the paths use its names (``expected.conv_state_0``,
-    ``expected.sliding_key_1``...); a layer class it does not know gives an ``error``
-    naming the layer.
-
-    :param expected: expected values
-    :param got: values to check
-    :param verbose: 1 prints the result, 2 prints every comparison
-    :param flatten: flattens both structures before comparing them
-    :param hist: thresholds, adds ``rep={">t": number of differences > t}`` to the result,
-        True for ``[0, 1e-4, 1e-3, 1e-2, 1e-1, 1]``
-    :return: dictionary with keys ``abs`` (max absolute difference), ``rel`` (max of
-        ``|e-g| / (|e|+1e-5)``), ``sum`` (sum of absolute differences), ``n`` (number
-        of compared values), ``dnan`` (number of positions where only one side is NaN, these
-        positions are left out of the other figures), ``argm`` (index of the maximum absolute
-        difference in its tensor), ``where`` (path to that tensor);
-        a structure mismatch gives ``abs=inf``, ``rel=inf`` and ``error``, a message
-        naming the place where they differ, e.g.
-        ``expected[1].past_key_values.key_0: shape (2, 4, 3, 7) vs (3, 4, 4, 8)``
-
-    >>> import torch
-    >>> from onnx_diagnostic.helpers import max_diff
-    >>> d = max_diff((torch.tensor([1.0, 2.0]),), (torch.tensor([1.0, 2.5]),))
-    >>> d["abs"], d["n"], d["argm"], d["where"]
-    (0.5, 2, (1,), 'expected[0]')
-    >>> max_diff([torch.zeros(2)], [torch.zeros(3)])["error"]
-    'expected[0]: shape (2,) vs (3,)'
-    """
-    if hist is True:
-        hist = [0, 1e-4, 1e-3, 1e-2, 1e-1, 1]
-    if hist and (
-        isinstance(hist, (str, bytes))
-        or not isinstance(hist, (list, tuple))
-        or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in hist)
-    ):
-        raise TypeError(f"max_diff: hist must be True, None or a list of numbers, got {hist!r}")
-    if not isinstance(verbose, int):
-        raise TypeError(f"max_diff: verbose must be an int, got {verbose!r}")
-    acc = _Accumulator(list(hist) if hist else None, verbose)
-    try:
-        if flatten or (_is_flat_sequence(got) and not _is_flat_sequence(expected)):
-            _compare_flat(expected, got, "expected", "got", acc)
-        else:
-            _compare(expected, got, "expected", "got", acc)
-    except _Mismatch as e:
-        res = acc.result()
-        res.update(abs=math.inf, rel=math.inf, error=str(e))
-        logger.debug("max_diff: %s", e)
-        if verbose:
-            print(f"[max_diff] error: {e}")
-        return res
-    res = acc.result()
-    if verbose:
-        print(
-            f"[max_diff] abs={res['abs']}, rel={res['rel']}, n={res['n']}, "
-            f"dnan={res['dnan']}, argm={res['argm']} in {res['where']}"
-        )
-    return res
+# max_diff lives in its own module (helper.py would pass 800 lines), re-exported here
+from ._max_diff import _to_torch, max_diff, string_diff  # noqa: E402, F401
