@@ -468,5 +468,91 @@ class TestDocstrings(ExtTestCase):
         self.assertGreater(res.attempted, 3)
 
 
+class TestStealForwardSubmodulesDumpDrop(ExtTestCase):
+    def test_submodules_names_and_restore(self):
+        model, inputs = dummy_llm()
+        before = {name: dict(m.__dict__) for name, m in model.named_modules()}
+
+        def run():
+            with steal_forward(model, submodules=True) as stored:
+                model(*inputs)
+            return stored
+
+        _, out, _ = self.capture(run)
+        self.assertIn("+-LLM -- stolen forward for class LLM -- iteration 0", out)
+        self.assertIn("+decoder.attention-MultiAttentionBlock -- stolen", out)
+        self.assertIn("+decoder.attention.attention.1-AttentionBlock -- stolen", out)
+        for name, m in model.named_modules():
+            self.assertNotIn("forward", m.__dict__, msg=name)
+            self.assertEqual(set(m.__dict__), set(before[name]))
+
+    def test_submodules_dump(self):
+        model, inputs = dummy_llm("MultiAttentionBlock")
+        with tempfile.TemporaryDirectory() as tmp:
+            dump = os.path.join(tmp, "dump.onnx")
+            self.capture(lambda: self._run(model, inputs, dump=dump, submodules=True))
+            saved = create_input_tensors_from_onnx_model(dump)
+        self.assertIn(("-MultiAttentionBlock", 0, "O"), saved)
+        self.assertIn(("attention.0-AttentionBlock", 0, "I"), saved)
+        self.assertIn(("linear-Linear", 0, "O"), saved)
+        self.assertEqualArray(saved[("-MultiAttentionBlock", 0, "O")], model(*inputs))
+
+    def _run(self, model, inputs, dump, **kwargs):
+        with steal_forward(model, dump_file=dump, **kwargs):
+            return model(*inputs)
+
+    def test_submodules_needs_a_module(self):
+        model = KwModel()
+
+        def run():
+            with steal_forward([("m", model)], submodules=True):
+                pass
+
+        self.assertRaise(run, TypeError, "submodules=True needs a torch.nn.Module")
+
+        def run2():
+            with steal_forward(model, submodules=1):
+                pass
+
+        self.assertRaise(run2, TypeError, "submodules must be a bool")
+
+    def test_dump_drop(self):
+        model = KwModel()
+        x, extra = torch.ones(2), torch.zeros(3)
+        with tempfile.TemporaryDirectory() as tmp:
+            dump = os.path.join(tmp, "dump.onnx")
+
+            def run():
+                with steal_forward(model, dump_file=dump, dump_drop={"extra"}, verbose=1) as st:
+                    model(x, extra=extra, scale=2.0)
+                return st
+
+            stored, out, _ = self.capture(run)
+            saved = create_input_tensors_from_onnx_model(dump)
+        self.assertIn("-- not stored: ['extra'] (dump_drop)", out)
+        args, kwargs = saved[("", 0, "I")]
+        self.assertNotIn("extra", kwargs)
+        self.assertIn("scale", kwargs)
+        self.assertEqual(set(stored[("", 0, "I")][1]), {"scale"})
+        # the output still holds extra, only the inputs are filtered
+        self.assertEqual(len(saved[("", 0, "O")]), 2)
+
+    def test_dump_drop_without_dump_file_and_bad(self):
+        model = KwModel()
+
+        def run():
+            with steal_forward(model, dump_drop=["extra"]):
+                return model(torch.ones(2), extra=torch.ones(2))
+
+        res, _, _ = self.capture(run)
+        self.assertEqual(len(res), 2)
+
+        def bad():
+            with steal_forward(model, dump_drop="extra"):
+                pass
+
+        self.assertRaise(bad, TypeError, "dump_drop must be None or a set")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -603,5 +603,71 @@ class TestNestedStructureErrors(ExtTestCase):
         self.assertIn("cuda:1", msg)
 
 
+class TestOnnxDiagnosticTorchHelperNames(ExtTestCase):
+    """to_numpy, is_torchdynamo_exporting, dummy_llm(cls_name)"""
+
+    def test_to_numpy(self):
+        from onnx_diagnostic.helpers.torch_helper import to_numpy
+
+        a = to_numpy(torch.arange(6, dtype=torch.float32).reshape((2, 3)))
+        self.assertIsInstance(a, np.ndarray)
+        self.assertEqual(a.shape, (2, 3))
+        self.assertEqual(a.dtype, np.float32)
+        self.assertEqual(to_numpy(torch.zeros((0, 3))).shape, (0, 3))
+        x = torch.tensor([1.5, -2.0, 3.25], requires_grad=True)
+        self.assertEqualArray(to_numpy(x), np.array([1.5, -2.0, 3.25], dtype=np.float32))
+        arr = np.ones(2)
+        self.assertIs(to_numpy(arr), arr)
+
+    def test_to_numpy_bfloat16_keeps_bits(self):
+        import ml_dtypes
+
+        from onnx_diagnostic.helpers.torch_helper import to_numpy
+
+        t = torch.tensor([1.5, 2.0, -0.0078125], dtype=torch.bfloat16)
+        a = to_numpy(t)
+        self.assertEqual(a.dtype, np.dtype(ml_dtypes.bfloat16))
+        self.assertEqual(a.view(np.int16).tolist(), t.view(torch.int16).tolist())
+
+    def test_to_numpy_bad_input(self):
+        from onnx_diagnostic.helpers.torch_helper import to_numpy
+
+        self.assertRaise(lambda: to_numpy([1, 2]), TypeError, "tensor must be a torch.Tensor")
+
+    def test_is_torchdynamo_exporting(self):
+        from onnx_diagnostic.helpers.torch_helper import is_torchdynamo_exporting
+
+        self.assertFalse(is_torchdynamo_exporting())
+        seen = []
+
+        class Model(torch.nn.Module):
+            def forward(self, x):
+                seen.append(is_torchdynamo_exporting())
+                return x + 1
+
+        torch.export.export(Model(), (torch.ones(2),))
+        self.assertIn(True, seen)
+        self.assertFalse(is_torchdynamo_exporting())
+
+    def test_dummy_llm_every_class(self):
+        for name in [None, "LLM", "Embedding", "DecoderLayer", "MultiAttentionBlock"]:
+            for cls in ["AttentionBlock", "FeedForward"] if name is None else [name]:
+                with self.subTest(cls=cls):
+                    model, inputs, ds = dummy_llm(cls, dynamic_shapes=True)
+                    self.assertEqual(type(model).__name__, cls or "LLM")
+                    self.assertEqual(model(*inputs).shape, (2, 30, 16))
+                    self.assertEqual(list(ds), ["input_ids" if cls == "LLM" else "x"])
+                    ep = torch.export.export(model, inputs, dynamic_shapes=ds)
+                    self.assertEqual(len(ep.graph_signature.user_inputs), 1)
+        model, inputs = dummy_llm("DecoderLayer")
+        self.assertEqual(string_type(inputs, with_shape=True), "(T1s2x30x16,)")
+        model, inputs = dummy_llm(None)
+        self.assertEqual(string_type(inputs, with_shape=True), "(T7s2x30,)")
+
+    def test_dummy_llm_bad_cls_name(self):
+        self.assertRaise(lambda: dummy_llm("Transformer"), ValueError, "unknown cls_name")
+        self.assertRaise(lambda: dummy_llm(True), TypeError, "dummy_llm(dynamic_shapes=True)")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

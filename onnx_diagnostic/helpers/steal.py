@@ -156,6 +156,7 @@ def _make_wrapper(
     show: Callable[[Any], str],
     storage: _Storage | None,
     verbose: int,
+    dump_drop: frozenset[str] = frozenset(),
 ) -> Callable:
     cls_name = type(module).__name__
 
@@ -168,7 +169,11 @@ def _make_wrapper(
         print(f"+{name} -- stolen forward for class {cls_name} -- iteration {iteration}")
         print(f"  <- args={show(args)} --- kwargs={show(kwargs)}")
         if storage is not None:
-            storage.store((name, iteration, "I"), (args, kwargs))
+            dropped = dump_drop & set(kwargs)
+            if dropped and verbose:
+                print(f"-- not stored: {sorted(dropped)} (dump_drop)")
+            kept = {k: v for k, v in kwargs.items() if k not in dropped}
+            storage.store((name, iteration, "I"), (args, kept))
         res = original(*args, **kwargs)
         print(f"  -> {show(res)}")
         print(f"-{name}.")
@@ -191,6 +196,8 @@ def steal_forward(
     verbose: int = 0,
     storage_limit: int = 2**27,
     with_min_max: bool = False,
+    dump_drop: set[str] | list[str] | tuple[str, ...] | None = None,
+    submodules: bool = False,
     **kwargs: Any,
 ) -> Iterator[dict[tuple[str, int, str], Any]]:
     """
@@ -217,6 +224,12 @@ def steal_forward(
         take more than this number of bytes; 0 with a ``dump_file`` is refused (nothing could
         be stored)
     :param with_min_max: prints min, max and mean of every tensor
+    :param dump_drop: names of keyword arguments which are not stored (too big, or
+        not storable): printed, never kept nor dumped; ignored without ``dump_file``
+    :param submodules: if True, ``model_or_list`` must be a module and every one of its
+        submodules (itself included) is spied on too, named ``<path>-<class>``
+        (``-LLM`` for the module itself, ``decoder.attention-MultiAttentionBlock``...);
+        onnx-diagnostic also added the line of the ``forward`` and an indentation
     :param kwargs: sent to ``fprint``
     :return: the dictionary of the stored copies (empty without ``dump_file``)
 
@@ -229,7 +242,26 @@ def steal_forward(
       -> T1s1x2[...]
     -first.
     """
+    if not isinstance(submodules, bool):
+        raise TypeError(f"submodules must be a bool, not {submodules!r}")
+    if submodules:
+        if not isinstance(model_or_list, torch.nn.Module):
+            raise TypeError(
+                "submodules=True needs a torch.nn.Module for model_or_list, "
+                f"not {type(model_or_list).__name__}"
+            )
+        model_or_list = [
+            (f"{path}-{type(m).__name__}", m) for path, m in model_or_list.named_modules()
+        ]
     models = _check_models(model_or_list)
+    if dump_drop is None:
+        drop: frozenset[str] = frozenset()
+    elif isinstance(dump_drop, (set, frozenset, list, tuple)) and all(
+        isinstance(k, str) for k in dump_drop
+    ):
+        drop = frozenset(dump_drop)
+    else:
+        raise TypeError(f"dump_drop must be None or a set of argument names, not {dump_drop!r}")
     if not isinstance(storage_limit, int) or isinstance(storage_limit, bool) or storage_limit < 0:
         raise ValueError(f"storage_limit must be a non-negative int, not {storage_limit!r}")
     if dump_file is not None:
@@ -252,7 +284,7 @@ def steal_forward(
             previous = module.__dict__.get("forward", None)
             saved.append((module, had, previous))
             module.forward = _make_wrapper(
-                name, module, module.forward, counters, show, storage, verbose
+                name, module, module.forward, counters, show, storage, verbose, drop
             )
         yield storage.objects if storage is not None else {}
     except BaseException:

@@ -24,7 +24,15 @@ import torch
 from . import compat
 from .helper import _is_dynamic_cache, _is_encoder_decoder_cache
 
-__all__ = ["dummy_llm", "get_weight_type", "to_any", "torch_deepcopy"]
+__all__ = [
+    "dummy_llm",
+    "get_weight_type",
+    "is_torchdynamo_exporting",
+    "steal_forward",
+    "to_any",
+    "to_numpy",
+    "torch_deepcopy",
+]
 
 
 def _keep(obj: Any) -> Any:
@@ -279,7 +287,19 @@ def get_weight_type(model: torch.nn.Module) -> torch.dtype:
     )
 
 
+#: the pieces of :func:`dummy_llm` one can ask for with ``cls_name``
+DUMMY_LLM_CLASSES = (
+    "LLM",
+    "Embedding",
+    "DecoderLayer",
+    "MultiAttentionBlock",
+    "AttentionBlock",
+    "FeedForward",
+)
+
+
 def dummy_llm(
+    cls_name: str | None = None,
     dynamic_shapes: bool = False,
 ) -> tuple[torch.nn.Module, tuple[torch.Tensor]] | tuple[torch.nn.Module, tuple, dict]:
     """
@@ -289,9 +309,15 @@ def dummy_llm(
     of shape ``(batch, length, 16)``. It exports with
     ``torch.onnx.export(model, inputs, dynamic_shapes=ds, dynamo=True)``.
 
+    :param cls_name: None or ``"LLM"`` for the whole model, or the name of one of its
+        pieces (:data:`DUMMY_LLM_CLASSES`): ``"Embedding"`` (takes token ids),
+        ``"DecoderLayer"``, ``"MultiAttentionBlock"``, ``"AttentionBlock"``,
+        ``"FeedForward"`` (take hidden states of shape ``(2, 30, 16)``)
     :param dynamic_shapes: also returns the dynamic shapes
-        ``dict(input_ids={0: Dim("batch"), 1: Dim("length")})``
+        ``dict(input_ids={0: Dim("batch"), 1: Dim("length")})`` (the argument is named
+        ``x`` instead of ``input_ids`` for the pieces)
     :return: ``(model, inputs)`` or ``(model, inputs, dynamic_shapes)``
+    :raises ValueError: for an unknown ``cls_name``
 
     >>> from onnx_diagnostic.helpers import string_type
     >>> model, inputs, ds = dummy_llm(dynamic_shapes=True)
@@ -299,7 +325,19 @@ def dummy_llm(
     ('(T7s2x30,)', 'dict(input_ids:{0:Dim(batch),1:Dim(length)})')
     >>> string_type(model(*inputs), with_shape=True)
     'T1s2x30x16'
+    >>> model, inputs = dummy_llm("AttentionBlock")
+    >>> type(model).__name__, string_type(inputs, with_shape=True)
+    ('AttentionBlock', '(T1s2x30x16,)')
     """
+    if isinstance(cls_name, bool):
+        raise TypeError(
+            f"dummy_llm: cls_name must be a class name or None, got {cls_name!r}; "
+            "write dummy_llm(dynamic_shapes=True) for the dynamic shapes"
+        )
+    if cls_name is not None and cls_name not in DUMMY_LLM_CLASSES:
+        raise ValueError(
+            f"dummy_llm: unknown cls_name={cls_name!r}, expected None or one of {DUMMY_LLM_CLASSES}"
+        )
 
     class Embedding(torch.nn.Module):
         def __init__(self, vocab_size: int = 1024, embedding_dim: int = 16, context: int = 256):
@@ -368,13 +406,68 @@ def dummy_llm(
         def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
             return self.decoder(self.embedding(input_ids))
 
-    model = LLM()
+    classes: dict[str, type[torch.nn.Module]] = dict(
+        LLM=LLM,
+        Embedding=Embedding,
+        DecoderLayer=DecoderLayer,
+        MultiAttentionBlock=MultiAttentionBlock,
+        AttentionBlock=AttentionBlock,
+        FeedForward=FeedForward,
+    )
+    name = cls_name or "LLM"
+    model = classes[name]()
     model.eval()
-    inputs = (torch.randint(0, 1024, (2, 30), dtype=torch.int64),)
+    input_name = "input_ids" if name == "LLM" else "x"
+    if name in ("LLM", "Embedding"):
+        inputs = (torch.randint(0, 1024, (2, 30), dtype=torch.int64),)
+    else:
+        inputs = (torch.rand((2, 30, 16), dtype=torch.float32),)
     if not dynamic_shapes:
         return model, inputs
-    ds = dict(input_ids={0: torch.export.Dim("batch"), 1: torch.export.Dim("length")})
+    ds = {input_name: {0: torch.export.Dim("batch"), 1: torch.export.Dim("length")}}
     return model, inputs, ds
+
+
+def to_numpy(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
+    """
+    Converts a torch tensor into a numpy array (detached, copied to CPU if needed);
+    ``bfloat16`` and ``float8`` tensors become arrays of the matching ``ml_dtypes`` type
+    holding the same bits (no rounding). A numpy array is returned as it is.
+
+    :param tensor: a torch tensor (or a numpy array)
+    :return: a numpy array
+    :raises TypeError: for anything else
+
+    >>> import torch
+    >>> to_numpy(torch.tensor([1.5, 2.0], dtype=torch.bfloat16))
+    array([1.5, 2], dtype=bfloat16)
+    """
+    if isinstance(tensor, np.ndarray):
+        return tensor
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"to_numpy: tensor must be a torch.Tensor, not {type(tensor).__name__}")
+    from .ort_session import torch_to_numpy
+
+    return torch_to_numpy(tensor)
+
+
+def is_torchdynamo_exporting() -> bool:
+    """
+    Tells if :func:`torch.export.export` (or dynamo) is tracing the code calling this
+    function: a model may skip checks or prints which cannot be exported.
+
+    :return: ``torch.compiler.is_exporting()``, False if this torch cannot tell
+
+    >>> is_torchdynamo_exporting()
+    False
+    """
+    comp = torch.compiler
+    if not hasattr(comp, "is_exporting"):
+        return False
+    try:
+        return bool(comp.is_exporting())
+    except Exception:  # an older torch failing outside dynamo
+        return False
 
 
 from .steal import steal_forward  # noqa: E402, F401
