@@ -9,6 +9,7 @@ import torch
 
 from onnx_diagnostic.ext_test_case import ExtTestCase
 from onnx_diagnostic.torch_models import validate
+from onnx_diagnostic.export.api import quiet_third_party_noise
 from onnx_diagnostic.torch_models.validate import (
     aggregate_summaries,
     aggregate_views,
@@ -16,7 +17,6 @@ from onnx_diagnostic.torch_models.validate import (
     export_sample_script,
     format_summary,
     model_config,
-    quiet_third_party_noise,
     save_summary,
     summary_frame,
     threshold_for,

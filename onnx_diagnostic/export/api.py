@@ -21,12 +21,13 @@ The exporters are dispatched through the table :data:`EXPORTERS`.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ __all__ = [
     "Exporter",
     "align_cache_argument",
     "onnx_feeds",
+    "quiet_third_party_noise",
     "to_onnx",
 ]
 
@@ -288,6 +290,38 @@ def _check_arguments(
         dup = sorted({n for n in names if list(names).count(n) > 1})
         if dup:
             raise ValueError(f"to_onnx: {argname} has duplicated names {dup}")
+
+
+@contextlib.contextmanager
+def quiet_third_party_noise() -> Iterator[None]:
+    """
+    Hides, while the block runs, the messages other libraries print on every export and
+    which say nothing about the model: torch.onnx's ``torchvision is not installed.
+    Skipping torchvision::nms`` (logging) and torch's ``FutureWarning:
+    isinstance(treespec, LeafSpec) is deprecated``. Every other warning and log record
+    goes through, and the filters are restored when the block ends.
+
+    >>> import warnings
+    >>> with quiet_third_party_noise():
+    ...     warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning)
+    """
+    import warnings
+
+    class _Filter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not record.getMessage().startswith("torchvision is not installed")
+
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    flt = _Filter()
+    registration.addFilter(flt)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
+            )
+            yield
+    finally:
+        registration.removeFilter(flt)
 
 
 def _check_filename(filename: Any) -> None:
@@ -837,6 +871,40 @@ def to_onnx(
     args = tuple(args)
     arg_names, kwargs = _signature_order(model, args, kwargs)
     dynamic_shapes = _reorder_dynamic_shapes(dynamic_shapes, kwargs, arg_names)
+    with quiet_third_party_noise():
+        return _to_onnx(
+            model,
+            args,
+            kwargs,
+            dynamic_shapes,
+            arg_names,
+            filename,
+            verbose,
+            exporter,
+            optimize,
+            target_opset,
+            input_names,
+            output_names,
+            external_data,
+        )
+
+
+def _to_onnx(
+    model: torch.nn.Module,
+    args: tuple,
+    kwargs: dict,
+    dynamic_shapes: Any,
+    arg_names: list,
+    filename: Any,
+    verbose: int,
+    exporter: str,
+    optimize: bool,
+    target_opset: int | None,
+    input_names: Sequence[str] | None,
+    output_names: Sequence[str] | None,
+    external_data: bool | None,
+) -> Any:
+    """The steps of :func:`to_onnx` once its arguments are checked."""
     steps = _Steps(exporter, verbose, model, dynamic_shapes)
     export_ds = _to_export_dims(dynamic_shapes)
 

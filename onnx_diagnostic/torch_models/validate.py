@@ -44,7 +44,6 @@ __all__ = [
     "export_sample_script",
     "format_summary",
     "model_config",
-    "quiet_third_party_noise",
     "save_summary",
     "summary_frame",
     "threshold_for",
@@ -177,38 +176,6 @@ def check_model_kwargs(model_id: str, model_kwargs: dict[str, Any]) -> None:
             f"model_kwargs: {key!r} is not a field of the configuration of {model_id!r} "
             f"({type(config).__name__}), {hint}"
         )
-
-
-@contextmanager
-def quiet_third_party_noise() -> Iterator[None]:
-    """
-    Hides, while the block runs, the messages other libraries print on every export and
-    which say nothing about the model: torch.onnx's ``torchvision is not installed.
-    Skipping torchvision::nms`` (logging) and torch's ``FutureWarning:
-    isinstance(treespec, LeafSpec) is deprecated``. Every other warning and log record
-    goes through, and the filters are restored when the block ends.
-
-    >>> import warnings
-    >>> with quiet_third_party_noise():
-    ...     warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning)
-    """
-    import warnings
-
-    class _Filter(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return not record.getMessage().startswith("torchvision is not installed")
-
-    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
-    flt = _Filter()
-    registration.addFilter(flt)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
-            )
-            yield
-    finally:
-        registration.removeFilter(flt)
 
 
 def _file_size(filename: str) -> int:
@@ -403,6 +370,8 @@ def _export(
         context: Any = torch_export_patches(patch_transformers=True)
     else:
         context = contextlib.nullcontext()
+    from ..export.api import quiet_third_party_noise
+
     with context, quiet_third_party_noise():
         return to_onnx(
             model,
