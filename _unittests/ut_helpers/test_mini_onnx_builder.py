@@ -482,5 +482,109 @@ class TestDocstrings(ExtTestCase):
         self.assertGreater(res.attempted, 3)
 
 
+class TestMiniOnnxBuilderClass(ExtTestCase):
+    """onnx-diagnostic's MiniOnnxBuilder and proto_from_array"""
+
+    def _run(self, proto):
+        import onnxruntime
+
+        sess = onnxruntime.InferenceSession(
+            proto.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {})))
+
+    def test_initializers_sequence_dict(self):
+        from onnx_diagnostic.helpers.mini_onnx_builder import MiniOnnxBuilder
+
+        b = MiniOnnxBuilder()
+        b.append_output_initializer("x", torch.arange(6, dtype=torch.int64).reshape((2, 3)))
+        b.append_output_initializer("y", np.array([1.5, 2.5], dtype=np.float16))
+        b.append_output_sequence("s", [torch.zeros(1), torch.ones(3)])
+        b.append_output_sequence("empty", [])
+        b.append_output_dict("d", dict(a=torch.ones(2), b=torch.zeros(2)))
+        proto = b.to_onnx()
+        onnx.checker.check_model(proto)
+        got = self._run(proto)
+        self.assertEqual(list(got), ["x", "y", "s", "empty", "d___keys", "d___values"])
+        self.assertEqualArray(got["x"], np.arange(6).reshape((2, 3)))
+        self.assertEqual(got["y"].dtype, np.float16)
+        self.assertEqual([t.shape for t in got["s"]], [(1,), (3,)])
+        self.assertEqual(got["empty"], [])
+        self.assertEqual(got["d___keys"].tolist(), ["a", "b"])
+        self.assertEqualArray(got["d___values"][0], np.ones(2, dtype=np.float32))
+
+    def test_bfloat16_bit_exact(self):
+        from onnx_diagnostic.helpers.mini_onnx_builder import MiniOnnxBuilder, proto_to_tensor
+
+        t = torch.tensor([1.5, -0.0078125, 3.0], dtype=torch.bfloat16)
+        b = MiniOnnxBuilder(sep="__")
+        b.append_output_initializer("t", t)
+        proto = b.to_onnx()
+        init = proto.graph.initializer[0]
+        self.assertEqual(init.name, "t_t")
+        self.assertEqual(init.data_type, onnx.TensorProto.BFLOAT16)
+        self.assertEqual(
+            proto_to_tensor(init).view(torch.int16).tolist(), t.view(torch.int16).tolist()
+        )
+
+    def test_randomize(self):
+        from onnx_diagnostic.helpers.mini_onnx_builder import MiniOnnxBuilder
+
+        b = MiniOnnxBuilder()
+        b.append_output_initializer("w", torch.rand((50, 40)), randomize=True)
+        b.append_output_initializer("i", torch.arange(3), randomize=True)
+        proto = b.to_onnx()
+        self.assertEqual([n.op_type for n in proto.graph.node], ["RandomNormal", "Identity"])
+        self.assertEqual(len(proto.graph.initializer), 1)
+        got = self._run(proto)
+        self.assertEqual(got["w"].shape, (50, 40))
+        self.assertEqual(got["i"].tolist(), [0, 1, 2])
+
+    def test_bad_inputs(self):
+        from onnx_diagnostic.helpers.mini_onnx_builder import MiniOnnxBuilder
+
+        b = MiniOnnxBuilder()
+        b.append_output_initializer("x", torch.zeros(1))
+        self.assertRaise(
+            lambda: b.append_output_initializer("x", torch.zeros(1)), ValueError, "'x' already"
+        )
+        self.assertRaise(
+            lambda: b.append_output_initializer("z", [1, 2]), TypeError, "must be a torch.Tensor"
+        )
+        self.assertRaise(
+            lambda: b.append_output_initializer("", torch.zeros(1)), TypeError, "name must be"
+        )
+        self.assertRaise(
+            lambda: b.append_output_sequence(
+                "s", [torch.zeros(1), torch.zeros(1, dtype=torch.int64)]
+            ),
+            TypeError,
+            "one element type",
+        )
+        self.assertRaise(lambda: b.append_output_sequence("s", torch.zeros(1)), TypeError, "a list")
+        self.assertRaise(lambda: b.append_output_dict("d", {1: torch.zeros(1)}), TypeError, "keys")
+        self.assertRaise(lambda: MiniOnnxBuilder(sep=""), ValueError, "sep must be")
+
+    def test_proto_from_array(self):
+        import ml_dtypes
+
+        from onnx_diagnostic.helpers.mini_onnx_builder import proto_from_array, proto_to_tensor
+
+        p = proto_from_array(torch.arange(4, dtype=torch.int32), name="a")
+        self.assertEqual((p.name, p.data_type, list(p.dims)), ("a", 6, [4]))
+        self.assertEqual(proto_to_tensor(p).tolist(), [0, 1, 2, 3])
+        p = proto_from_array(np.array([1.5], dtype=ml_dtypes.bfloat16))
+        self.assertEqual((p.name, p.data_type), ("", onnx.TensorProto.BFLOAT16))
+        p = proto_from_array(torch.zeros((0, 3)))
+        self.assertEqual(list(p.dims), [0, 3])
+        self.assertRaise(lambda: proto_from_array([1.0]), TypeError, "arr must be")
+        self.assertRaise(lambda: proto_from_array(torch.zeros(1), name=3), TypeError, "name must")
+
+    def test_docstrings(self):
+        from onnx_diagnostic.helpers import _mini_builder
+
+        self.assertDocstringExamples(_mini_builder)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -64,6 +64,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DUMP_METADATA_KEY",
     "DumpFormatError",
+    "MiniOnnxBuilder",
+    "proto_from_array",
     "UNSTORED_METADATA_KEY",
     "Unstored",
     "unstored_values",
@@ -934,3 +936,7 @@ def create_input_tensors_from_onnx_model(
                     node.children[key] = _new_node(nxt["kind"], nxt["meta"], name)
                 node = node.children[key]
     return _finalize(root, "obj")
+
+
+# onnx-diagnostic's lower level builder, in its own module (this one would pass 950 lines)
+from ._mini_builder import MiniOnnxBuilder, proto_from_array  # noqa: E402
