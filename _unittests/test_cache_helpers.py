@@ -323,7 +323,8 @@ class TestMakeSlidingWindowCache(ExtTestCase):
         self.assertEqual(get_cache_kv(cache), ([], []))
 
     def test_bad_window(self):
-        for window in (0, None):
+        # None is valid since onnx-diagnostic's signature was adopted (window = key length)
+        for window in (0, -1):
             with self.subTest(window=window):
                 with self.assertRaisesRegex(CacheInputError, r"sliding_window must be a positive"):
                     make_sliding_window_cache([_kv()], window)
@@ -817,7 +818,7 @@ class TestCacheBuilderArguments(ExtTestCase):
         self.assertIn("['full_attention'] * 2", msg)
 
     def test_window_and_length_must_be_positive_ints(self):
-        for bad in (0.5, 4.0, True, False, "4", None, 0, -3, np.float32(2)):
+        for bad in (0.5, 4.0, True, False, "4", 0, -3, np.float32(2)):
             with self.subTest(window=bad):
                 with self.assertRaises(CacheInputError) as cm:
                     make_sliding_window_cache(self._pairs(), bad)
@@ -856,6 +857,165 @@ class TestCacheBuilderArguments(ExtTestCase):
         # an empty cross attention cache (before the first step) is a valid state
         c = make_encoder_decoder_cache(self_cache, make_dynamic_cache([]))
         self.assertEqual(type(c).__name__, "EncoderDecoderCache")
+
+
+class TestOnnxDiagnosticCacheNames(ExtTestCase):
+    """CacheKeyValue, flatten_unflatten_for_dynamic_shapes, cls_layers, optional window"""
+
+    def test_cache_key_value_of_cache(self):
+        from onnx_diagnostic.cache_helpers import CacheKeyValue
+        from onnx_diagnostic.helpers.cache_helper import CacheKeyValue as Alias
+
+        self.assertIs(CacheKeyValue, Alias)
+        pairs = [_kv(seed=1), _kv(seed=2)]
+        ckv = CacheKeyValue(make_dynamic_cache(pairs))
+        self.assertEqual(ckv.n_layers, 2)
+        self.assertEqual(len(ckv), 4)
+        self.assertEqualArray(ckv.key_cache[1], pairs[1][0])
+        self.assertEqualArray(ckv.value_cache[0], pairs[0][1])
+        self.assertEqual(
+            [t.data_ptr() for t in ckv.aslist()], [t.data_ptr() for p in pairs for t in p]
+        )
+        back = ckv.make_dynamic_cache()
+        self.assertEqualAny(back, make_dynamic_cache(pairs))
+
+    def test_cache_key_value_sliding_and_static(self):
+        from onnx_diagnostic.cache_helpers import CacheKeyValue
+
+        pairs = [_kv(seed=1), _kv(seed=2)]
+        c = make_dynamic_cache(
+            pairs, layer_types=["sliding_attention", "full_attention"], sliding_window=6
+        )
+        back = CacheKeyValue(c).make_dynamic_cache()
+        self.assertEqual(get_cache_layer_types(back), ["sliding_attention", "full_attention"])
+        self.assertEqual(back.layers[0].sliding_window, 6)
+        static = make_static_cache(pairs, max_cache_len=5)
+        ckv = CacheKeyValue(static)
+        self.assertEqual(ckv.n_layers, 2)
+        self.assertEqual(get_cache_layer_types(ckv.make_dynamic_cache()), ["full_attention"] * 2)
+
+    def test_cache_key_value_list_none_and_errors(self):
+        from onnx_diagnostic.cache_helpers import CacheKeyValue
+
+        k, v = _kv()
+        ckv = CacheKeyValue([k, v, k, v], cls_layers="DynamicSlidingWindowLayer")
+        self.assertEqual(ckv.n_layers, 2)
+        c = ckv.make_dynamic_cache()
+        self.assertEqual(get_cache_layer_types(c), ["sliding_attention"] * 2)
+        self.assertEqual(c.layers[0].sliding_window, k.shape[2])
+        empty = CacheKeyValue()
+        self.assertIsNone(empty.key_cache)
+        self.assertEqual((empty.n_layers, len(empty), empty.aslist()), (0, 0, []))
+        self.assertRaise(empty.make_dynamic_cache, CacheInputError, "no keys and values")
+        self.assertRaise(lambda: CacheKeyValue([k, v, k]), CacheInputError, "even length")
+        self.assertRaise(lambda: CacheKeyValue("cache"), TypeError, "cache must be")
+        self.assertRaise(
+            lambda: CacheKeyValue(make_dynamic_cache([(k, v)]), cls_layers="DynamicLayer"),
+            CacheInputError,
+            "cls_layers cannot be given",
+        )
+
+    def test_make_dynamic_cache_cls_layers(self):
+        k, v = _kv(seq=5)
+        c = make_dynamic_cache([(k, v), (k, v)], cls_layers="DynamicLayer")
+        self.assertEqual(get_cache_layer_types(c), ["full_attention"] * 2)
+        sliding = compat.cache_class("DynamicSlidingWindowLayer")
+        c = make_dynamic_cache(
+            [(k, v), (k, v)],
+            cls_layers=[compat.cache_class("DynamicLayer"), sliding],
+            cls_kwargs=[{}, dict(sliding_window=8)],
+        )
+        self.assertEqual(get_cache_layer_types(c), ["full_attention", "sliding_attention"])
+        self.assertEqual(c.layers[1].sliding_window, 8)
+        c = make_dynamic_cache([k, v], cls_layers=[sliding])
+        self.assertEqual(c.layers[0].sliding_window, 5)
+        self.assertEqual(len(make_dynamic_cache([], cls_layers="DynamicLayer").layers), 0)
+
+    def test_make_dynamic_cache_cls_layers_errors(self):
+        k, v = _kv()
+        self.assertRaise(
+            lambda: make_dynamic_cache([(k, v)], cls_layers="StaticLayer"),
+            CacheInputError,
+            "cls_layers[0]='StaticLayer' is not supported",
+        )
+        self.assertRaise(
+            lambda: make_dynamic_cache([(k, v)], cls_layers=["DynamicLayer"] * 2),
+            CacheInputError,
+            "one per layer (1)",
+        )
+        self.assertRaise(
+            lambda: make_dynamic_cache(
+                [(k, v)], layer_types=["full_attention"], cls_layers="DynamicLayer"
+            ),
+            CacheInputError,
+            "not both",
+        )
+        self.assertRaise(
+            lambda: make_dynamic_cache([(k, v)], cls_kwargs=dict(sliding_window=2)),
+            CacheInputError,
+            "cls_kwargs needs cls_layers",
+        )
+        self.assertRaise(
+            lambda: make_dynamic_cache(
+                [(k, v)], cls_layers="DynamicSlidingWindowLayer", cls_kwargs=dict(size=2)
+            ),
+            CacheInputError,
+            "unsupported keys ['size']",
+        )
+
+    def test_three_and_five_dimensional_full_layers(self):
+        for shape in [(2, 5, 4), (2, 3, 4, 5, 6)]:
+            with self.subTest(shape=shape):
+                k, v = torch.rand(shape), torch.rand(shape)
+                c = make_dynamic_cache([(k, v), (k + 1, v + 1)])
+                self.assertEqual(c.get_seq_length(), shape[-2])
+                flat, spec = torch.utils._pytree.tree_flatten(c)
+                self.assertEqual(len(flat), 4)
+                self.assertEqualAny(torch.utils._pytree.tree_unflatten(flat, spec), c)
+        k = torch.rand(2, 5, 4)
+        self.assertRaise(
+            lambda: make_dynamic_cache(
+                [(k, k)], layer_types=["sliding_attention"], sliding_window=3
+            ),
+            CacheInputError,
+            "a sliding layer needs 4 dimensions",
+        )
+        self.assertRaise(
+            lambda: make_dynamic_cache([(torch.rand(2, 4), torch.rand(2, 4))]),
+            CacheInputError,
+            "at least 3 dimensions",
+        )
+        self.assertRaise(
+            lambda: make_dynamic_cache([(k, torch.rand(2, 6, 4))]),
+            CacheInputError,
+            "key and value disagree",
+        )
+
+    def test_sliding_window_cache_default_window(self):
+        c = make_sliding_window_cache([_kv(seq=3), _kv(seq=3)])
+        self.assertEqual([la.sliding_window for la in c.layers], [3, 3])
+        k, v = _kv(seq=4)
+        self.assertEqual(make_sliding_window_cache([k, v]).layers[0].sliding_window, 4)
+        self.assertEqual(len(make_sliding_window_cache([]).layers), 0)
+
+    def test_flatten_unflatten_for_dynamic_shapes(self):
+        from onnx_diagnostic.cache_helpers import flatten_unflatten_for_dynamic_shapes as fu
+
+        k, v = _kv()
+        cache = make_dynamic_cache([(k, v), (k, v)])
+        inputs = dict(input_ids=torch.zeros((2, 3)), cache=cache, extra=(torch.ones(1), None))
+        res = fu(inputs)
+        self.assertIsInstance(res, list)
+        self.assertEqual(len(res), 3)
+        self.assertEqual(len(res[1]), 4)
+        self.assertIs(res[1][0], k)
+        shapes = fu(inputs, use_dict=True, change_function=lambda t: t.shape[0])
+        self.assertEqual(shapes, dict(input_ids=2, cache=[2, 2, 2, 2], extra=(1, None)))
+        self.assertIs(fu(k), k)
+        self.assertEqual(fu([]), [])
+        enc = make_encoder_decoder_cache(cache, make_dynamic_cache([(k, v), (k, v)]))
+        self.assertEqual(fu(enc, change_function=lambda t: 0), [[0, 0, 0, 0], [0, 0, 0, 0]])
+        self.assertRaise(lambda: fu(inputs, change_function=3), TypeError, "change_function")
 
 
 if __name__ == "__main__":

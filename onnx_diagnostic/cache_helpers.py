@@ -36,6 +36,8 @@ from .helpers.helper import _is_dynamic_cache  # DynamicCache and its subclasses
 
 __all__ = [
     "CacheInputError",
+    "CacheKeyValue",
+    "flatten_unflatten_for_dynamic_shapes",
     "flatten_dynamic_cache",
     "get_cache_kv",
     "get_cache_layer_types",
@@ -55,7 +57,25 @@ class CacheInputError(ValueError):
     """Raised when the tensors given to build a cache are not consistent."""
 
 
-def _check_pairs(key_value_pairs: Any, argname: str = "key_value_pairs") -> list[tuple]:
+def _pairs_of_flat_list(key_value_pairs: Any, argname: str) -> Any:
+    """``[k0, v0, k1, v1, ...]`` (onnx-diagnostic accepts it) as ``[(k0, v0), (k1, v1)]``."""
+    if (
+        isinstance(key_value_pairs, (list, tuple))
+        and key_value_pairs
+        and all(isinstance(t, torch.Tensor) for t in key_value_pairs)
+    ):
+        if len(key_value_pairs) % 2:
+            raise CacheInputError(
+                f"{argname}: a flat list of tensors [key_0, value_0, key_1, ...] must have an "
+                f"even length, got {len(key_value_pairs)} tensors"
+            )
+        return list(zip(key_value_pairs[::2], key_value_pairs[1::2]))
+    return key_value_pairs
+
+
+def _check_pairs(
+    key_value_pairs: Any, argname: str = "key_value_pairs", min_rank: int = 4
+) -> list[tuple]:
     if isinstance(key_value_pairs, (torch.Tensor, dict)) or not isinstance(
         key_value_pairs, Sequence
     ):
@@ -63,6 +83,7 @@ def _check_pairs(key_value_pairs: Any, argname: str = "key_value_pairs") -> list
             f"{argname} must be a list of (key, value) tensor pairs, "
             f"not {type(key_value_pairs).__name__}"
         )
+    key_value_pairs = _pairs_of_flat_list(key_value_pairs, argname)
     pairs = []
     ref = None
     for i, pair in enumerate(key_value_pairs):
@@ -78,12 +99,17 @@ def _check_pairs(key_value_pairs: Any, argname: str = "key_value_pairs") -> list
                 raise CacheInputError(
                     f"{argname}[{i}] {name} must be a torch.Tensor, not {type(t).__name__}"
                 )
-            if t.dim() != 4:
+            if min_rank == 4 and t.dim() != 4:
                 raise CacheInputError(
                     f"{argname}[{i}] {name} must have 4 dimensions "
                     f"(batch, heads, sequence, head_dim), got shape {tuple(t.shape)}"
                 )
-        if key.shape[:3] != value.shape[:3]:
+            if t.dim() < min_rank:
+                raise CacheInputError(
+                    f"{argname}[{i}] {name} must have at least {min_rank} dimensions "
+                    f"(batch, ..., sequence, head_dim), got shape {tuple(t.shape)}"
+                )
+        if key.dim() != value.dim() or key.shape[:-1] != value.shape[:-1]:
             raise CacheInputError(
                 f"{argname}[{i}]: key and value disagree on (batch, heads, sequence): "
                 f"{tuple(key.shape)} vs {tuple(value.shape)}"
@@ -94,6 +120,12 @@ def _check_pairs(key_value_pairs: Any, argname: str = "key_value_pairs") -> list
             )
         if ref is None:
             ref = (i, key)
+        elif key.dim() != ref[1].dim():
+            raise CacheInputError(
+                f"{argname}[{i}].key has {key.dim()} dimensions but {argname}[{ref[0]}].key "
+                f"has {ref[1].dim()} dimensions: every layer must have the same rank, "
+                f"shape {tuple(key.shape)} vs {tuple(ref[1].shape)}"
+            )
         elif key.shape[0] != ref[1].shape[0]:
             raise CacheInputError(
                 f"{argname}[{i}].key has batch size {key.shape[0]} but "
@@ -151,19 +183,72 @@ def _new_dynamic_cache(layers: list) -> Any:
     return cache
 
 
+def _layer_types_of_classes(
+    cls_layers: Any, cls_kwargs: Any, pairs: list[tuple], sliding_window: int | None
+) -> tuple[list[str], int | None]:
+    """onnx-diagnostic's ``cls_layers`` / ``cls_kwargs`` as ``layer_types``, ``sliding_window``."""
+    kinds = {"DynamicLayer": FULL_ATTENTION, "DynamicSlidingWindowLayer": SLIDING_ATTENTION}
+    if isinstance(cls_layers, (str, type)):
+        cls_layers = [cls_layers] * len(pairs)
+    if not isinstance(cls_layers, (list, tuple)) or len(cls_layers) != len(pairs):
+        raise CacheInputError(
+            f"cls_layers must be a class, a class name or a list of one per layer "
+            f"({len(pairs)}), got {cls_layers!r}"
+        )
+    if cls_kwargs is None:
+        cls_kwargs = [{}] * len(pairs)
+    elif isinstance(cls_kwargs, dict):
+        cls_kwargs = [cls_kwargs] * len(pairs)
+    if not isinstance(cls_kwargs, (list, tuple)) or len(cls_kwargs) != len(pairs):
+        raise CacheInputError(
+            f"cls_kwargs must be a dict or a list of one dict per layer, got {cls_kwargs!r}"
+        )
+    layer_types = []
+    windows = set()
+    for i, (cls, kws) in enumerate(zip(cls_layers, cls_kwargs)):
+        name = cls if isinstance(cls, str) else getattr(cls, "__name__", repr(cls))
+        if name not in kinds or (not isinstance(cls, str) and cls is not compat.cache_class(name)):
+            raise CacheInputError(
+                f"cls_layers[{i}]={name!r} is not supported, expected one of {sorted(kinds)}"
+            )
+        layer_types.append(kinds[name])
+        if kinds[name] == SLIDING_ATTENTION:
+            bad = set(kws) - {"sliding_window"}
+            if bad:
+                raise CacheInputError(f"cls_kwargs[{i}] has unsupported keys {sorted(bad)}")
+            # onnx-diagnostic: the window defaults to the sequence length of the keys
+            windows.add(kws.get("sliding_window", sliding_window or pairs[i][0].shape[-2]))
+    if len(windows) > 1:
+        raise CacheInputError(f"every sliding layer must have the same window, got {windows}")
+    return layer_types, (windows.pop() if windows else sliding_window)
+
+
 def make_dynamic_cache(
-    key_value_pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    key_value_pairs: Sequence[tuple[torch.Tensor, torch.Tensor]] | Sequence[torch.Tensor],
     layer_types: Sequence[str] | None = None,
     sliding_window: int | None = None,
+    cls_layers: str | type | Sequence[str | type] | None = None,
+    cls_kwargs: dict[str, int] | Sequence[dict[str, int]] | None = None,
 ) -> Any:
     """
     Creates a :class:`transformers.cache_utils.DynamicCache` holding exactly the given tensors.
 
     :param key_value_pairs: one ``(key, value)`` pair per layer, each of shape
-        ``(batch, heads, sequence, head_dim)``; an empty list gives an empty cache
+        ``(batch, heads, sequence, head_dim)``, or the flat list
+        ``[key_0, value_0, key_1, value_1, ...]``; an empty list gives an empty cache;
+        full attention layers also accept tensors of rank 3 or more than 4
+        (``(batch, ..., sequence, head_dim)``), as ``DynamicLayer`` does, sliding layers
+        need 4 dimensions
     :param layer_types: optional, one of ``"full_attention"`` or ``"sliding_attention"``
         per layer (as in ``config.layer_types``), sliding layers need ``sliding_window``
     :param sliding_window: window size of the sliding layers
+    :param cls_layers: onnx-diagnostic's way to give the layer types: a layer class of
+        ``transformers.cache_utils`` or its name (``"DynamicLayer"``,
+        ``"DynamicSlidingWindowLayer"``) for every layer, or a list of one per layer;
+        not with ``layer_types``
+    :param cls_kwargs: with ``cls_layers``, ``dict(sliding_window=...)`` (or one dict per
+        layer); the window defaults to ``sliding_window``, then to the sequence length
+        of the keys, as onnx-diagnostic does
     :return: a DynamicCache
 
     >>> import torch
@@ -172,7 +257,16 @@ def make_dynamic_cache(
     >>> string_type(cache, with_shape=True)
     'DynamicCache(key_cache=#1[T1s2x4x3x7], value_cache=#1[T1s2x4x3x7])'
     """
-    pairs = _check_pairs(key_value_pairs)
+    pairs = _check_pairs(key_value_pairs, min_rank=3)
+    if cls_layers is not None:
+        if layer_types is not None:
+            raise CacheInputError("give layer_types or cls_layers, not both")
+        if pairs:
+            layer_types, sliding_window = _layer_types_of_classes(
+                cls_layers, cls_kwargs, pairs, sliding_window
+            )
+    elif cls_kwargs is not None:
+        raise CacheInputError("cls_kwargs needs cls_layers")
     if isinstance(layer_types, str):
         raise CacheInputError(
             f"layer_types must be a list with one kind per layer, not the string "
@@ -187,6 +281,11 @@ def make_dynamic_cache(
         )
     for i, kind in enumerate(layer_types):
         if kind in (SLIDING_ATTENTION, "chunked_attention"):
+            if pairs[i][0].dim() != 4:
+                raise CacheInputError(
+                    f"key_value_pairs[{i}]: a sliding layer needs 4 dimensions "
+                    f"(batch, heads, sequence, head_dim), got shape {tuple(pairs[i][0].shape)}"
+                )
             sliding_window = _check_positive_int(
                 sliding_window, f"sliding_window (needed by layer_types[{i}]={kind!r})"
             )
@@ -226,10 +325,18 @@ def build_dynamic_cache(
 
 
 def make_sliding_window_cache(
-    key_value_pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], sliding_window: int
+    key_value_pairs: Sequence[tuple[torch.Tensor, torch.Tensor]] | Sequence[torch.Tensor],
+    sliding_window: int | None = None,
 ) -> Any:
     """
-    Creates a DynamicCache whose layers are all ``DynamicSlidingWindowLayer``.
+    Creates a DynamicCache whose layers are all ``DynamicSlidingWindowLayer``
+    (transformers 5 removed ``SlidingWindowCache``, onnx-diagnostic built one).
+
+    :param key_value_pairs: one ``(key, value)`` pair per layer (4 dimensions), or the
+        flat list ``[key_0, value_0, ...]``
+    :param sliding_window: the window; None takes the sequence length of the first key,
+        as onnx-diagnostic did
+    :return: a DynamicCache
 
     >>> import torch
     >>> c = make_sliding_window_cache([(torch.rand(1, 2, 3, 4), torch.rand(1, 2, 3, 4))], 8)
@@ -237,6 +344,10 @@ def make_sliding_window_cache(
     ['sliding_attention']
     """
     pairs = _check_pairs(key_value_pairs)
+    if sliding_window is None:
+        if not pairs:
+            return make_dynamic_cache([])
+        sliding_window = pairs[0][0].shape[-2]
     sliding_window = _check_positive_int(sliding_window, "sliding_window")
     return make_dynamic_cache(
         pairs, layer_types=[SLIDING_ATTENTION] * len(pairs), sliding_window=sliding_window
@@ -508,6 +619,148 @@ def get_cache_kv(cache: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
             keys.append(layer.keys)
             values.append(layer.values)
     return keys, values
+
+
+class CacheKeyValue:
+    """
+    The keys and values of a cache as two lists, whatever the version of transformers
+    (4.56 removed ``cache.key_cache`` / ``cache.value_cache``), as onnx-diagnostic's
+    class of the same name.
+
+    :param cache: a transformers cache (read through :func:`get_cache_kv`: layers never
+        updated, linear attention and dummy layers are skipped), the flat list
+        ``[key_0, value_0, key_1, value_1, ...]``, or None (both lists are then None)
+    :param cls_layers: the layer classes :meth:`make_dynamic_cache` uses (see the argument
+        of :func:`make_dynamic_cache`); taken from the cache when it has layers, so it
+        cannot be given with a cache
+
+    >>> import torch
+    >>> kv = (torch.zeros(1, 2, 3, 4), torch.ones(1, 2, 3, 4))
+    >>> ckv = CacheKeyValue(make_dynamic_cache([kv, kv]))
+    >>> ckv.n_layers, len(ckv), type(ckv.make_dynamic_cache()).__name__
+    (2, 4, 'DynamicCache')
+    """
+
+    def __init__(self, cache: Any = None, cls_layers: Any = None):
+        self.key_cache: list[torch.Tensor] | None
+        self.value_cache: list[torch.Tensor] | None
+        if cache is None:
+            self.key_cache = self.value_cache = None
+            self.cls_layers = cls_layers
+        elif isinstance(cache, _cu.Cache):
+            if cls_layers is not None:
+                raise CacheInputError(
+                    f"CacheKeyValue: cls_layers cannot be given with a cache "
+                    f"({type(cache).__name__} has its own layers)"
+                )
+            self.key_cache, self.value_cache = get_cache_kv(cache)
+            layers = [
+                la for la in getattr(cache, "layers", []) if getattr(la, "keys", None) is not None
+            ]
+            self.cls_layers = [type(la) for la in layers] or None
+            self._layers = layers
+        elif isinstance(cache, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in cache):
+            pairs = _pairs_of_flat_list(list(cache), "cache")
+            self.key_cache = [k for k, _ in pairs]
+            self.value_cache = [v for _, v in pairs]
+            self.cls_layers = cls_layers
+        else:
+            raise TypeError(
+                "CacheKeyValue: cache must be a transformers Cache, a flat list of tensors "
+                f"or None, not {type(cache).__name__}"
+            )
+
+    @property
+    def n_layers(self) -> int:
+        """Number of layers holding keys and values."""
+        return len(self.key_cache) if self.key_cache else 0
+
+    def __len__(self) -> int:
+        """Number of tensors (keys and values)."""
+        return len(self.key_cache or []) + len(self.value_cache or [])
+
+    def aslist(self) -> list[torch.Tensor]:
+        """The tensors in the canonical order ``[key_0, value_0, key_1, value_1, ...]``."""
+        if self.key_cache is None or self.value_cache is None:
+            return []
+        return [t for kv in zip(self.key_cache, self.value_cache) for t in kv]
+
+    def make_dynamic_cache(self) -> Any:
+        """Builds a DynamicCache back from the lists (and ``cls_layers``)."""
+        if self.key_cache is None or self.value_cache is None:
+            raise CacheInputError("CacheKeyValue: no keys and values to build a cache from")
+        pairs = list(zip(self.key_cache, self.value_cache))
+        if self._layers is None:
+            return make_dynamic_cache(pairs, cls_layers=self.cls_layers)
+        # read from a cache: sliding layers stay sliding (same window), the others
+        # (static, hybrid...) become full attention layers
+        windows = [la.sliding_window for la in self._layers if getattr(la, "is_sliding", False)]
+        kinds = [
+            SLIDING_ATTENTION if getattr(la, "is_sliding", False) else FULL_ATTENTION
+            for la in self._layers
+        ]
+        if len(kinds) != len(pairs):
+            kinds = [FULL_ATTENTION] * len(pairs)
+        return make_dynamic_cache(
+            pairs, layer_types=kinds, sliding_window=windows[0] if windows else None
+        )
+
+    #: the layers read from the cache (None if built from a list)
+    _layers: list | None = None
+
+
+def flatten_unflatten_for_dynamic_shapes(
+    obj: Any,
+    use_dict: bool = False,
+    change_function: Any = None,
+) -> Any:
+    """
+    Returns a nested structure of the same shape as the dynamic shapes of ``obj``
+    (what :func:`torch.export.export` expects for it): every node registered in
+    :mod:`torch.utils._pytree` (caches, ModelOutput...) becomes the list of its children,
+    so a DynamicCache becomes the canonical flat list ``[key_0, value_0, ...]``.
+
+    :param obj: any structure of tensors
+    :param use_dict: keeps dictionaries (and tuples) as they are instead of turning them
+        into lists of their values
+    :param change_function: applied to every tensor (to replace it by its dynamic shape,
+        its shape...)
+    :return: the structure
+
+    >>> import torch
+    >>> kv = (torch.zeros(1, 2, 3, 4), torch.ones(1, 2, 3, 4))
+    >>> inputs = dict(input_ids=torch.zeros(1, 3), cache=make_dynamic_cache([kv]))
+    >>> flatten_unflatten_for_dynamic_shapes(
+    ...     inputs, use_dict=True, change_function=lambda t: tuple(t.shape))
+    {'input_ids': (1, 3), 'cache': [(1, 2, 3, 4), (1, 2, 3, 4)]}
+    """
+    if change_function is not None and not callable(change_function):
+        raise TypeError(f"change_function must be callable or None, got {change_function!r}")
+    if isinstance(obj, torch.Tensor):
+        return change_function(obj) if change_function else obj
+    flat, spec = torch.utils._pytree.tree_flatten(obj)
+    return _rebuild_for_dynamic_shapes(flat, spec, use_dict, change_function, [0])
+
+
+def _rebuild_for_dynamic_shapes(
+    flat: list, spec: Any, use_dict: bool, change_function: Any, pos: list[int]
+) -> Any:
+    if spec.is_leaf():
+        value = flat[pos[0]]
+        pos[0] += 1
+        if isinstance(value, torch.Tensor) and change_function is not None:
+            return change_function(value)
+        return value
+    children = [
+        _rebuild_for_dynamic_shapes(flat, child, use_dict, change_function, pos)
+        for child in spec.children()
+    ]
+    if use_dict:
+        if spec.type is dict:
+            return dict(zip(spec.context, children))
+        if spec.type is tuple:
+            return tuple(children)
+    return children
 
 
 def _install_legacy_properties() -> None:
