@@ -332,8 +332,9 @@ class TestModelInputs(ExtTestCase):
             ModelInputs(AddModel(), [(torch.randn(1),), 3])
         self.assertIn("inputs[1]", str(cm.exception))
         mi = ModelInputs(AddModel(), [(torch.randn(1), torch.randn(1))] * 2)
+        # a string other than "dim" is a prefix since onnx-diagnostic's semantics were adopted
         with self.assertRaises(ValueError):
-            mi.guess_dynamic_shapes(auto="dims")
+            mi.guess_dynamic_shapes(auto=3)
 
     def test_move_to_kwargs_errors(self):
         class VarArgs(torch.nn.Module):
@@ -517,6 +518,84 @@ class TestSeed001(ExtTestCase):
             out,
         )
         self.assertEqual(len(_dims(results[5])), 5)
+
+
+class TestModelInputsOnnxDiagnosticArguments(ExtTestCase):
+    """method_name, level, name, auto=True and auto='<prefix>', **kwargs nesting"""
+
+    def test_method_name_level_name(self):
+        class Model(torch.nn.Module):
+            def forward(self, x):
+                return x
+
+            def generate(self, input_ids, max_length=3):
+                return input_ids
+
+        sets = [(torch.ones(2, 3),), (torch.ones(3, 4),)]
+        mi = ModelInputs(Model(), sets, level=1, method_name="generate", name="gen")
+        self.assertEqual((mi.level, mi.name, mi.method_name), (1, "gen", "generate"))
+        args, kwargs, ds = mi.move_to_kwargs(sets[0], {}, mi.guess_dynamic_shapes())
+        self.assertEqual(list(kwargs), ["input_ids"])
+        self.assertEqual(list(ds[1]), ["input_ids"])
+        self.assertEqual(ModelInputs(Model(), sets).level, 0)
+
+    def test_method_name_bad(self):
+        sets = [(torch.ones(2),)]
+        self.assertRaise(
+            lambda: ModelInputs(torch.nn.Linear(2, 2), sets, method_name="missing"),
+            AttributeError,
+            "method_name='missing'",
+        )
+        self.assertRaise(lambda: ModelInputs(None, sets, level=-1), TypeError, "level")
+        self.assertRaise(lambda: ModelInputs(None, sets, name=3), TypeError, "name must")
+        self.assertRaise(lambda: ModelInputs(None, sets, method_name=""), TypeError, "method_name")
+
+    def test_auto_true_gives_dim_auto(self):
+        class Model(torch.nn.Module):
+            def forward(self, x, y):
+                return x + y
+
+        sets = [(torch.ones(2, 3), torch.ones(2, 3)), (torch.ones(3, 3), torch.ones(3, 3))]
+        args_ds, kwargs_ds = ModelInputs(Model(), sets).guess_dynamic_shapes(auto=True)
+        self.assertEqual(args_ds, ({0: torch.export.Dim.AUTO}, {0: torch.export.Dim.AUTO}))
+        ep = torch.export.export(Model(), sets[0], dynamic_shapes=args_ds)
+        self.assertEqual(len(ep.graph_signature.user_inputs), 2)
+
+    def test_auto_prefix(self):
+        class Model(torch.nn.Module):
+            def forward(self, x, y=None):
+                return x
+
+        sets = [
+            dict(x=torch.ones(2, 3), y=torch.ones(5)),
+            dict(x=torch.ones(3, 4), y=torch.ones(6)),
+        ]
+        _, kwargs_ds = ModelInputs(Model(), sets).guess_dynamic_shapes(auto="dd")
+        self.assertEqual(kwargs_ds, dict(x={0: "dd_0", 1: "dd_1"}, y={0: "dd_2"}))
+        self.assertRaise(
+            lambda: ModelInputs(Model(), sets).guess_dynamic_shapes(auto=""), ValueError, "auto"
+        )
+        self.assertRaise(
+            lambda: ModelInputs(Model(), sets).guess_dynamic_shapes(auto=1), ValueError, "auto"
+        )
+
+    def test_var_keyword_nested_after_move_to_kwargs(self):
+        class Model(torch.nn.Module):
+            def forward(self, x, **kwargs):
+                return x + kwargs["extra"]
+
+        sets = [
+            ((torch.ones(2, 3),), dict(extra=torch.ones(2, 3))),
+            ((torch.ones(4, 3),), dict(extra=torch.ones(4, 3))),
+        ]
+        mi = ModelInputs(Model(), sets)
+        ds = mi.guess_dynamic_shapes()
+        self.assertIn("kwargs", ds[1])
+        args, kwargs, new_ds = mi.move_to_kwargs(*sets[0], ds)
+        self.assertEqual(list(new_ds[1]), ["x", "kwargs"])
+        self.assertEqual(list(new_ds[1]["kwargs"]), ["extra"])
+        self.assertEqual(list(kwargs), ["x", "extra"])
+        self.assertEqual(args, ())
 
 
 if __name__ == "__main__":

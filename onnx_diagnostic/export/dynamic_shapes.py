@@ -296,6 +296,11 @@ class ModelInputs:
     :param inputs: a list of input sets, each of them a tuple of positional arguments,
         a dictionary of named arguments, or a pair ``(args, kwargs)``
         (a tuple of two elements, a tuple then a dictionary)
+    :param level: depth of the module in the model (kept as ``.level``, onnx-diagnostic
+        used it to indent what it printed)
+    :param method_name: the method whose signature names the arguments (``forward``
+        by default, ``generate``...)
+    :param name: a name for the module (kept as ``.name``)
 
     ``.inputs`` holds them normalized as ``(args, kwargs)`` pairs.
 
@@ -310,13 +315,38 @@ class ModelInputs:
     ((), {'x': {0: DimHint(DYNAMIC), 1: DimHint(DYNAMIC)}, 'y': {1: DimHint(DYNAMIC)}})
     """
 
-    def __init__(self, model: torch.nn.Module | Callable, inputs: Sequence[Any]):
+    def __init__(
+        self,
+        model: torch.nn.Module | Callable | None,
+        inputs: Sequence[Any],
+        level: int = 0,
+        method_name: str = "forward",
+        name: str = "main",
+    ):
         if not isinstance(inputs, (list, tuple)) or isinstance(inputs, torch.Tensor):
             raise TypeError(f"inputs must be a list of input sets, not {type(inputs).__name__}")
         if not inputs:
             raise ValueError("inputs must contain at least one input set")
+        if not isinstance(level, int) or isinstance(level, bool) or level < 0:
+            raise TypeError(f"level must be a non-negative int, not {level!r}")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a string, not {name!r}")
+        if not isinstance(method_name, str) or not method_name:
+            raise TypeError(f"method_name must be a non-empty string, not {method_name!r}")
         self.model = model
-        self.forward = model.forward if isinstance(model, torch.nn.Module) else model
+        self.level = level
+        self.name = name
+        self.method_name = method_name
+        if isinstance(model, torch.nn.Module) or (
+            model is not None and method_name != "forward" and not inspect.isroutine(model)
+        ):
+            if not callable(getattr(model, method_name, None)):
+                raise AttributeError(
+                    f"method_name={method_name!r}: {type(model).__name__} has no such method"
+                )
+            self.forward = getattr(model, method_name)
+        else:
+            self.forward = model
         try:
             self.signature: inspect.Signature | None = inspect.signature(self.forward)
         except (TypeError, ValueError):
@@ -385,7 +415,9 @@ class ModelInputs:
         Guesses the dynamic shapes: a dimension is dynamic when its size differs between
         two input sets.
 
-        :param auto: False to use ``Dim.DYNAMIC``, True for ``Dim.AUTO``, ``"dim"`` for
+        :param auto: False to use ``Dim.DYNAMIC``, True for ``Dim.AUTO``, another string
+            than ``"dim"`` is a prefix: every dynamic dimension is named by the string
+            ``<prefix>_<n>`` (n counting the dynamic dimensions in order), ``"dim"`` for
             named :class:`torch.export.Dim`, one shared by all dimensions taking the same
             sizes in every input set (``batch`` for the first dimensions, ``<arg>_<axis>``
             for the others), a derived dimension ``<dim> + k`` for one always equal to
@@ -400,8 +432,8 @@ class ModelInputs:
         Input sets of different structures raise a :class:`DynamicShapesError` naming
         the place where they differ.
         """
-        if auto not in (False, True, "dim"):
-            raise ValueError(f"auto must be False, True or 'dim', not {auto!r}")
+        if not isinstance(auto, (bool, str)) or auto == "":
+            raise ValueError(f"auto must be a bool or a non-empty string, not {auto!r}")
         if len(self.inputs) == 1:
             msg = (
                 "ModelInputs received only one input set, every dimension is static; "
@@ -435,6 +467,10 @@ class ModelInputs:
         if auto == "dim":
             named = _name_dims(collector.dims)
             mapping: Callable[[_DynamicDim], Any] = lambda d: named[id(d)]
+        elif isinstance(auto, str):
+            counter = iter(range(len(collector.dims) + 1))
+            prefix = auto
+            mapping = lambda d: f"{prefix}_{next(counter)}"
         else:
             value = torch.export.Dim.AUTO if auto else torch.export.Dim.DYNAMIC
             mapping = lambda d: value
