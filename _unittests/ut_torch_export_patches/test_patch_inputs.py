@@ -213,8 +213,10 @@ class TestConvertLegacyCaches(ExtTestCase):
 
     def test_bad_legacy_cache_raises(self):
         k, v = _kv()
+        # rank 3 is a valid full attention layer since make_dynamic_cache follows
+        # DynamicLayer (onnx-diagnostic), rank 2 is not
         with self.assertRaises(CacheInputError):
-            convert_legacy_caches({"past_key_values": ((k[0], v[0]),)})
+            convert_legacy_caches({"past_key_values": ((k[0, 0], v[0, 0]),)})
 
     # patch_inputs.py, convert_legacy_caches: the error comes from make_dynamic_cache and
     # names its own argument (``key_value_pairs[0] key must have 4 dimensions``), not the
@@ -223,6 +225,69 @@ class TestConvertLegacyCaches(ExtTestCase):
         k, v = _kv()
         with self.assertRaisesRegex(CacheInputError, r"past_key_values\[1\]"):
             convert_legacy_caches({"past_key_values": ((k, v), (k[0], v[0]))})
+
+
+class TestConvertDynamicAxes(ExtTestCase):
+    def test_args_cache_and_outputs(self):
+        from onnx_diagnostic.cache_helpers import get_cache_kv
+        from onnx_diagnostic.helpers.compat import cache_arg_name
+        from onnx_diagnostic.torch_export_patches.patch_inputs import (
+            convert_dynamic_axes_into_dynamic_shapes,
+        )
+
+        name = cache_arg_name()
+
+        class Model(torch.nn.Module):
+            def forward(self, input_ids, attention_mask=None, **kwargs):
+                return input_ids
+
+        kv = [(torch.zeros(2, 4, 3, 8), torch.zeros(2, 4, 3, 8)) for _ in range(2)]
+        dynamic_axes = {
+            "input_ids": {0: "batch", 1: "seq"},
+            "attention_mask": [0, 1],
+            "past_key_values.0.key": {0: "batch", 2: "past"},
+            "past_key_values.0.value": {0: "batch", 2: "past"},
+            "past_key_values.1.key": {0: "batch", 2: "past"},
+            "past_key_values.1.value": {0: "batch", 2: "past"},
+            "logits": {0: "batch"},
+            "present.0.key": {0: "batch"},
+        }
+        args, kwargs, ds = convert_dynamic_axes_into_dynamic_shapes(
+            Model(),
+            (torch.zeros(2, 3, dtype=torch.int64),),
+            {"attention_mask": torch.ones(2, 6), name: kv},
+            dynamic_axes=dynamic_axes,
+        )
+        self.assertEqual(args, ())
+        self.assertEqual(list(kwargs), ["input_ids", "attention_mask", name])
+        self.assertEqual(len(get_cache_kv(kwargs[name])[0]), 2)
+        self.assertEqual(ds["input_ids"], {0: "batch", 1: "seq"})
+        self.assertEqual(ds["attention_mask"], {0: "attention_mask_0", 1: "attention_mask_1"})
+        self.assertEqual(ds[name], [{0: "batch", 2: "past"}] * 4)
+        self.assertNotIn("logits", ds)
+
+    def test_prefix_mapping_and_errors(self):
+        from onnx_diagnostic.torch_export_patches.patch_inputs import (
+            convert_dynamic_axes_into_dynamic_shapes as conv,
+        )
+
+        def f(x, kv):
+            return x
+
+        t = torch.zeros(1, 2, 3, 4)
+        _, kw, ds = conv(
+            f, (t, [(t, t)]), dynamic_axes={"pkv.0.key": {2: "s"}}, prefix_mapping={"pkv": "kv"}
+        )
+        self.assertEqual(ds, {"kv": [{2: "s"}, {}]})
+        self.assertRaise(lambda: conv(f, (t, t, t)), ValueError, "positional parameters")
+        self.assertRaise(lambda: conv(f, (t,), {"x": t}), ValueError, "'x' is given in args")
+        self.assertRaise(lambda: conv(f, dynamic_axes=[1]), TypeError, "dynamic_axes must be")
+        self.assertRaise(
+            lambda: conv(f, (t, [(t, t)]), dynamic_axes={"kv.3.key": {0: "b"}}),
+            ValueError,
+            "holds 1 layers only",
+        )
+        self.assertEqual(conv(f), ((), {}, {}))
 
 
 if __name__ == "__main__":

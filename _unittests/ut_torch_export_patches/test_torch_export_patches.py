@@ -282,5 +282,95 @@ class TestTorchExportPatches(ExtTestCase):
         self.assertEqual(cache.layers[0].keys.shape, (2, 1, 4, 16))
 
 
+class _Target:
+    def value(self):
+        return 1
+
+
+class _PatchTarget:
+    _PATCHED_CLASS_ = _Target
+    _PATCHES_ = ["value", "extra"]
+
+    def value(self):
+        return 2
+
+    def extra(self):
+        return 3
+
+
+class TestTorchExportPatchesOnnxDiagnosticArguments(ExtTestCase):
+    def test_custom_patches_applied_and_restored(self):
+        original = _Target.__dict__["value"]
+        cm = torch_export_patches(custom_patches=[_PatchTarget])
+        for _ in range(2):  # re-enterable
+            with cm:
+                self.assertEqual(_Target().value(), 2)
+                self.assertEqual(_Target().extra(), 3)
+            self.assertIs(_Target.__dict__["value"], original)
+            self.assertNotIn("extra", _Target.__dict__)
+
+    def test_custom_patches_restored_on_exception(self):
+        original = _Target.__dict__["value"]
+
+        def run():
+            with torch_export_patches(custom_patches=[_PatchTarget], patch_transformers=True):
+                raise KeyError("inside")
+
+        self.assertRaise(run, KeyError, "inside")
+        self.assertIs(_Target.__dict__["value"], original)
+        self.assertNotIn("extra", _Target.__dict__)
+
+    def test_custom_patches_bad(self):
+        class NoTarget:
+            _PATCHES_ = ["value"]
+
+        class Missing:
+            _PATCHED_CLASS_ = _Target
+            _PATCHES_ = ["nothing"]
+
+        for bad, exc, msg in [
+            (_PatchTarget, TypeError, "must be a list"),
+            ([3], TypeError, "custom_patches[0] must be a class"),
+            ([NoTarget], TypeError, "_PATCHED_CLASS_"),
+            ([Missing], AttributeError, "does not define ['nothing']"),
+        ]:
+            with self.subTest(msg=msg):
+
+                def run(bad=bad):
+                    with torch_export_patches(custom_patches=bad):
+                        pass
+
+                self.assertRaise(run, exc, msg)
+        self.assertEqual(_Target().value(), 1)
+
+    def test_onnx_diagnostic_arguments_accepted(self):
+        with torch_export_patches(
+            patch_sympy=True,
+            patch_torch=True,
+            patch_transformers=True,
+            patch_diffusers=False,
+            catch_constraints=True,
+            stop_if_static=1,
+            verbose=0,
+            patch=True,
+            custom_patches=None,
+            rewrite=None,
+            dump_rewriting=None,
+        ) as f:
+            self.assertEqual(f({"x": 1}), {"x": 1})
+
+        def run():
+            with torch_export_patches(rewrite=[object]):
+                pass
+
+        self.assertRaise(run, NotImplementedError, "rewrite")
+
+        def run2():
+            with torch_export_patches(stop_if_static="yes"):
+                pass
+
+        self.assertRaise(run2, TypeError, "stop_if_static")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -40,6 +40,14 @@ def torch_export_patches(
     patch_torch: bool = True,
     patch: bool = True,
     verbose: int = 0,
+    patch_sympy: bool = True,
+    patch_diffusers: bool = False,
+    catch_constraints: bool = True,
+    stop_if_static: int = 0,
+    custom_patches: list[type] | None = None,
+    rewrite: list[Any] | None = None,
+    dump_rewriting: str | None = None,
+    patch_details: Any = None,
 ) -> Iterator[Callable[[Any], Any]]:
     """
     Context manager making transformers models exportable.
@@ -56,6 +64,23 @@ def torch_export_patches(
         torch>=2.9 for the supported models)
     :param patch: False disables everything but the registrations
     :param verbose: prints what is registered and patched
+    :param patch_sympy: accepted for onnx-diagnostic's signature (no sympy patch is needed
+        by the supported torch versions)
+    :param patch_diffusers: accepted, no diffusers patch is declared here
+    :param catch_constraints: accepted; :func:`torch.export.export` reports the
+        constraints violations itself
+    :param stop_if_static: accepted, not implemented: onnx-diagnostic replaced internal
+        functions of torch's ShapeEnv to raise where a dynamic dimension becomes static;
+        use ``TORCH_LOGS="+dynamic"`` to see the specializations
+    :param custom_patches: classes patching other classes as onnx-diagnostic defines
+        them: each has the attribute ``_PATCHED_CLASS_`` (the class to patch) and
+        ``_PATCHES_`` (the names of its methods replacing those of ``_PATCHED_CLASS_``);
+        they are applied after the other patches and restored on exit
+    :param rewrite: must be None: rewriting methods with control flow (onnx-diagnostic's
+        ``patch_module.transform_method``) is not available here, a value raises
+        ``NotImplementedError``
+    :param dump_rewriting: accepted with ``rewrite=None`` only
+    :param patch_details: accepted, unused
     :return: a function ``modificator(inputs)`` returning inputs usable for export
         (legacy tuple caches become DynamicCache), the inputs themselves when nothing
         needs converting
@@ -67,6 +92,15 @@ def torch_export_patches(
                 model, (), kwargs=modificator(inputs), dynamic_shapes=ds, strict=False
             )
     """
+    if rewrite:
+        raise NotImplementedError(
+            "torch_export_patches: rewrite is not implemented in this package, rewrite the "
+            "control flow with torch.cond or pass rewrite=None"
+        )
+    for name, value in (("stop_if_static", stop_if_static), ("verbose", verbose)):
+        if not isinstance(value, int):
+            raise TypeError(f"torch_export_patches: {name} must be an int, not {value!r}")
+    custom = _check_custom_patches(custom_patches)
     with contextlib.ExitStack() as stack:
         _ACTIVE.append(dict(patch_transformers=patch_transformers, patch_torch=patch_torch))
         stack.callback(_ACTIVE.pop)
@@ -83,7 +117,51 @@ def torch_export_patches(
                     stack.callback(_undo, applied, verbose)
                     if verbose:
                         print(f"[torch_export_patches] patches {applied.target} ({spec.name})")
+        for cls in custom:
+            target = cls._PATCHED_CLASS_
+            for name in cls._PATCHES_:
+                had = name in target.__dict__
+                previous = target.__dict__.get(name)
+                setattr(target, name, cls.__dict__[name])
+                stack.callback(_restore_attribute, target, name, had, previous, verbose)
+                if verbose:
+                    print(
+                        f"[torch_export_patches] patches {target.__name__}.{name} ({cls.__name__})"
+                    )
         yield convert_legacy_caches
+
+
+def _check_custom_patches(custom_patches: Any) -> list[type]:
+    """The classes of ``custom_patches``, checked before anything is patched."""
+    if custom_patches is None:
+        return []
+    if not isinstance(custom_patches, (list, tuple)):
+        raise TypeError(
+            f"custom_patches must be a list of classes, not {type(custom_patches).__name__}"
+        )
+    for i, cls in enumerate(custom_patches):
+        where = f"custom_patches[{i}]"
+        if not isinstance(cls, type):
+            raise TypeError(f"{where} must be a class, not {type(cls).__name__}")
+        target = getattr(cls, "_PATCHED_CLASS_", None)
+        names = getattr(cls, "_PATCHES_", None)
+        if not isinstance(target, type):
+            raise TypeError(f"{where} ({cls.__name__}) must define _PATCHED_CLASS_ (a class)")
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"{where} ({cls.__name__}) must define _PATCHES_ (method names)")
+        missing = [n for n in names if n not in cls.__dict__]
+        if missing:
+            raise AttributeError(f"{where} ({cls.__name__}) does not define {missing}")
+    return list(custom_patches)
+
+
+def _restore_attribute(target: type, name: str, had: bool, previous: Any, verbose: int) -> None:
+    if had:
+        setattr(target, name, previous)
+    else:
+        delattr(target, name)
+    if verbose:
+        print(f"[torch_export_patches] restores {target.__name__}.{name}")
 
 
 #: One entry per active :func:`torch_export_patches` context, innermost last.

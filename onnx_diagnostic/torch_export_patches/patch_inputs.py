@@ -9,13 +9,18 @@ True
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
 
 from ..helpers.compat import CACHE_ARG_NAMES
 
-__all__ = ["convert_legacy_caches", "use_dyn_not_str"]
+__all__ = [
+    "convert_dynamic_axes_into_dynamic_shapes",
+    "convert_legacy_caches",
+    "use_dyn_not_str",
+]
 
 
 def use_dyn_not_str(dynamic_shapes: Any, default_value: Any = None) -> Any:
@@ -101,3 +106,117 @@ def _is_legacy_cache(obj: Any) -> bool:
             for p in obj
         )
     )
+
+
+_AXIS_NAME = re.compile(r"^(?P<prefix>[^.]+)\.(?P<layer>\d+)\.(?P<kind>key|value)$")
+
+
+def convert_dynamic_axes_into_dynamic_shapes(
+    model: Any,
+    args: tuple[Any, ...] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    dynamic_axes: dict[str, dict[int, str] | list[int]] | None = None,
+    prefix_mapping: dict[str, str] | None = None,
+    verbose: int = 0,
+) -> tuple[tuple[()], dict[str, Any], dict[str, Any]]:
+    """
+    Converts the ``dynamic_axes`` of :func:`torch.onnx.export` (the former exporter, one
+    entry per ONNX input name) into the ``dynamic_shapes`` of :func:`torch.export.export`:
+    positional arguments become named ones (names taken from ``model.forward``), a legacy
+    cache (a list of ``(key, value)`` pairs) becomes a DynamicCache, and the axes of
+    ``past_key_values.<i>.key`` / ``.value`` become the dynamic shapes of that cache in the
+    canonical flat order ``[key_0, value_0, key_1, ...]``. Axes of names which are not
+    inputs (outputs such as ``logits`` or ``present.0.key``) are dropped.
+
+    :param model: the model (or a function), its signature names the positional arguments
+    :param args: positional arguments
+    :param kwargs: named arguments
+    :param dynamic_axes: ``{input name: {axis: dim name}}`` or ``{input name: [axis, ...]}``
+    :param prefix_mapping: ONNX prefix -> argument name (``{"past_key_values": "cache"}``);
+        ``past_key_values`` and ``cache`` are always mapped to the cache argument the model
+        declares
+    :param verbose: prints what is moved, converted or dropped
+    :return: ``((), kwargs, dynamic_shapes)``
+    :raises TypeError, ValueError: naming the argument or the axis which cannot be converted
+
+    >>> import torch
+    >>> class Model(torch.nn.Module):
+    ...     def forward(self, input_ids, attention_mask=None):
+    ...         return input_ids
+    >>> _, kw, ds = convert_dynamic_axes_into_dynamic_shapes(
+    ...     Model(), (torch.zeros(2, 3),), dynamic_axes={"input_ids": {0: "batch"}, "logits": [0]})
+    >>> list(kw), ds
+    (['input_ids'], {'input_ids': {0: 'batch'}})
+    """
+    import inspect
+
+    from ..cache_helpers import make_dynamic_cache
+    from ..helpers.compat import cache_arg_name
+
+    if dynamic_axes is None:
+        dynamic_axes = {}
+    if not isinstance(dynamic_axes, dict):
+        raise TypeError(f"dynamic_axes must be a dict, not {type(dynamic_axes).__name__}")
+    forward = model.forward if isinstance(model, torch.nn.Module) else model
+    new_kwargs: dict[str, Any] = {}
+    if args:
+        try:
+            params = [
+                p
+                for p in inspect.signature(forward).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"model: cannot read the signature of {forward!r}") from e
+        if len(args) > len(params):
+            raise ValueError(
+                f"args has {len(args)} elements but the signature has {len(params)} "
+                f"positional parameters ({[p.name for p in params]})"
+            )
+        for p, value in zip(params, args):
+            if verbose:
+                print(f"[convert_dynamic_axes_into_dynamic_shapes] args -> {p.name!r}")
+            new_kwargs[p.name] = value
+    for k, v in (kwargs or {}).items():
+        if k in new_kwargs:
+            raise ValueError(f"argument {k!r} is given in args and in kwargs")
+        new_kwargs[k] = v
+    cache_name = cache_arg_name(model)
+    mapping = {name: cache_name for name in CACHE_ARG_NAMES}
+    mapping.update(prefix_mapping or {})
+    for k in list(new_kwargs):
+        v = new_kwargs[k]
+        if _is_legacy_cache(v) or (
+            isinstance(v, list) and v and all(isinstance(p, (tuple, list)) for p in v)
+        ):
+            new_kwargs[k] = make_dynamic_cache([tuple(p) for p in v])
+            if verbose:
+                print(f"[convert_dynamic_axes_into_dynamic_shapes] {k!r} -> DynamicCache")
+    dynamic_shapes: dict[str, Any] = {}
+    for name, axes in dynamic_axes.items():
+        if isinstance(axes, (list, tuple)):
+            axes = {int(a): f"{name.replace('.', '_')}_{a}" for a in axes}
+        if not isinstance(axes, dict):
+            raise TypeError(f"dynamic_axes[{name!r}] must be a dict or a list of axes")
+        if name in new_kwargs:
+            dynamic_shapes[name] = dict(axes)
+            continue
+        match = _AXIS_NAME.match(name)
+        target = mapping.get(match.group("prefix"), match.group("prefix")) if match else None
+        if target is None or target not in new_kwargs:
+            if verbose:
+                print(f"[convert_dynamic_axes_into_dynamic_shapes] drops {name!r} (no input)")
+            continue
+        n_tensors = len(torch.utils._pytree.tree_flatten(new_kwargs[target])[0])
+        index = 2 * int(match.group("layer")) + (match.group("kind") == "value")
+        if index >= n_tensors:
+            raise ValueError(
+                f"dynamic_axes[{name!r}]: {target!r} holds {n_tensors // 2} layers only"
+            )
+        flat = dynamic_shapes.setdefault(target, [None] * n_tensors)
+        flat[index] = dict(axes)
+    for name, flat in dynamic_shapes.items():
+        if isinstance(flat, list):
+            # tensors without axes are static
+            dynamic_shapes[name] = [{} if a is None else a for a in flat]
+    return (), new_kwargs, dynamic_shapes
