@@ -11,5 +11,6 @@ reference runtime and the contrib operators of onnxruntime), :class:`Onnxruntime
 
 from .evaluator import ExtendedReferenceEvaluator
 from .ort_evaluator import OnnxruntimeEvaluator
+from .torch_evaluator import TorchOnnxEvaluator
 
-__all__ = ["ExtendedReferenceEvaluator", "OnnxruntimeEvaluator"]
+__all__ = ["ExtendedReferenceEvaluator", "OnnxruntimeEvaluator", "TorchOnnxEvaluator"]

@@ -300,6 +300,8 @@ class Attention(OpRun):
         scale=None,
         softcap=0.0,
         softmax_precision=None,
+        left_window_size=-1,
+        right_window_size=-1,
     ):
         if qk_matmul_output_mode:
             raise _fail(self, "qk_matmul_output_mode != 0 is not implemented")
@@ -327,6 +329,16 @@ class Attention(OpRun):
         if is_causal:
             c = causal_bias(s, t, t - s, ct)
             bias = c if bias is None else bias + c
+        if left_window_size >= 0 or right_window_size >= 0:
+            qpos = (t - s) + np.arange(s).reshape((s, 1))
+            kpos = np.arange(t).reshape((1, t))
+            keep = np.ones((s, t), dtype=bool)
+            if left_window_size >= 0:
+                keep &= kpos >= qpos - left_window_size
+            if right_window_size >= 0:
+                keep &= kpos <= qpos + right_window_size
+            w = np.where(keep, 0, -np.inf).astype(ct)
+            bias = w if bias is None else bias + w
         y, _ = attention(q, k, v, bias, scale, softcap)
         y = y.astype(q.dtype)
         return (merge_heads(y) if three else y, k, v)

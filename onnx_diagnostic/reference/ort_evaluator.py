@@ -87,7 +87,7 @@ def _elem_type(value: Any, name: str) -> int:
 
 def _describe(value: Any) -> str:
     if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return f"{value.dtype}{tuple(value.shape)}"
+        return f"{str(value.dtype).replace('torch.', '')}{tuple(value.shape)}"
     return type(value).__name__
 
 
@@ -102,7 +102,8 @@ def outer_scope_names(node: onnx.NodeProto) -> list[str]:
     ...                      [oh.make_tensor_value_info("r", TensorProto.FLOAT, None)])
     >>> other = oh.make_graph([oh.make_node("Neg", ["B"], ["r"])], "e", [],
     ...                       [oh.make_tensor_value_info("r", TensorProto.FLOAT, None)])
-    >>> outer_scope_names(oh.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other))
+    >>> node = oh.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)
+    >>> sorted(outer_scope_names(node))
     ['A', 'B']
     """
     names: list[str] = []
@@ -149,7 +150,8 @@ class OnnxruntimeEvaluator:
     :param whole: runs the whole model in one session instead (no intermediate results)
     :param torch_or_numpy: results as torch tensors (True), numpy arrays (False), or
         (None) as the inputs given to :meth:`run`
-    :param local_functions: more functions (:class:`onnx.FunctionProto`) the nodes may call
+    :param local_functions: more functions (:class:`onnx.FunctionProto`, a list or a
+        dictionary keyed by ``(domain, name)``) the nodes may call
 
     The sessions are in :attr:`sessions`, keyed by ``(node index, input types)``.
 
@@ -183,7 +185,9 @@ class OnnxruntimeEvaluator:
         opsets: int | dict[str, int] | None = None,
         whole: bool = False,
         torch_or_numpy: bool | None = None,
-        local_functions: Sequence[onnx.FunctionProto] | None = None,
+        local_functions: Sequence[onnx.FunctionProto]
+        | dict[tuple[str, str], onnx.FunctionProto]
+        | None = None,
     ):
         if isinstance(proto, OnnxruntimeEvaluator):
             proto = proto.proto
@@ -208,6 +212,8 @@ class OnnxruntimeEvaluator:
         )
         self.ir_version = getattr(proto, "ir_version", 0) or ir_version
         self.opsets = self._opsets(proto, opsets)
+        if isinstance(local_functions, dict):
+            local_functions = list(local_functions.values())
         self.functions = list(getattr(proto, "functions", [])) + list(local_functions or [])
         self.nodes, self.inputs, self.outputs, inits = self._structure(proto)
         self.initializers: dict[str, np.ndarray] = {
