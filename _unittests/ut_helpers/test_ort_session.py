@@ -237,5 +237,32 @@ class TestDocstrings(ExtTestCase):
         self.assertDocstringExamples("onnx_diagnostic.helpers.ort_session")
 
 
+class TestZeroDimensional(ExtTestCase):
+    """0-d arrays and tensors keep their shape () both ways (a 0-d Add returns 33, not [33])."""
+
+    def test_0d_through_sessions(self):
+        import onnx.helper as oh
+
+        from onnx_diagnostic.helpers.ort_session import (
+            InferenceSessionForNumpy,
+            InferenceSessionForTorch,
+            numpy_to_torch,
+        )
+
+        x = oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [])
+        z = oh.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [])
+        model = oh.make_model(
+            oh.make_graph([oh.make_node("Add", ["x", "x"], ["z"])], "g", [x], [z]),
+            opset_imports=[oh.make_opsetid("", 18)],
+            ir_version=9,
+        )
+        got = InferenceSessionForNumpy(model).run(None, {"x": np.array(16.5, dtype=np.float32)})
+        self.assertEqual(got[0].shape, ())
+        self.assertEqual(float(got[0]), 33.0)
+        got = InferenceSessionForTorch(model).run(None, {"x": torch.tensor(16.5)})
+        self.assertEqual(tuple(got[0].shape), ())
+        self.assertEqual(tuple(numpy_to_torch(np.array(2.0, dtype=np.float32)).shape), ())
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -76,7 +76,7 @@ def numpy_to_torch(array: np.ndarray) -> torch.Tensor:
     """
     if not isinstance(array, (np.ndarray, np.generic)):
         raise TypeError(f"numpy_to_torch: array must be a numpy array, not {type(array)}")
-    a = np.ascontiguousarray(array)
+    a = np.asarray(array, order="C")  # ascontiguousarray makes a 0-d array 1-d
     if a.dtype in _NUMPY_TO_TORCH:
         pt, _bits = _NUMPY_TO_TORCH[a.dtype]
         return torch.from_numpy(a.view(_INT_OF_SIZE[a.dtype.itemsize])).view(pt)
@@ -272,7 +272,7 @@ def _ortvalue_from_torch(tensor: torch.Tensor, device: torch.device) -> Any:
 
 
 def _ortvalue_from_numpy(array: np.ndarray) -> Any:
-    a = np.ascontiguousarray(array)
+    a = np.asarray(array, order="C")  # ascontiguousarray makes a 0-d array 1-d
     if a.dtype in _NUMPY_TO_TORCH:
         return onnxruntime.OrtValue.ortvalue_from_numpy_with_onnx_type(
             a, onnx_type_of_numpy(a.dtype)
