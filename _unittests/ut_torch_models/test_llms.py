@@ -177,5 +177,45 @@ class TestGetTinyLlmExport(ExtTestCase):
                 self.assertEqualAny(expected.past_key_values, got.past_key_values, atol=1e-4)
 
 
+class TestGetPhi2(ExtTestCase):
+    SMALL = dict(
+        num_hidden_layers=1,
+        hidden_size=32,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        vocab_size=1000,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+
+    def test_phi2_untrained_runs_and_exports(self):
+        from onnx_diagnostic.torch_export_patches import torch_export_patches
+        from onnx_diagnostic.torch_export_patches.patch_inputs import use_dyn_not_str
+        from onnx_diagnostic.torch_models.llms import get_phi2
+
+        data = get_phi2(batch_size=2, sequence_length=5, sequence_length2=2, **self.SMALL)
+        self.assertEqual(type(data["model"]).__name__, "PhiForCausalLM")
+        self.assertEqual(data["model_id"], "microsoft/phi-2")
+        self.assertEqual(tuple(data["inputs"]["input_ids"].shape), (2, 2))
+        self.assertEqual(data["configuration"].model_type, "phi")
+        out = data["model"](**data["inputs"])
+        self.assertEqual(tuple(out.logits.shape), (2, 2, 1000))
+        with torch_export_patches(patch_transformers=True):
+            ep = torch.export.export(
+                data["model"],
+                (),
+                kwargs=data["inputs"],
+                dynamic_shapes=use_dyn_not_str(data["dynamic_shapes"]),
+                strict=False,
+            )
+        self.assertGreater(len(ep.graph.nodes), 10)
+
+    def test_phi2_bad_override(self):
+        from onnx_diagnostic.torch_models.llms import get_phi2
+
+        self.assertRaise(lambda: get_phi2(not_an_attribute=3), TypeError, "PhiConfig")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
