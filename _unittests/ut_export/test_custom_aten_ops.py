@@ -1262,6 +1262,16 @@ class TestDirectATenCalls(_AtenTestCase):
             ("aten._softmax", "aten._unsafe_index", "aten._native_batch_norm_legit_no_training"),
         )
 
+    def test_concat_aliases_of_cat(self):
+        # phimoe's router leaves aten.concat in the exported program
+        self.check(
+            lambda x, y: (aten.concat([x, y], -1), aten.concatenate([y, x], 1)),
+            (_f(3, 1), _f(3, 2)),
+            (_f(5, 1), _f(5, 2)),
+            D00,
+            ("aten.concat", "aten.concatenate"),
+        )
+
     def test_assertions_are_skipped(self):
         def fn(x, i):
             k = i.item()

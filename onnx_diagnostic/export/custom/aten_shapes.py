@@ -208,7 +208,7 @@ def _select(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int, index: 
     return g.op("Gather", x, g.scalar(index), axis=dim)
 
 
-@register(aten.cat)
+@register(aten.cat, aten.concat, aten.concatenate)
 def _cat(g: GraphBuilder, node: torch.fx.Node, tensors: Sequence[ir.Value], dim: int = 0):
     dtype = _out_dtype(node)
     rank = _rank(node)
