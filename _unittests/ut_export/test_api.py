@@ -287,7 +287,7 @@ class TestToOnnxFailures(ExtTestCase):
                 to_onnx(Counting(), (torch.rand(2, 3),), filename=tmp)
         with self.assertRaises(TypeError) as cm:
             to_onnx(Counting(), (torch.rand(2, 3),), filename=3)
-        self.assertIn("filename must be a file name or None", str(cm.exception))
+        self.assertIn("to_onnx: filename must be a file name, not int", str(cm.exception))
         self.assertEqual(calls, [])
 
     def test_save_failure_names_the_step(self):

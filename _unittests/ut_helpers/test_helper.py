@@ -1061,5 +1061,26 @@ class TestOnnxDiagnosticHelperNames(ExtTestCase):
         self.assertEqual(string_type(b, with_min_max=True), "OV(A16r1[1.0,1.0:A1.0])")
 
 
+class TestCheckOutputFile(ExtTestCase):
+    def test_errors_name_the_argument(self):
+        import os
+        import tempfile
+
+        from onnx_diagnostic.helpers.helper import check_output_file
+
+        with tempfile.TemporaryDirectory() as tmp:
+            check_output_file(os.path.join(tmp, "a.onnx"), "filename")
+            with self.assertRaises(IsADirectoryError) as cm:
+                check_output_file(tmp, "dump_file", "steal_forward")
+            self.assertIn(f"steal_forward: dump_file={tmp!r} is a folder", str(cm.exception))
+            missing = os.path.join(tmp, "no", "a.onnx")
+            with self.assertRaises(FileNotFoundError) as cm:
+                check_output_file(missing, "filename", nothing="nothing ran")
+            self.assertIn("does not exist, create it first (nothing ran)", str(cm.exception))
+        with self.assertRaises(TypeError) as cm:
+            check_output_file(None, "filename", "to_onnx")
+        self.assertIn("to_onnx: filename must be a file name, not NoneType", str(cm.exception))
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -331,20 +331,10 @@ def quiet_third_party_noise() -> Iterator[None]:
 
 def _check_filename(filename: Any) -> None:
     """The file must be writable before a long export starts, not found missing at the end."""
-    if filename is None:
-        return
-    if not isinstance(filename, (str, os.PathLike)):
-        raise TypeError(
-            f"to_onnx: filename must be a file name or None, not {type(filename).__name__}"
-        )
-    if os.path.isdir(filename):
-        raise IsADirectoryError(f"to_onnx: filename={str(filename)!r} is a folder, not a file name")
-    folder = os.path.dirname(os.path.abspath(filename))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(
-            f"to_onnx: filename={str(filename)!r}: folder {folder!r} does not exist, create it "
-            "first (nothing was exported)"
-        )
+    if filename is not None:
+        from ..helpers.helper import check_output_file
+
+        check_output_file(filename, "filename", "to_onnx", "nothing was exported")
 
 
 def _signature_order(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[list, dict]:

@@ -15,6 +15,7 @@ if transformers was already imported (an object cannot be a cache otherwise).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -693,3 +694,42 @@ def flatten_object(obj: Any, drop_keys: bool = False) -> list[Any]:
 
 # max_diff lives in its own module (helper.py would pass 800 lines), re-exported here
 from ._max_diff import _to_torch, max_diff, string_diff  # noqa: E402, F401
+
+
+def check_output_file(filename: Any, argname: str, caller: str = "", nothing: str = "") -> None:
+    """
+    Checks that ``filename`` can be written before a long computation starts: a file name
+    (not a folder) whose folder exists and is writable. The errors name the argument (and
+    ``caller``) and say that ``nothing`` happened.
+
+    :param filename: the file name to check
+    :param argname: the name of the argument holding it, used in the messages
+    :param caller: prefix of the messages (``"to_onnx"``)
+    :param nothing: what was not done, said when the folder is missing (``"nothing ran"``)
+    :raises TypeError: not a str or PathLike
+    :raises IsADirectoryError: a folder
+    :raises FileNotFoundError: its folder does not exist
+    :raises PermissionError: its folder is not writable
+
+    >>> check_output_file("model.onnx", "filename")
+    >>> check_output_file("missing/model.onnx", "filename", "to_onnx", "nothing was exported")
+    Traceback (most recent call last):
+        ...
+    FileNotFoundError: to_onnx: filename='missing/model.onnx': folder '...missing' does not \
+exist, create it first (nothing was exported)
+    """
+    prefix = f"{caller}: " if caller else ""
+    if not isinstance(filename, (str, os.PathLike)):
+        raise TypeError(f"{prefix}{argname} must be a file name, not {type(filename).__name__}")
+    if os.path.isdir(filename):
+        raise IsADirectoryError(f"{prefix}{argname}={str(filename)!r} is a folder, not a file name")
+    folder = os.path.dirname(os.path.abspath(filename))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"{prefix}{argname}={str(filename)!r}: folder {folder!r} does not exist, create it "
+            f"first{f' ({nothing})' if nothing else ''}"
+        )
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(
+            f"{prefix}{argname}={str(filename)!r}: folder {folder!r} is not writable"
+        )

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from .helper import flatten_object, string_type
+from .helper import check_output_file, flatten_object, string_type
 
 logger = logging.getLogger(__name__)
 
@@ -309,16 +309,7 @@ def _check_dump_file(dump_file: Any, storage_limit: int) -> None:
             f"storage_limit=0 stores nothing, dump_file={str(dump_file)!r} would be empty; "
             "give a positive limit in bytes or dump_file=None"
         )
-    if os.path.isdir(dump_file):
-        raise IsADirectoryError(f"dump_file={str(dump_file)!r} is a folder, not a file name")
-    folder = os.path.dirname(os.path.abspath(dump_file))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(
-            f"dump_file={str(dump_file)!r}: folder {folder!r} does not exist, create it first "
-            "(nothing ran)"
-        )
-    if not os.access(folder, os.W_OK):
-        raise PermissionError(f"dump_file={str(dump_file)!r}: folder {folder!r} is not writable")
+    check_output_file(dump_file, "dump_file", nothing="nothing ran")
 
 
 def _dump(storage: _Storage, dump_file: str, verbose: int, failing: bool) -> None:
