@@ -517,6 +517,174 @@ class TestInputObserver(ExtTestCase):
             self.assertIn(f"check_discrepancies: {name} must be a number >= 0", str(cm.exception))
 
 
+class TestInputObserverInfo(ExtTestCase):
+    """InputObserver.info, infer_arguments(dict) and _infer_dynamic_dimensions."""
+
+    def test_infer_dynamic_dimensions(self):
+        from onnx_diagnostic.investigate.input_observer import _infer_dynamic_dimensions
+
+        self.assertEqual(_infer_dynamic_dimensions([(2, 3, 8), (2, 4, 8), (3, 4, 8)]), [0, 1])
+        self.assertEqual(_infer_dynamic_dimensions([(2, 3)]), [])
+        self.assertEqual(_infer_dynamic_dimensions([(2, 3)], set_batch_dimension=True), [0])
+        self.assertEqual(_infer_dynamic_dimensions([torch.Size([1, 2]), (1, 3)]), [1])
+        self.assertEqual(_infer_dynamic_dimensions([(), ()], set_batch_dimension=True), [])
+
+    def test_infer_dynamic_dimensions_bad_input(self):
+        from onnx_diagnostic.investigate.input_observer import _infer_dynamic_dimensions
+
+        with self.assertRaisesRegex(ValueError, "shape_list is empty"):
+            _infer_dynamic_dimensions([])
+        with self.assertRaisesRegex(ValueError, "same rank"):
+            _infer_dynamic_dimensions([(2, 3), (2, 3, 4)])
+        with self.assertRaisesRegex(TypeError, r"shape_list\[1\]"):
+            _infer_dynamic_dimensions([(2, 3), "2x3"])
+
+    def test_info_is_none_before_observing(self):
+        self.assertIsNone(InputObserver().info)
+
+    def test_info_llm_like(self):
+        model, observer = LLMLikeModel(), InputObserver()
+        with observer(model):
+            model(torch.ones((2, 3), dtype=torch.int64), attention_mask=torch.ones(2, 3))
+            model(
+                torch.ones((2, 1), dtype=torch.int64),
+                attention_mask=torch.ones(2, 4),
+                past_key_values=_cache(2, 2, 3),
+            )
+            model(
+                torch.ones((2, 1), dtype=torch.int64),
+                attention_mask=torch.ones(2, 5),
+                past_key_values=_cache(2, 2, 4),
+            )
+        info = observer.info
+        self.assertEqual(len(info), 3)
+        self.assertEqual(info.signature_names, ["input_ids", "attention_mask", "past_key_values"])
+        self.assertEqual(list(info.arguments), ["input_ids", "attention_mask", "past_key_values"])
+        ids = info.arguments["input_ids"]
+        self.assertEqual(ids.kinds, ("Tensor",))
+        self.assertEqual(ids.dtypes, (torch.int64,))
+        self.assertEqual(ids.shapes, (((2, 3),), ((2, 1),), ((2, 1),)))
+        self.assertEqual(ids.dynamic_dimensions, ((1,),))
+        self.assertEqual(ids.missing_in, ())
+        cache = info.arguments["past_key_values"]
+        self.assertEqual(cache.kinds, ("DynamicCache",))
+        self.assertEqual(cache.missing_in, (0,))
+        self.assertIsNone(cache.shapes[0])
+        self.assertEqual(len(cache.shapes[1]), 4)
+        self.assertEqual(cache.dynamic_dimensions, ((2,), (2,), (2,), (2,)))
+        self.assertEqual(cache.dtypes, (torch.float32,) * 4)
+        self.assertFalse(cache.value_if_missing)
+        self.assertEqual(len(info.latencies), 3)
+        self.assertEqual(len(info.outputs), 3)
+        text = str(info)
+        self.assertIn("past_key_values: DynamicCache", text)
+        self.assertIn("missing_in=[0]", text)
+
+    def test_info_constants_defaults_and_missing(self):
+        model = OptionModel()
+        observer = InputObserver(value_if_missing={"mask": torch.ones(2, 0)})
+        with observer(model):
+            model(torch.ones(2, 3), scale=2.0)
+            model(torch.ones(2, 4), mask=torch.ones(2, 4))
+        info = observer.info
+        self.assertEqual(info.default_values, {"scale": 1.0, "flag": False})
+        self.assertEqual(info.constants, [{"scale": 2.0}, {}])
+        self.assertEqual(list(info.missing), ["mask"])
+        self.assertTrue(info.arguments["mask"].value_if_missing)
+        self.assertEqual(info.arguments["mask"].missing_in, (0,))
+        self.assertIn("calls[0] constants: {'scale': 2.0}", str(info))
+
+    def test_info_is_a_snapshot(self):
+        model, observer = AddModel(), InputObserver()
+        with observer(model):
+            model(torch.ones(2, 3), torch.ones(1, 3))
+        info = observer.info
+        with observer(model):
+            model(torch.ones(3, 3), torch.ones(1, 3))
+        self.assertEqual(len(info), 1)
+        self.assertEqual(len(observer.info), 2)
+        self.assertEqual(observer.info.arguments["x"].dynamic_dimensions, ((0,),))
+
+    def test_infer_arguments_from_dict_completes_missing(self):
+        model, observer = LLMLikeModel(), InputObserver()
+        with observer(model):
+            model(torch.ones((2, 3), dtype=torch.int64), attention_mask=torch.ones(2, 3))
+            model(
+                torch.ones((2, 1), dtype=torch.int64),
+                attention_mask=torch.ones(2, 4),
+                past_key_values=_cache(1, 2, 3),
+            )
+            model(
+                torch.ones((2, 1), dtype=torch.int64),
+                attention_mask=torch.ones(2, 5),
+                past_key_values=_cache(1, 2, 4),
+            )
+        new_ids = torch.ones((2, 7), dtype=torch.int64)
+        kwargs = observer.infer_arguments(
+            {"input_ids": new_ids, "attention_mask": torch.ones(2, 7)}
+        )
+        self.assertIsInstance(kwargs, dict)
+        self.assertEqual(list(kwargs), ["input_ids", "attention_mask", "past_key_values"])
+        self.assertEqual(kwargs["input_ids"].shape, (2, 7))
+        self.assertIsNot(kwargs["input_ids"], new_ids)
+        self.assertEqual(
+            string_type(kwargs["past_key_values"], with_shape=True),
+            "DynamicCache(key_cache=#1[T1s2x4x0x32], value_cache=#1[T1s2x4x0x32])",
+        )
+        # the dict was not recorded as a call
+        self.assertEqual(observer.num_obs(), 3)
+        flat = observer.infer_arguments({"input_ids": new_ids}, flat=True)
+        self.assertEqual(
+            [tuple(t.shape) for t in flat], [(2, 7), (2, 0), (2, 4, 0, 32), (2, 4, 0, 32)]
+        )
+
+    def test_infer_arguments_from_dict_and_tuple_positional(self):
+        model, observer = AddModel(), InputObserver()
+        with observer(model):
+            model(torch.ones(2, 3), torch.ones(1, 3))
+            model(torch.ones(3, 4), torch.ones(1, 4))
+        args = observer.infer_arguments({"x": torch.ones(5, 6), "y": torch.ones(1, 6)})
+        self.assertIsInstance(args, tuple)
+        self.assertEqual([tuple(a.shape) for a in args], [(5, 6), (1, 6)])
+        args = observer.infer_arguments((torch.ones(5, 6), torch.ones(1, 6)))
+        self.assertEqual([tuple(a.shape) for a in args], [(5, 6), (1, 6)])
+        grown = observer.infer_arguments((torch.ones(1, 6), torch.ones(1, 6)), for_export=True)
+        self.assertEqual(tuple(grown[0].shape), (2, 6))
+
+    def test_infer_arguments_from_dict_keeps_constants(self):
+        model, observer = OptionModel(), InputObserver()
+        with observer(model):
+            model(torch.ones(2, 3), mask=torch.ones(2, 3))
+            model(torch.ones(2, 4), mask=torch.ones(2, 4))
+        kwargs = observer.infer_arguments({"x": torch.ones(2, 5), "scale": 3.0})
+        self.assertEqual(kwargs["scale"], 3.0)
+        self.assertEqual(tuple(kwargs["mask"].shape), (2, 0))
+
+    def test_infer_arguments_bad_input(self):
+        model, observer = AddModel(), InputObserver()
+        with self.assertRaisesRegex(RuntimeError, "no call was recorded"):
+            observer.infer_arguments({"x": torch.ones(2, 3)})
+        with observer(model):
+            model(torch.ones(2, 3), torch.ones(1, 3))
+        with self.assertRaisesRegex(TypeError, "infer_arguments: index=.*does not match"):
+            observer.infer_arguments({"z": torch.ones(2, 3)})
+        with self.assertRaisesRegex(TypeError, "keys must be argument names"):
+            observer.infer_arguments({0: torch.ones(2, 3)})
+        with self.assertRaisesRegex(IndexError, "index='x'"):
+            observer.infer_arguments("x")
+        with self.assertRaisesRegex(IndexError, "index=3"):
+            observer.infer_arguments(3)
+        with self.assertRaisesRegex(DynamicShapesError, "index"):
+            observer.infer_arguments({"x": torch.ones(2, 3, 4), "y": torch.ones(1, 3)})
+
+    def test_infer_arguments_unknown_tensor_argument(self):
+        model, observer = OptionModel(), InputObserver()
+        with observer(model):
+            model(torch.ones(2, 3))
+        with self.assertRaisesRegex(ValueError, r"gives arguments \['mask'\]"):
+            observer.infer_arguments({"x": torch.ones(2, 3), "mask": torch.ones(2, 3)})
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
 

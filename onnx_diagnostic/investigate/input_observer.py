@@ -29,7 +29,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,7 @@ from ..helpers.rt_helper import make_session
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InputObserver"]
+__all__ = ["ArgumentInfo", "InputObserver", "InputObserverInfo"]
 
 _CONSTANTS = (bool, int, float, str)
 
@@ -89,6 +89,122 @@ class _Call:
     positional: bool
     output: Any
     latency: float
+
+
+def _infer_dynamic_dimensions(
+    shape_list: Sequence[tuple[int, ...] | torch.Size], set_batch_dimension: bool = False
+) -> list[int]:
+    """
+    Returns the dimensions which differ in a list of shapes of the same tensor
+    (the sizes it took in several calls).
+
+    :param shape_list: the shapes, all of the same rank, at least one
+    :param set_batch_dimension: the first dimension is dynamic even if it never changes
+    :return: the sorted list of dynamic dimensions
+
+    >>> _infer_dynamic_dimensions([(2, 3, 8), (2, 4, 8)])
+    [1]
+    >>> _infer_dynamic_dimensions([(2, 3), (2, 3)], set_batch_dimension=True)
+    [0]
+    """
+    shapes = list(shape_list)
+    if not shapes:
+        raise ValueError("_infer_dynamic_dimensions: shape_list is empty")
+    for i, shape in enumerate(shapes):
+        if not isinstance(shape, (tuple, list, torch.Size)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) for d in shape
+        ):
+            raise TypeError(
+                f"_infer_dynamic_dimensions: shape_list[{i}]={shape!r} is not a shape "
+                "(a tuple of ints)"
+            )
+    ranks = sorted({len(s) for s in shapes})
+    if len(ranks) > 1:
+        raise ValueError(
+            f"_infer_dynamic_dimensions: shape_list holds shapes of ranks {ranks}, "
+            f"they must all have the same rank: {[tuple(s) for s in shapes]}"
+        )
+    return [
+        axis
+        for axis in range(ranks[0])
+        if len({s[axis] for s in shapes}) > 1 or (axis == 0 and set_batch_dimension)
+    ]
+
+
+@dataclass(frozen=True)
+class ArgumentInfo:
+    """
+    What the recorded calls gave for one argument.
+
+    :param name: argument name (``args[i]`` for an argument caught by ``*args``)
+    :param kinds: the type names seen (``Tensor``, ``DynamicCache``...), in order
+    :param shapes: one entry per call, the shapes of the flattened tensors,
+        None where the call lacks the argument
+    :param dtypes: dtypes of the flattened tensors (first call having the argument)
+    :param missing_in: indices of the calls which lack the argument
+    :param dynamic_dimensions: for every flattened tensor, the dimensions that differ
+        between the calls having the argument (see :func:`_infer_dynamic_dimensions`),
+        None if the calls do not give the same number of tensors or ranks
+    :param value_if_missing: True if the observer was given a value for the calls
+        lacking it
+    """
+
+    name: str
+    kinds: tuple[str, ...]
+    shapes: tuple[tuple[tuple[int, ...], ...] | None, ...]
+    dtypes: tuple[torch.dtype, ...]
+    missing_in: tuple[int, ...]
+    dynamic_dimensions: tuple[tuple[int, ...], ...] | None
+    value_if_missing: bool = False
+
+
+@dataclass(frozen=True)
+class InputObserverInfo:
+    """
+    A description of the calls an :class:`InputObserver` recorded
+    (what :attr:`InputObserver.info` returns, a snapshot).
+
+    :param signature_names: names of the parameters of the observed method
+    :param default_values: default values of the parameters which have a scalar one
+    :param missing: the values used for the arguments a call lacks (``value_if_missing``
+        resolved to names)
+    :param inputs: the recorded tensor arguments of every call, by name
+    :param constants: the scalar arguments differing from their default, for every call
+    :param outputs: the recorded outputs
+    :param latencies: the duration of every call, in seconds
+    :param arguments: an :class:`ArgumentInfo` for every tensor argument, signature order
+
+    ``len(info)`` is the number of recorded calls, ``str(info)`` a readable summary.
+    """
+
+    signature_names: list[str]
+    default_values: dict[str, Any]
+    missing: dict[str, Any]
+    inputs: list[dict[str, Any]]
+    constants: list[dict[str, Any]]
+    outputs: list[Any]
+    latencies: list[float]
+    arguments: dict[str, ArgumentInfo]
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __str__(self) -> str:
+        rows = [f"InputObserverInfo({len(self)} calls, signature {self.signature_names})"]
+        for arg in self.arguments.values():
+            shapes = [
+                "-" if s is None else ",".join("x".join(map(str, t)) for t in s) for s in arg.shapes
+            ]
+            rows.append(
+                f"  {arg.name}: {'|'.join(arg.kinds) or '-'} "
+                f"dtypes={[str(d).replace('torch.', '') for d in arg.dtypes]} "
+                f"shapes={shapes} dynamic={arg.dynamic_dimensions} "
+                f"missing_in={list(arg.missing_in)}"
+            )
+        for i, c in enumerate(self.constants):
+            if c:
+                rows.append(f"  calls[{i}] constants: {c}")
+        return "\n".join(rows)
 
 
 def _copy(obj: Any) -> Any:
@@ -151,6 +267,78 @@ class InputObserver:
     def num_obs(self) -> int:
         """Returns the number of recorded calls."""
         return len(self._calls)
+
+    @property
+    def info(self) -> InputObserverInfo | None:
+        """
+        Describes the recorded calls (an :class:`InputObserverInfo`), None before
+        the observer was entered once.
+
+        >>> import torch
+        >>> class M(torch.nn.Module):
+        ...     def forward(self, x, mask=None):
+        ...         return x
+        >>> model, obs = M(), InputObserver()
+        >>> with obs(model):
+        ...     _ = model(torch.ones(2, 3))
+        ...     _ = model(torch.ones(2, 4), mask=torch.ones(2, 4))
+        >>> info = obs.info
+        >>> len(info), info.arguments["x"].dynamic_dimensions, info.arguments["mask"].missing_in
+        (2, ((1,),), (0,))
+        """
+        if self._signature is None:
+            return None
+        params = self._signature.parameters.values()
+        defaults = {
+            p.name: p.default
+            for p in params
+            if p.default is not inspect.Parameter.empty and isinstance(p.default, _CONSTANTS)
+        }
+        arguments = {}
+        names = self._names() if self._calls else list(self._missing)
+        for name in names:
+            kinds: dict[str, None] = {}
+            shapes: list[tuple[tuple[int, ...], ...] | None] = []
+            dtypes: tuple[torch.dtype, ...] | None = None
+            for call in self._calls:
+                if name not in call.values:
+                    shapes.append(None)
+                    continue
+                value = call.values[name]
+                kinds[type(value).__name__] = None
+                flat = _tensors(value)
+                shapes.append(tuple(tuple(t.shape) for t in flat))
+                if dtypes is None:
+                    dtypes = tuple(t.dtype for t in flat)
+            present = [s for s in shapes if s is not None]
+            dynamic: tuple[tuple[int, ...], ...] | None = None
+            if present and len({len(s) for s in present}) == 1:
+                try:
+                    dynamic = tuple(
+                        tuple(_infer_dynamic_dimensions([s[i] for s in present]))
+                        for i in range(len(present[0]))
+                    )
+                except ValueError:  # ranks differ between calls
+                    dynamic = None
+            arguments[name] = ArgumentInfo(
+                name=name,
+                kinds=tuple(kinds),
+                shapes=tuple(shapes),
+                dtypes=dtypes or (),
+                missing_in=tuple(i for i, s in enumerate(shapes) if s is None),
+                dynamic_dimensions=dynamic,
+                value_if_missing=name in self._missing,
+            )
+        return InputObserverInfo(
+            signature_names=list(self._signature.parameters),
+            default_values=defaults,
+            missing=dict(self._missing),
+            inputs=[c.values for c in self._calls],
+            constants=[dict(c.constants) for c in self._calls],
+            outputs=[c.output for c in self._calls],
+            latencies=[c.latency for c in self._calls],
+            arguments=arguments,
+        )
 
     @contextlib.contextmanager
     def __call__(
@@ -264,11 +452,11 @@ class InputObserver:
 
     # inference
 
-    def _names(self) -> list[str]:
+    def _names(self, calls: list[_Call] | None = None) -> list[str]:
         """Names of the tensor arguments, signature order, then the others as they came."""
         assert self._signature is not None
         seen: dict[str, None] = {}
-        for call in self._calls:
+        for call in self._calls if calls is None else calls:
             for name in call.values:
                 seen[name] = None
         for name in self._missing:
@@ -322,25 +510,33 @@ class InputObserver:
         position = params.index(name) if name in params else -1
         return name in set_batch_dimension_for or position in set_batch_dimension_for
 
-    def _collect(self, set_batch_dimension_for: Any) -> tuple[dict[str, Any], list[_DynamicDim]]:
-        """Dynamic shapes (with :class:`_DynamicDim` markers) of every argument."""
+    def _collect(
+        self,
+        set_batch_dimension_for: Any,
+        calls: list[_Call] | None = None,
+        labels: list[str] | None = None,
+    ) -> tuple[dict[str, Any], list[_DynamicDim]]:
+        """Dynamic shapes (with :class:`_DynamicDim` markers) of every argument,
+        over the recorded calls or over ``calls`` (``labels`` name them in errors)."""
         self._check_captured()
+        calls = self._calls if calls is None else calls
+        labels = labels or [f"calls[{i}]" for i in range(len(calls))]
         specs: dict[str, Any] = {}
         dims: list[_DynamicDim] = []
-        for name in self._names():
+        for name in self._names(calls):
             present = [
                 (i, self._value(c, name))
-                for i, c in enumerate(self._calls)
+                for i, c in enumerate(calls)
                 if self._value(c, name) is not None
             ]
             collector = _Collector(
                 len(present),
-                labels=[f"calls[{i}]" for i, _ in present],
+                labels=[labels[i] for i, _ in present],
                 force_first_axis=self._batch_for(name, set_batch_dimension_for),
             )
             specs[name] = collector.walk([v for _, v in present], f"[{name!r}]", name)
             for d in collector.dims:
-                d.sizes = _expand_sizes(d.sizes, [i for i, _ in present], len(self._calls))
+                d.sizes = _expand_sizes(d.sizes, [i for i, _ in present], len(calls))
             dims.extend(collector.dims)
         return specs, dims
 
@@ -383,8 +579,8 @@ class InputObserver:
         counts = [sum(self._value(c, n) is not None for n in names) for c in self._calls]
         return counts.index(max(counts))
 
-    def _chosen_constants(self, index: int) -> dict[str, Any]:
-        constants = self._calls[index].constants
+    def _chosen_constants(self, index: int, call: _Call | None = None) -> dict[str, Any]:
+        constants = (self._calls[index] if call is None else call).constants
         for i, call in enumerate(self._calls):
             if call.constants != constants:
                 logger.warning(
@@ -404,17 +600,22 @@ class InputObserver:
 
     def infer_arguments(
         self,
-        index: int | None = None,
+        index: int | dict[str, Any] | tuple[Any, ...] | None = None,
         for_export: bool = False,
         set_batch_dimension_for: set[int | str] | bool | None = None,
-    ) -> tuple[Any, ...] | dict[str, Any]:
+        flat: bool = False,
+    ) -> tuple[Any, ...] | dict[str, Any] | list[torch.Tensor]:
         """
         Returns one set of arguments: the first call where every argument is present
         (after ``value_if_missing``), or the call holding the most arguments,
-        or call ``index``. A missing argument is replaced by an empty tensor shaped like
-        the ones seen in other calls, the last dynamic dimension set to 0 (an empty cache).
+        or call ``index``, or the arguments given in ``index`` completed the same way.
+        A missing argument is replaced by an empty tensor shaped like the ones seen in
+        other calls, the last dynamic dimension set to 0 (an empty cache).
 
-        :param index: call to use
+        :param index: call to use (an int, negative counts from the end), or new arguments
+            to complete, a dictionary by name (onnx-diagnostic's ``index_or_args_or_kwargs``)
+            or a tuple of positional arguments; their tensors must have the structure of the
+            recorded ones, constants differing from their default are kept
         :param for_export: :func:`torch.export.export` specializes dimensions of size 1:
             when True, every dynamic dimension of size 1 becomes 2, along with the
             dimensions taking the same sizes in every call and those equal to its sum
@@ -423,21 +624,50 @@ class InputObserver:
             inputs, are left as they are)
         :param set_batch_dimension_for: see :meth:`infer_dynamic_shapes`, it tells
             ``for_export`` which first dimensions are dynamic
+        :param flat: returns the flat list of tensors (the order of
+            :func:`torch.utils._pytree.tree_flatten`, caches as ``key_0, value_0, ...``)
         :return: a tuple if every call was made with positional arguments only,
             a dictionary otherwise (with the constants differing from their default);
             the tensors are copies, running the model on them (which may update a cache)
             leaves the recorded calls unchanged
+
+        >>> import torch
+        >>> class M(torch.nn.Module):
+        ...     def forward(self, x, mask=None):
+        ...         return x if mask is None else x * mask
+        >>> model, obs = M(), InputObserver()
+        >>> with obs(model):
+        ...     _ = model(x=torch.ones(2, 3), mask=torch.ones(2, 3))
+        ...     _ = model(x=torch.ones(2, 4), mask=torch.ones(2, 4))
+        >>> kw = obs.infer_arguments({"x": torch.ones(2, 5)})
+        >>> {k: tuple(v.shape) for k, v in kw.items()}
+        {'x': (2, 5), 'mask': (2, 0)}
         """
         self._check_captured()
-        if index is None:
-            index = self._default_index()
-        elif not isinstance(index, int) or not -len(self._calls) <= index < len(self._calls):
-            raise IndexError(f"index={index!r} but {len(self._calls)} calls were recorded")
-        index %= len(self._calls)
-        specs, dims = self._collect(set_batch_dimension_for)
-        call = self._calls[index]
+        calls, labels = self._calls, None
+        if isinstance(index, (dict, tuple)):
+            call = self._external_call(index)
+            calls = [*self._calls, call]
+            labels = [f"calls[{i}]" for i in range(len(self._calls))] + ["index"]
+            position = len(self._calls)
+        elif index is None:
+            position = self._default_index()
+        elif (
+            not isinstance(index, int)
+            or isinstance(index, bool)
+            or not -len(self._calls) <= index < len(self._calls)
+        ):
+            raise IndexError(
+                f"infer_arguments: index={index!r} must be a dict of arguments, a tuple or "
+                f"an int in [-{len(self._calls)}, {len(self._calls)}), "
+                f"{len(self._calls)} calls were recorded"
+            )
+        else:
+            position = index % len(self._calls)
+        call = calls[position]
+        specs, dims = self._collect(set_batch_dimension_for, calls, labels)
         args: dict[str, Any] = {}
-        for name in self._names():
+        for name in self._names(calls):
             value = self._value(call, name)
             if value is None:
                 value = self._empty_like(name, specs[name])
@@ -445,10 +675,36 @@ class InputObserver:
         # a copy: running the model on it must not modify what was recorded (caches)
         args = _copy(args)
         if for_export:
-            args = _grow(args, dims, index)
+            args = _grow(args, dims, position)
+        if flat:
+            return _tensors(args if self._positional_style() else self._as_kwargs(args))
         if self._positional_style():
             return self._as_tuple(args)
-        return self._as_kwargs({**args, **self._chosen_constants(index)})
+        return self._as_kwargs({**args, **self._chosen_constants(position, call)})
+
+    def _external_call(self, given: dict[str, Any] | tuple[Any, ...]) -> _Call:
+        """Binds arguments given to :meth:`infer_arguments` like a recorded call."""
+        try:
+            if isinstance(given, dict):
+                bad = [k for k in given if not isinstance(k, str)]
+                if bad:
+                    raise TypeError(f"keys must be argument names, not {bad}")
+                values, constants, _ = self._bind((), dict(given))
+            else:
+                values, constants, _ = self._bind(given, {})
+        except TypeError as e:
+            raise TypeError(
+                f"infer_arguments: index={string_type(given)} does not match the signature "
+                f"{self._signature}: {e}"
+            ) from e
+        known = set(self._names())
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            raise ValueError(
+                f"infer_arguments: index gives arguments {unknown} which no recorded call "
+                f"had, known ones are {sorted(known)}"
+            )
+        return _Call(values, constants, isinstance(given, tuple), None, 0.0)
 
     def _empty_like(self, name: str, spec: Any) -> Any:
         template = next(
