@@ -45,7 +45,7 @@ def proto_from_array(
     >>> p.name, p.data_type, list(p.dims)
     ('w', 16, [1])
     """
-    from .mini_onnx_builder import tensor_to_proto
+    from ._tensor_proto import tensor_to_proto
 
     if name is not None and not isinstance(name, str):
         raise TypeError(f"proto_from_array: name must be a string or None, not {name!r}")
@@ -65,7 +65,7 @@ def proto_from_array(
 
 def _elem_type(value: torch.Tensor | np.ndarray) -> int:
     if isinstance(value, torch.Tensor):
-        from .mini_onnx_builder import _TORCH_TO_ONNX
+        from ._tensor_proto import _TORCH_TO_ONNX
 
         if value.dtype not in _TORCH_TO_ONNX:
             raise TypeError(f"dtype {value.dtype} has no ONNX equivalent")
