@@ -223,5 +223,87 @@ class TestUntrainedModelArguments(ExtTestCase):
             self.assertIn(f"the keys of {argname} must be strings", str(cm.exception))
 
 
+class TestBatch1EmptyCacheSubfolder(ExtTestCase):
+    """inputs_batch1, inputs_empty_cache and subfolder= (onnx-diagnostic's API)."""
+
+    def test_tiny_llm_batch1_and_empty_cache_run(self):
+        from onnx_diagnostic.helpers.cache_helper import get_cache_kv
+        from onnx_diagnostic.helpers.torch_helper import torch_deepcopy
+
+        data = get_untrained_model_with_inputs("arnir0/Tiny-LLM")
+        self.assertIn("inputs_batch1", data)
+        self.assertIn("inputs_empty_cache", data)
+        b1, empty = data["inputs_batch1"], data["inputs_empty_cache"]
+        self.assertEqual(list(b1), list(data.inputs))
+        self.assertEqual(list(empty), list(data.inputs))
+        self.assertEqual(b1["input_ids"].shape[0], 1)
+        self.assertEqual(b1["attention_mask"].shape, (1, data.inputs["attention_mask"].shape[1]))
+        self.assertEqual(get_cache_kv(b1[CACHE])[0][0].shape[0], 1)
+        keys, values = get_cache_kv(empty[CACHE])
+        self.assertEqual([k.shape[2] for k in keys + values], [0] * (2 * len(keys)))
+        self.assertEqual(empty["input_ids"].shape, data.inputs["input_ids"].shape)
+        self.assertEqual(empty["attention_mask"].shape, data.inputs["input_ids"].shape)
+        self.assertEqual(empty["position_ids"][0].tolist(), [0, 1, 2])
+        model = data.model
+        with torch.no_grad():
+            got_b1 = model(**torch_deepcopy(b1))
+            got_empty = model(**torch_deepcopy(empty))
+        self.assertEqual(got_b1.logits.shape[:2], b1["input_ids"].shape)
+        self.assertEqual(got_empty.logits.shape[:2], empty["input_ids"].shape)
+        # the dynamic shapes of the main inputs also describe both other sets
+        self.assertEqual(set(data.dynamic_shapes), set(b1))
+
+    def test_batch1_without_cache_task(self):
+        data = get_untrained_model_with_inputs("google-bert/bert-base-uncased")
+        self.assertEqual(data.task, "fill-mask")
+        self.assertNotIn("inputs_empty_cache", data)
+        self.assertIsNone(data.inputs_empty_cache)
+        b1 = data["inputs_batch1"]
+        self.assertEqual({t.shape[0] for t in b1.values()}, {1})
+        with torch.no_grad():
+            data.model(**b1)
+
+    def test_subfolder_of_a_local_folder(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            os.makedirs(os.path.join(tmp, "text_encoder"))
+            with open(os.path.join(tmp, "text_encoder", "config.json"), "w") as f:
+                json.dump(load_config_dict("google-bert/bert-base-uncased"), f)
+            data = get_untrained_model_with_inputs(tmp, subfolder="text_encoder")
+            self.assertEqual(data.task, "fill-mask")
+            self.assertEqual(type(data.model).__name__, "BertForMaskedLM")
+            self.assertEqual(data.model_id, tmp)
+            with self.assertRaisesRegex(FileNotFoundError, "subfolder='unet'"):
+                get_untrained_model_with_inputs(tmp, subfolder="unet")
+            with self.assertRaisesRegex(ValueError, "non empty relative path"):
+                get_untrained_model_with_inputs(tmp, subfolder="/abs")
+            with self.assertRaisesRegex(ValueError, "non empty relative path"):
+                get_untrained_model_with_inputs(tmp, subfolder="")
+
+    def test_subfolder_errors(self):
+        with self.assertRaisesRegex(ValueError, "shipped model id"):
+            get_untrained_model_with_inputs("arnir0/Tiny-LLM", subfolder="text_encoder")
+        with self.assertRaisesRegex(ValueError, "not one"):
+            get_untrained_model_with_inputs("nobody/nothing", subfolder="text_encoder")
+        with self.assertRaisesRegex(ValueError, "cannot be used with config"):
+            get_untrained_model_with_inputs(
+                "x", config=load_config_dict("arnir0/Tiny-LLM"), subfolder="a"
+            )
+
+    def test_every_text_generation_id_runs_batch1_and_empty_cache(self):
+        from onnx_diagnostic.helpers.torch_helper import torch_deepcopy
+
+        for model_id in shipped_model_ids():
+            if _missing_class(model_id) or load_config_dict(model_id).get("model_type") is None:
+                continue
+            with self.subTest(model_id=model_id):
+                data = get_untrained_model_with_inputs(model_id)
+                if data.task != "text-generation":
+                    continue
+                with torch.no_grad():
+                    for key in ("inputs_batch1", "inputs_empty_cache"):
+                        out = data.model(**torch_deepcopy(data[key]))
+                        self.assertEqual(out.logits.shape[:2], data[key]["input_ids"].shape)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -34,6 +34,10 @@ class ModelData:
     :param n_weights: number of weights (scalars)
     :param inputs2: a second set of inputs differing from ``inputs`` in every dynamic
         dimension, None unless asked for
+    :param inputs_batch1: the same inputs with a batch size of 1 (the batch dimension is
+        the one :func:`torch.export.export` specializes first), None if not built
+    :param inputs_empty_cache: the same inputs with an empty cache (0 past tokens, the
+        first call of a generation), for the tasks using a cache, None otherwise
 
     A key is *present* (``key in data``, ``data.keys()``) when its value is not None.
     """
@@ -47,6 +51,8 @@ class ModelData:
     size: int | None = None
     n_weights: int | None = None
     inputs2: dict[str, Any] | None = None
+    inputs_batch1: dict[str, Any] | None = None
+    inputs_empty_cache: dict[str, Any] | None = None
 
     def _names(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self)]

@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,7 @@ def get_untrained_model_with_inputs(
     task: str | None = None,
     inputs_kwargs: dict[str, Any] | None = None,
     use_hub: bool = False,
+    subfolder: str | None = None,
 ) -> ModelData:
     """
     Builds an untrained model with the architecture of ``model_id``, random inputs for its
@@ -96,9 +98,15 @@ def get_untrained_model_with_inputs(
         (``{"batch_size": 1, "past_length": 8}``...)
     :param use_hub: asks the hub for the configuration of an id neither shipped nor
         local, only if ``HF_HUB_OFFLINE`` is not set
+    :param subfolder: the configuration is in this subfolder of the local folder
+        ``model_id`` (``<model_id>/<subfolder>/config.json``, the text encoder of a
+        diffusion pipeline...); the shipped configurations have no subfolder, giving one
+        with a shipped id (or with ``config``) raises ``ValueError``
     :return: a :class:`onnx_diagnostic.torch_models.model_data.ModelData` (it supports
         ``data["model"]``): model, inputs, dynamic_shapes, configuration, task, size
-        (bytes), n_weights, inputs2
+        (bytes), n_weights, inputs2, ``inputs_batch1`` (the inputs with a batch size of 1)
+        and, for text-generation, ``inputs_empty_cache`` (the inputs with an empty cache,
+        the first call of a generation)
 
     >>> data = get_untrained_model_with_inputs("google/gemma-3-1b-it", add_second_input=True)
     >>> data.configuration.num_hidden_layers, data.configuration.layer_types
@@ -115,12 +123,13 @@ def get_untrained_model_with_inputs(
                 f"get_untrained_model_with_inputs: the keys of {argname} must be strings, "
                 f"got {sorted(map(repr, value))}"
             )
+    config_id = _with_subfolder(model_id, subfolder, config)
     if config is not None:
         config_dict = dict(as_dict(config))
     else:
-        config_dict = load_config_dict(model_id, use_hub=use_hub)
+        config_dict = load_config_dict(config_id, use_hub=use_hub)
     if task is None:
-        if config is None and model_id in _shipped():
+        if config is None and subfolder is None and model_id in _shipped():
             task = _load_shipped(model_id)["task"]
         else:
             archs = config_dict.get("architectures", None) or []
@@ -158,6 +167,12 @@ def get_untrained_model_with_inputs(
             )
         kwargs.update(inputs_kwargs)
     res = fct(model, configuration, add_second_input=add_second_input, **kwargs)
+    inputs_batch1 = None
+    if "batch_size" in kwargs:
+        inputs_batch1 = fct(model, configuration, **{**kwargs, "batch_size": 1})["inputs"]
+    inputs_empty_cache = None
+    if task == "text-generation" and "past_length" in kwargs:
+        inputs_empty_cache = fct(model, configuration, **{**kwargs, "past_length": 0})["inputs"]
     size, n_weights = weights_size(model)
     if verbose:
         print(
@@ -174,4 +189,40 @@ def get_untrained_model_with_inputs(
         size=size,
         n_weights=n_weights,
         inputs2=res.get("inputs2", None),
+        inputs_batch1=inputs_batch1,
+        inputs_empty_cache=inputs_empty_cache,
     )
+
+
+def _with_subfolder(model_id: str, subfolder: str | None, config: Any) -> str:
+    """Returns where to read the configuration of ``model_id`` in ``subfolder``."""
+    if subfolder is None:
+        return model_id
+    if not isinstance(subfolder, str) or not subfolder or os.path.isabs(subfolder):
+        raise ValueError(
+            f"get_untrained_model_with_inputs: subfolder must be a non empty relative "
+            f"path, not {subfolder!r}"
+        )
+    if config is not None:
+        raise ValueError(
+            f"get_untrained_model_with_inputs: subfolder={subfolder!r} cannot be used with "
+            "config, the configuration is already given"
+        )
+    if model_id in _shipped():
+        raise ValueError(
+            f"get_untrained_model_with_inputs: subfolder={subfolder!r} but {model_id!r} is a "
+            "shipped model id, shipped configurations have no subfolder; give the local "
+            "folder holding <subfolder>/config.json as model_id"
+        )
+    if not isinstance(model_id, str) or not os.path.isdir(model_id):
+        raise ValueError(
+            f"get_untrained_model_with_inputs: subfolder={subfolder!r} needs model_id to be "
+            f"a local folder, {model_id!r} is not one"
+        )
+    path = os.path.join(model_id, subfolder)
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(
+            f"get_untrained_model_with_inputs: no config.json in subfolder={subfolder!r} "
+            f"of {model_id!r} (looked for {os.path.join(path, 'config.json')!r})"
+        )
+    return path
