@@ -217,5 +217,80 @@ class TestGetPhi2(ExtTestCase):
         self.assertRaise(lambda: get_phi2(not_an_attribute=3), TypeError, "PhiConfig")
 
 
+class TestGetTinyLlmStaticCache(ExtTestCase):
+    """get_tiny_llm(use_static_cache=True)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.data = get_tiny_llm(use_static_cache=True, add_second_input=True)
+
+    def test_inputs_hold_a_static_cache(self):
+        import transformers
+
+        cache = self.data.inputs[CACHE]
+        self.assertIsInstance(cache, transformers.StaticCache)
+        self.assertEqual(self.data.configuration.cache_implementation, "static")
+        keys = cache.layers[0].keys
+        self.assertEqual(tuple(keys.shape), (2, 1, 34, 96))
+        # the first past_length positions are filled, the others are zeros
+        self.assertGreater(keys[:, :, :30].abs().sum().item(), 0)
+        self.assertEqual(keys[:, :, 30:].abs().sum().item(), 0)
+        self.assertEqual(int(cache.get_seq_length()), 30)
+        self.assertIs(self.data.inputs["past_key_values"], cache)
+
+    def test_dynamic_shapes_fit_the_flattened_cache(self):
+        ds = self.data.dynamic_shapes
+        leaves = torch.utils._pytree.tree_leaves(self.data.inputs[CACHE])
+        self.assertEqual(len(ds[CACHE]), len(leaves))
+        self.assertEqual(ds[CACHE][:2], [{0: "batch"}, {0: "batch"}])
+        for spec, leaf in zip(ds[CACHE], leaves):
+            self.assertTrue(all(axis < leaf.dim() for axis in spec))
+        self.assertEqual(set(ds), set(self.data.inputs))
+        self.assertEqual(
+            check_inputs2(self.data.inputs, self.data.inputs2, self.data.dynamic_shapes), []
+        )
+
+    def test_eager_runs_and_matches_a_dynamic_cache(self):
+        from onnx_diagnostic.cache_helpers import make_dynamic_cache
+
+        model = self.data.model
+        for name, batch, seq in (("inputs", 2, 3), ("inputs2", 3, 4)):
+            with self.subTest(name=name):
+                inputs = copy.deepcopy(self.data[name])
+                layer = inputs[CACHE].layers[0]
+                pairs = [(layer.keys[:, :, :30].clone(), layer.values[:, :, :30].clone())]
+                dyn = {k: v for k, v in inputs.items() if k not in (CACHE, "cache_position")}
+                dyn[CACHE] = make_dynamic_cache(pairs)
+                with torch.no_grad():
+                    got = model(**inputs)
+                    expected = model(**dyn)
+                self.assertEqual(tuple(got.logits.shape), (batch, seq, 32000))
+                self.assertEqualArray(expected.logits, got.logits, atol=1e-4)
+                # the new tokens were written after the past ones
+                new_keys = got.past_key_values.layers[0].keys
+                self.assertEqual(tuple(new_keys.shape), (batch, 1, 34, 96))
+                self.assertEqualArray(
+                    expected.past_key_values.layers[0].keys,
+                    new_keys[:, :, : 30 + seq],
+                    atol=1e-5,
+                )
+
+    def test_sizes_and_empty_cache(self):
+        data = get_tiny_llm(use_static_cache=True, batch_size=1, sequence_length=2, past_length=0)
+        self.assertEqual(tuple(data.inputs[CACHE].layers[0].keys.shape), (1, 1, 3, 96))
+        self.assertEqual(tuple(data.inputs["attention_mask"].shape), (1, 2))
+        with torch.no_grad():
+            out = data.model(**copy.deepcopy(data.inputs))
+        self.assertEqual(tuple(out.logits.shape), (1, 2, 32000))
+
+    def test_bad_input(self):
+        with self.assertRaisesRegex(TypeError, "use_static_cache must be a bool"):
+            get_tiny_llm(use_static_cache="yes")
+        with self.assertRaisesRegex(ValueError, "past_length must be an int >= 0"):
+            get_tiny_llm(use_static_cache=True, past_length=-1)
+        with self.assertRaisesRegex(ValueError, "sequence_length must be an int >= 1"):
+            get_tiny_llm(use_static_cache=True, sequence_length=0)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import transformers
 
+from ..helpers.compat import cache_alias_dict, cache_arg_name, forward_parameters
 from ..tasks import text_generation
 from .hghub.hub_api import config_from_dict, load_config_dict
 from .model_data import ModelData, weights_size
@@ -33,6 +35,7 @@ def get_tiny_llm(
     past_length: int = 30,
     dynamic_rope: bool = False,
     add_second_input: bool = False,
+    use_static_cache: bool = False,
     **config_overrides: Any,
 ) -> ModelData:
     """
@@ -47,6 +50,10 @@ def get_tiny_llm(
     :param dynamic_rope: uses a dynamic rotary embedding (``rope_type="dynamic"``,
         factor 10)
     :param add_second_input: also builds ``inputs2``, every dynamic dimension one larger
+    :param use_static_cache: the cache is a :class:`transformers.StaticCache` of
+        ``max_cache_len = past_length + sequence_length + 1`` positions (room for the new
+        tokens of ``inputs`` and of ``inputs2``), its first ``past_length`` positions
+        filled, and the configuration gets ``cache_implementation="static"``; see below
     :param config_overrides: attributes of the configuration to change
         (``num_hidden_layers=2``...)
     :return: a :class:`onnx_diagnostic.torch_models.model_data.ModelData`, it behaves
@@ -68,6 +75,20 @@ def get_tiny_llm(
      'attention_mask': {0: 'batch', 1: 'cache+seq'},
      'position_ids': {0: 'batch', 1: 'seq_length'},
      ...: [{0: 'batch', 2: 'cache_length'}, {0: 'batch', 2: 'cache_length'}]}
+
+    With ``use_static_cache=True``, the cache tensors keep ``max_cache_len`` positions
+    whatever the number of tokens: only their batch dimension is dynamic. The other inputs
+    are the same (``attention_mask`` covers the ``past_length + sequence_length`` tokens
+    seen, transformers pads it to ``max_cache_len``), plus ``cache_position`` on the
+    versions of transformers whose ``forward`` declares it (before 5). On transformers 5 the
+    cache also flattens into the number of filled positions of every layer (0-d tensors),
+    their dynamic shapes are ``{}``.
+
+    >>> data = get_tiny_llm(use_static_cache=True)
+    >>> type(data.inputs[cache_arg_name(data.model)]).__name__
+    'StaticCache'
+    >>> data.dynamic_shapes[cache_arg_name(data.model)][:2]
+    [{0: 'batch'}, {0: 'batch'}]
     """
     d = load_config_dict(TINY_LLM)
     if dynamic_rope:
@@ -76,18 +97,34 @@ def get_tiny_llm(
     for key in config_overrides:
         if not hasattr(reference, key) and key not in d:
             raise TypeError(f"get_tiny_llm: {key!r} is not an attribute of LlamaConfig")
+    if not isinstance(use_static_cache, bool):
+        raise TypeError(
+            f"get_tiny_llm: use_static_cache must be a bool, not {type(use_static_cache).__name__}"
+        )
     d.update(config_overrides)
+    if use_static_cache:
+        d["cache_implementation"] = "static"
     config = config_from_dict(d)
     model = transformers.LlamaForCausalLM(config)
     model.eval()
-    res = text_generation.get_inputs(
-        model,
-        config,
-        batch_size=batch_size,
-        sequence_length=sequence_length,
-        past_length=past_length,
-        add_second_input=add_second_input,
-    )
+    if use_static_cache:
+        res = _static_cache_inputs(
+            model,
+            config,
+            batch_size=batch_size,
+            sequence_length=sequence_length,
+            past_length=past_length,
+            add_second_input=add_second_input,
+        )
+    else:
+        res = text_generation.get_inputs(
+            model,
+            config,
+            batch_size=batch_size,
+            sequence_length=sequence_length,
+            past_length=past_length,
+            add_second_input=add_second_input,
+        )
     size, n_weights = weights_size(model)
     return ModelData(
         model=model,
@@ -100,6 +137,71 @@ def get_tiny_llm(
         n_weights=n_weights,
         inputs2=res.get("inputs2", None),
     )
+
+
+def _static_cache_inputs(
+    model: Any,
+    config: Any,
+    batch_size: int,
+    sequence_length: int,
+    past_length: int,
+    add_second_input: bool,
+) -> dict[str, Any]:
+    """Inputs of a decoder called with a ``StaticCache``, see :func:`get_tiny_llm`."""
+    from ..cache_helpers import make_static_cache
+
+    for name, value, low in (
+        ("batch_size", batch_size, 1),
+        ("sequence_length", sequence_length, 1),
+        ("past_length", past_length, 0),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"get_tiny_llm: {name} must be an int >= {low}, not {value!r}")
+    n_layers = int(config.num_hidden_layers)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    head_dim = int(
+        getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    )
+    dtype = next(model.parameters()).dtype
+    cache_name = cache_arg_name(model)
+    with_cache_position = "cache_position" in (forward_parameters(model) or {})
+    max_cache_len = past_length + sequence_length + 1
+
+    def make(batch: int, seq: int) -> dict[str, Any]:
+        shape = (batch, kv_heads, past_length, head_dim)
+        pairs = [
+            (torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype))
+            for _ in range(n_layers)
+        ]
+        positions = torch.arange(past_length, past_length + seq, dtype=torch.int64)
+        inputs: dict[str, Any] = dict(
+            input_ids=torch.randint(0, config.vocab_size - 1, (batch, seq), dtype=torch.int64),
+            attention_mask=torch.ones((batch, past_length + seq), dtype=torch.int64),
+            position_ids=positions.unsqueeze(0).expand((batch, -1)).contiguous(),
+        )
+        inputs[cache_name] = make_static_cache(pairs, max_cache_len=max_cache_len)
+        if with_cache_position:
+            inputs["cache_position"] = positions
+        return cache_alias_dict(inputs)
+
+    inputs = make(batch_size, sequence_length)
+    n_leaves = len(torch.utils._pytree.tree_leaves(inputs[cache_name]))
+    # keys and values keep max_cache_len positions, only the batch is dynamic; the filled
+    # lengths of transformers 5 (0-d tensors) come after them
+    cache_ds: list[dict[int, str]] = [{0: "batch"} for _ in range(2 * n_layers)]
+    cache_ds.extend({} for _ in range(n_leaves - 2 * n_layers))
+    ds: dict[str, Any] = dict(
+        input_ids={0: "batch", 1: "seq_length"},
+        attention_mask={0: "batch", 1: "cache+seq"},
+        position_ids={0: "batch", 1: "seq_length"},
+    )
+    ds[cache_name] = cache_ds
+    if with_cache_position:
+        ds["cache_position"] = {0: "seq_length"}
+    res: dict[str, Any] = dict(inputs=inputs, dynamic_shapes=ds)
+    if add_second_input:
+        res["inputs2"] = make(batch_size + 1, sequence_length + 1)
+    return res
 
 
 def get_phi2(
