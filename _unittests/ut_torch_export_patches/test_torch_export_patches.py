@@ -363,7 +363,8 @@ class TestTorchExportPatchesOnnxDiagnosticArguments(ExtTestCase):
             with torch_export_patches(rewrite=[object]):
                 pass
 
-        self.assertRaise(run, NotImplementedError, "rewrite")
+        # rewrite is implemented (torch_export_rewrite): a bad element is refused by name
+        self.assertRaise(run, TypeError, "rewrite[0]")
 
         def run2():
             with torch_export_patches(stop_if_static="yes"):

@@ -21,6 +21,7 @@ from typing import Any
 from .. import cache_helpers  # noqa: F401  (registers the caches once, see DESIGN.md)
 from ._reusable import reusable_context
 from .patch_inputs import convert_legacy_caches, use_dyn_not_str
+from .patch_module import torch_export_rewrite
 from .patches import AppliedPatch, apply_patch, known_patches, list_patches
 from .serialization import register_flattening_functions
 
@@ -30,6 +31,7 @@ __all__ = [
     "list_patches",
     "register_flattening_functions",
     "torch_export_patches",
+    "torch_export_rewrite",
     "use_dyn_not_str",
 ]
 
@@ -76,10 +78,12 @@ def torch_export_patches(
         them: each has the attribute ``_PATCHED_CLASS_`` (the class to patch) and
         ``_PATCHES_`` (the names of its methods replacing those of ``_PATCHED_CLASS_``);
         they are applied after the other patches and restored on exit
-    :param rewrite: must be None: rewriting methods with control flow (onnx-diagnostic's
-        ``patch_module.transform_method``) is not available here, a value raises
-        ``NotImplementedError``
-    :param dump_rewriting: accepted with ``rewrite=None`` only
+    :param rewrite: methods or functions whose Python ``if`` on a tensor becomes
+        :func:`torch.cond` while the context is active (``[(Model, "forward")]``,
+        ``[Model.forward]``), see :func:`torch_export_rewrite
+        <onnx_diagnostic.torch_export_patches.patch_module.torch_export_rewrite>`;
+        None or an empty list rewrites nothing
+    :param dump_rewriting: prefix of the files receiving the original and rewritten code
     :param patch_details: accepted, unused
     :return: a function ``modificator(inputs)`` returning inputs usable for export
         (legacy tuple caches become DynamicCache), the inputs themselves when nothing
@@ -92,10 +96,9 @@ def torch_export_patches(
                 model, (), kwargs=modificator(inputs), dynamic_shapes=ds, strict=False
             )
     """
-    if rewrite:
-        raise NotImplementedError(
-            "torch_export_patches: rewrite is not implemented in this package, rewrite the "
-            "control flow with torch.cond or pass rewrite=None"
+    if rewrite is not None and not isinstance(rewrite, (list, tuple)):
+        raise TypeError(
+            f"torch_export_patches: rewrite must be a list or None, not {type(rewrite).__name__}"
         )
     for name, value in (("stop_if_static", stop_if_static), ("verbose", verbose)):
         if not isinstance(value, int):
@@ -128,6 +131,12 @@ def torch_export_patches(
                     print(
                         f"[torch_export_patches] patches {target.__name__}.{name} ({cls.__name__})"
                     )
+        if rewrite:
+            stack.enter_context(
+                torch_export_rewrite(
+                    rewrite=rewrite, dump_rewriting=dump_rewriting, verbose=verbose
+                )
+            )
         yield convert_legacy_caches
 
 
