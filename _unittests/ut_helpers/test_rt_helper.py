@@ -447,5 +447,168 @@ class TestOnnxGenerateTinyLLM(ExtTestCase):
         self.assertEqualArray(expected, got)
 
 
+class TestOrtProfile(ExtTestCase):
+    """js_profile_to_dataframe and plot_ort_profile on a real onnxruntime profile."""
+
+    @classmethod
+    def setUpClass(cls):
+        import onnx.helper as oh
+        import onnxruntime
+
+        model = oh.make_model(
+            oh.make_graph(
+                [oh.make_node("Add", ["X", "X"], ["Y"]), oh.make_node("Abs", ["Y"], ["Z"])],
+                "g",
+                [oh.make_tensor_value_info("X", 1, [None, None])],
+                [oh.make_tensor_value_info("Z", 1, [None, None])],
+            ),
+            opset_imports=[oh.make_opsetid("", 18)],
+            ir_version=9,
+        )
+        cls.tmp = tempfile.TemporaryDirectory()
+        opts = onnxruntime.SessionOptions()
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(cls.tmp.name, "prof")
+        sess = onnxruntime.InferenceSession(
+            model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+        )
+        for _ in range(4):
+            sess.run(None, {"X": np.arange(6, dtype=np.float32).reshape(2, 3)})
+        cls.profile = sess.end_profiling()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_events(self):
+        from onnx_diagnostic.helpers.rt_helper import js_profile_to_dataframe
+
+        df = js_profile_to_dataframe(self.profile)
+        kernels = df[df["event_name"] == "kernel_time"]
+        self.assertEqual(sorted(set(kernels["op_name"])), ["Abs", "Add"])
+        self.assertEqual(sorted(set(kernels["iteration"])), [0, 1, 2, 3])
+        self.assertEqual(int(kernels["it==0"].sum()), 2)
+        self.assertIn("float[2x3],float[2x3]", set(kernels["input_type_shape"]))
+        self.assertEqual(set(df[df["name"] == "session_initialization"]["iteration"]), {-1})
+        rows = js_profile_to_dataframe(self.profile, as_df=False)
+        self.assertEqual(len(rows), len(df))
+
+    def test_aggregation(self):
+        from onnx_diagnostic.helpers.rt_helper import js_profile_to_dataframe
+
+        agg = js_profile_to_dataframe(self.profile, agg=True)
+        self.assertEqual(sorted(agg.index), ["Abs", "Add"])
+        self.assertEqual(agg["count"].tolist(), [4, 4])
+        self.assertAlmostEqual(float(agg["pct"].sum()), 100.0, atol=1e-6)
+        out = js_profile_to_dataframe(self.profile, agg=True, first_it_out=True)
+        self.assertEqual(out["count"].tolist(), [3, 3])
+        by_node = js_profile_to_dataframe(self.profile, agg=True, agg_op_name=False)
+        self.assertEqual(len(by_node), 2)
+        shaped = js_profile_to_dataframe(self.profile, agg=True, with_shape=True)
+        self.assertIn("Add(float[2x3],float[2x3])", shaped.index)
+
+    def test_plot(self):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from onnx_diagnostic.helpers.rt_helper import js_profile_to_dataframe, plot_ort_profile
+
+        df = js_profile_to_dataframe(self.profile)
+        fig, (ax0, ax1) = plt.subplots(1, 2)
+        self.assertIs(plot_ort_profile(df, ax0, ax1, title="t"), ax0)
+        self.assertEqual(ax0.get_title(), "t")
+        plt.close(fig)
+        with self.assertRaises(ValueError) as cm:
+            plot_ort_profile(js_profile_to_dataframe(self.profile, agg=True))
+        self.assertIn("no column 'cat'", str(cm.exception))
+
+    def test_bad_input(self):
+        from onnx_diagnostic.helpers.rt_helper import js_profile_to_dataframe
+
+        with self.assertRaises(FileNotFoundError):
+            js_profile_to_dataframe("missing.json")
+        with self.assertRaises(TypeError):
+            js_profile_to_dataframe(3)
+        with tempfile.TemporaryDirectory() as tmp:
+            bad = os.path.join(tmp, "bad.json")
+            with open(bad, "w") as f:
+                f.write("{not json")
+            with self.assertRaises(ValueError) as cm:
+                js_profile_to_dataframe(bad)
+            self.assertIn("is not a JSON profile", str(cm.exception))
+        with self.assertRaises(ValueError) as cm:
+            js_profile_to_dataframe([{"dur": 3}])
+        self.assertIn("event 0 is not a profile event", str(cm.exception))
+        self.assertEqual(len(js_profile_to_dataframe([])), 0)
+
+    def test_docstring(self):
+        import doctest
+
+        from onnx_diagnostic.helpers import _ort_profile
+
+        cwd = os.getcwd()
+        with tempfile.TemporaryDirectory() as tmp:
+            os.chdir(tmp)  # onnxruntime writes its profile in the current folder
+            try:
+                res = doctest.testmod(_ort_profile, verbose=False)
+            finally:
+                os.chdir(cwd)
+        self.assertEqual(res.failed, 0)
+
+
+class TestMakeFeeds(ExtTestCase):
+    def test_names_and_nested_inputs(self):
+        from onnx_diagnostic.cache_helpers import make_dynamic_cache
+        from onnx_diagnostic.helpers.rt_helper import make_feeds
+
+        kv = torch.ones(1, 2, 3, 4)
+        cache = make_dynamic_cache([(kv, kv * 2)])
+        names = ["input_ids", "past_key_values.0.key", "past_key_values.0.value"]
+        feeds = make_feeds(names, dict(input_ids=torch.tensor([[1, 2]]), cache=cache))
+        self.assertEqual(list(feeds), names)
+        self.assertEqual(float(feeds["past_key_values.0.value"][0, 0, 0, 0]), 2.0)
+        feeds = make_feeds(names, (torch.tensor([[1]]), cache), use_numpy=True, copy=True)
+        self.assertIsInstance(feeds["input_ids"], np.ndarray)
+        bf = make_feeds(["x"], [torch.ones(2, dtype=torch.bfloat16)], use_numpy=True)
+        self.assertEqual(str(bf["x"].dtype), "bfloat16")
+        x = torch.zeros(2)
+        self.assertIsNot(make_feeds(["x"], [x], copy=True)["x"], x)
+        self.assertIs(make_feeds(["x"], [x])["x"], x)
+        self.assertEqual(make_feeds([], ()), {})
+
+    def test_from_model_and_session(self):
+        from onnx_diagnostic.helpers.rt_helper import make_feeds
+
+        model = oh.make_model(
+            oh.make_graph(
+                [oh.make_node("Add", ["a", "b"], ["c"])],
+                "g",
+                [oh.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in "ab"],
+                [oh.make_tensor_value_info("c", TensorProto.FLOAT, [2])],
+            ),
+            opset_imports=[oh.make_opsetid("", 18)],
+            ir_version=9,
+        )
+        inputs = (torch.ones(2), torch.ones(2))
+        self.assertEqual(list(make_feeds(model, inputs)), ["a", "b"])
+        sess = make_session(model)
+        got = sess.run(None, make_feeds(sess, inputs, use_numpy=True))
+        self.assertEqual(got[0].tolist(), [2.0, 2.0])
+
+    def test_bad_inputs(self):
+        from onnx_diagnostic.helpers.rt_helper import make_feeds
+
+        with self.assertRaises(ValueError) as cm:
+            make_feeds(["a", "b"], (torch.ones(1),))
+        self.assertIn(
+            "the model has 2 inputs ['a', 'b'] but inputs holds 1 tensors", str(cm.exception)
+        )
+        with self.assertRaises(TypeError) as cm:
+            make_feeds(3, (torch.ones(1),))
+        self.assertIn("make_feeds: proto must be", str(cm.exception))
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

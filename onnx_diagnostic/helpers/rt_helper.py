@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ._ort_profile import js_profile_to_dataframe, plot_ort_profile
 from .compat import CACHE_ARG_NAMES, ONNX_CACHE_INPUT
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,9 +36,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "GenerationLayout",
+    "js_profile_to_dataframe",
+    "make_feeds",
     "make_session",
     "model_layout",
     "onnx_generate",
+    "plot_ort_profile",
     "run_session",
 ]
 
@@ -628,3 +632,56 @@ def onnx_generate(
         k: _to_torch(v) if k in cache_names else _to_torch(v).clone() for k, v in feeds.items()
     }
     return result, session, last_feeds
+
+
+def make_feeds(
+    proto: onnx.ModelProto | onnxruntime.InferenceSession | Sequence[str],
+    inputs: Any,
+    use_numpy: bool = False,
+    copy: bool = False,
+) -> dict[str, Any]:
+    """
+    Pairs the tensors of a nested structure of inputs (flattened as
+    :func:`onnx_diagnostic.helpers.helper.flatten_object` does, caches as
+    ``key_0, value_0, ...``) with the input names of an ONNX model, in order.
+    :func:`onnx_diagnostic.export.api.onnx_feeds` does it from a torch model's arguments,
+    naming the inputs the way :func:`to_onnx <onnx_diagnostic.export.api.to_onnx>` does.
+
+    :param proto: the model, a session, or the list of input names
+    :param inputs: any nested structure of tensors (tuple, dict, caches, ModelOutput...)
+    :param use_numpy: converts torch tensors into numpy arrays (bfloat16 included, bit-exact)
+    :param copy: copies every tensor (when the feeds outlive the inputs or go to OrtValue)
+    :return: ``{input name: tensor}``
+    :raises ValueError: when the numbers of names and tensors differ (both listed)
+
+    >>> import torch
+    >>> feeds = make_feeds(["x", "y"], (torch.ones(2), dict(a=torch.zeros(1))))
+    >>> {k: v.tolist() for k, v in feeds.items()}
+    {'x': [1.0, 1.0], 'y': [0.0]}
+    """
+    from .helper import flatten_object, string_type
+
+    if hasattr(proto, "graph"):
+        names = [i.name for i in proto.graph.input]
+    elif hasattr(proto, "get_inputs"):
+        names = [i.name for i in proto.get_inputs()]
+    elif isinstance(proto, (list, tuple)) and all(isinstance(n, str) for n in proto):
+        names = list(proto)
+    else:
+        raise TypeError(
+            "make_feeds: proto must be an onnx.ModelProto, an InferenceSession or a list of "
+            f"names, not {type(proto).__name__}"
+        )
+    flat = flatten_object(inputs)
+    if len(flat) != len(names):
+        raise ValueError(
+            f"make_feeds: the model has {len(names)} inputs {names} but inputs holds "
+            f"{len(flat)} tensors: {string_type(inputs, with_shape=True)}"
+        )
+    if copy:
+        flat = [t.clone() if isinstance(t, torch.Tensor) else np.array(t) for t in flat]
+    if use_numpy:
+        from .ort_session import torch_to_numpy
+
+        flat = [torch_to_numpy(t) if isinstance(t, torch.Tensor) else t for t in flat]
+    return dict(zip(names, flat))
