@@ -993,5 +993,45 @@ class TestDocstrings(ExtTestCase):
         self.assertDocstringExamples(module_under_test)
 
 
+class TestAssertConversionWithOrtOnCpu(ExtTestCase):
+    def _model(self):
+        import onnx
+        import onnx.helper as oh
+
+        return oh.make_model(
+            oh.make_graph(
+                [oh.make_node("Add", ["x", "y"], ["z"])],
+                "g",
+                [oh.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [2]) for n in "xy"],
+                [oh.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [2])],
+            ),
+            opset_imports=[oh.make_opsetid("", 18)],
+            ir_version=9,
+        )
+
+    def test_passes_and_fails(self):
+        x, y = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.5])
+        for use_python in (False, True):
+            with self.subTest(use_python=use_python):
+                self.assert_conversion_with_ort_on_cpu(
+                    self._model(), (x + y,), (x, y), use_python=use_python
+                )
+                self.assert_conversion_with_ort_on_cpu(
+                    self._model(), x + y + 1e-3, (x, y), atol=1e-2, use_python=use_python
+                )
+                with self.assertRaises(AssertionError) as cm:
+                    self.assert_conversion_with_ort_on_cpu(
+                        self._model(), x + y + 1, (x, y), msg=lambda: "ctx", use_python=use_python
+                    )
+                self.assertIn("output 0: 2/2 values differ", str(cm.exception))
+                self.assertIn("(ctx)", str(cm.exception))
+        with self.assertRaises(AssertionError) as cm:
+            self.assert_conversion_with_ort_on_cpu(self._model(), x, (x,))
+        self.assertIn("the model has 2 inputs ['x', 'y'], 1 were given", str(cm.exception))
+        with self.assertRaises(AssertionError) as cm:
+            self.assert_conversion_with_ort_on_cpu(self._model(), (x, x), (x, y))
+        self.assertIn("1 outputs, 2 expected", str(cm.exception))
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -693,6 +693,57 @@ class ExtTestCase(unittest.TestCase):
         """
         return self.make_inference_session(onx, cpu=True)
 
+    def assert_conversion_with_ort_on_cpu(
+        self,
+        onx: Any,
+        expected: Any,
+        inputs: Sequence[Any],
+        atol: float = 0,
+        rtol: float = 0,
+        msg: str | Callable[[], str] | None = None,
+        use_python: bool = False,
+    ) -> None:
+        """
+        Runs ``onx`` on CPU with :epkg:`onnxruntime` (or with
+        :class:`onnx_diagnostic.reference.ExtendedReferenceEvaluator` if ``use_python``) on
+        ``inputs`` (tensors in the order of the model inputs) and checks every output against
+        ``expected`` with ``|expected - got| <= atol + rtol * |expected|``.
+
+        :param onx: the ONNX model
+        :param expected: a tensor or a tuple of tensors, one per output
+        :param inputs: the inputs, in the order of the model inputs
+        :param atol: absolute tolerance
+        :param rtol: relative tolerance
+        :param msg: added to the failure message (or a function returning it)
+        :param use_python: runs the reference evaluator instead of onnxruntime
+        """
+        from .helpers.ort_session import torch_to_numpy
+
+        feeds_values = [torch_to_numpy(x) if isinstance(x, torch.Tensor) else x for x in inputs]
+        if use_python:
+            from .reference import ExtendedReferenceEvaluator
+
+            sess: Any = ExtendedReferenceEvaluator(onx)
+            names = list(sess.input_names)
+        else:
+            from .helpers.rt_helper import make_session
+
+            sess = make_session(onx, caller="assert_conversion_with_ort_on_cpu", argname="onx")
+            names = [i.name for i in sess.get_inputs()]
+        if len(names) != len(feeds_values):
+            raise AssertionError(
+                f"the model has {len(names)} inputs {names}, {len(feeds_values)} were given"
+            )
+        got = sess.run(None, dict(zip(names, feeds_values)))
+        exp = list(expected) if isinstance(expected, (tuple, list)) else [expected]
+        if len(exp) != len(got):
+            raise AssertionError(f"{len(got)} outputs, {len(exp)} expected")
+        for i, (e, g) in enumerate(zip(exp, got)):
+            problem = _array_mismatch(e, g, atol, rtol)
+            if problem:
+                text = msg() if callable(msg) else (msg or "")
+                raise AssertionError(f"output {i}: {problem}{f' ({text})' if text else ''}")
+
     def assert_onnx_disc(
         self,
         test_name: str,
