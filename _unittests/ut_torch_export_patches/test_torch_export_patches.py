@@ -373,5 +373,23 @@ class TestTorchExportPatchesOnnxDiagnosticArguments(ExtTestCase):
         self.assertRaise(run2, TypeError, "stop_if_static")
 
 
+class TestOptionsWithoutEffect(ExtTestCase):
+    def test_warns_once_for_options_without_effect(self):
+        import warnings
+
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            with torch_export_patches(stop_if_static=1, patch_diffusers=True):
+                pass
+        messages = [str(x.message) for x in w if "has no effect" in str(x.message)]
+        self.assertEqual(len(messages), 1)
+        self.assertIn("stop_if_static=1, patch_diffusers=True has no effect", messages[0])
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            with torch_export_patches(catch_constraints=False):
+                pass
+        self.assertEqual([x for x in w if "has no effect" in str(x.message)], [])
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

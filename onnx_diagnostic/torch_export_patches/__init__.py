@@ -15,6 +15,7 @@ exit, normally or through an exception.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -104,6 +105,23 @@ def torch_export_patches(
         if not isinstance(value, int):
             raise TypeError(f"torch_export_patches: {name} must be an int, not {value!r}")
     custom = _check_custom_patches(custom_patches)
+    ignored = [
+        f"{name}={value!r}"
+        for name, value, default in (
+            ("stop_if_static", stop_if_static, 0),
+            ("patch_diffusers", patch_diffusers, False),
+            ("patch_details", patch_details, None),
+        )
+        if value != default
+    ]
+    if ignored:
+        # accepted for scripts written for onnx-diagnostic, said once rather than ignored
+        warnings.warn(
+            f"torch_export_patches: {', '.join(ignored)} has no effect in onnx_diagnostic "
+            "(see the page 'Coming from onnx-diagnostic')",
+            UserWarning,
+            stacklevel=3,
+        )
     with contextlib.ExitStack() as stack:
         _ACTIVE.append(dict(patch_transformers=patch_transformers, patch_torch=patch_torch))
         stack.callback(_ACTIVE.pop)
