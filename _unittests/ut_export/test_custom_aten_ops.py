@@ -1632,6 +1632,23 @@ class TestWritesAtIndices(_AtenTestCase):
             ("aten.index_add",),
         )
 
+    def test_index_fill(self):
+        # torch>=2.15 decomposes x[:, j] = scalar into index_fill
+        def fn(x, j, v):
+            return (
+                torch.index_fill(x, 1, j, 7.0),
+                torch.index_fill(x, 0, j[:1], v),
+                torch.index_fill(x.to(torch.int64), -1, j, 2),
+            )
+
+        self.check(
+            fn,
+            (_f(4, 5), torch.tensor([1, 3, -2]), torch.tensor(-1.5)),
+            (_f(6, 5), torch.tensor([0, 4, 1]), torch.tensor(2.5)),
+            ({0: DYN}, None, None),
+            ("aten.index_fill",),
+        )
+
     def test_index_put(self):
         def fn(x, i, j, v, m):
             a = x.clone()

@@ -125,18 +125,7 @@ def get_tiny_llm(
             past_length=past_length,
             add_second_input=add_second_input,
         )
-    size, n_weights = weights_size(model)
-    return ModelData(
-        model=model,
-        inputs=res["inputs"],
-        dynamic_shapes=res["dynamic_shapes"],
-        configuration=config,
-        task=text_generation.__TASK__,
-        model_id=TINY_LLM,
-        size=size,
-        n_weights=n_weights,
-        inputs2=res.get("inputs2", None),
-    )
+    return _model_data(model, config, res, TINY_LLM)
 
 
 def _static_cache_inputs(
@@ -254,6 +243,11 @@ def get_phi2(
         past_length=sequence_length,
         add_second_input=add_second_input,
     )
+    return _model_data(model, config, res, PHI2)
+
+
+def _model_data(model: Any, config: Any, res: dict[str, Any], model_id: str) -> ModelData:
+    """The ModelData of a text-generation model and the inputs get_inputs built for it."""
     size, n_weights = weights_size(model)
     return ModelData(
         model=model,
@@ -261,7 +255,7 @@ def get_phi2(
         dynamic_shapes=res["dynamic_shapes"],
         configuration=config,
         task=text_generation.__TASK__,
-        model_id=PHI2,
+        model_id=model_id,
         size=size,
         n_weights=n_weights,
         inputs2=res.get("inputs2", None),

@@ -204,6 +204,43 @@ def _index_add(
     return g.op("ScatterElements", g.cast(x, dtype), idx, source, axis=dim, reduction="add")
 
 
+_INDEX_FILL = [
+    getattr(getattr(aten, name), overload)
+    for name in ("index_fill", "index_fill_")
+    for overload in ("int_Scalar", "int_Tensor")
+    if hasattr(aten, name) and hasattr(getattr(aten, name), overload)
+]
+
+
+@register(*_INDEX_FILL)
+def _index_fill(
+    g: GraphBuilder,
+    node: torch.fx.Node,
+    x: ir.Value,
+    dim: int,
+    index: ir.Value,
+    value: Any,
+) -> ir.Value:
+    # torch>=2.15 decomposes x[:, idx] = scalar into index_fill
+    rank = _rank(node.args[0])
+    if rank == 0:
+        raise NotImplementedError("index_fill on a 0-d tensor")
+    dim = _norm_axis(dim, rank)
+    dtype = _out_dtype(node)
+    # mask[p] = p is one of the indices, for every position p along dim (negative ones too)
+    size = g.scalar(g.size(x, dim))
+    positions = g.op("Range", g.const(0, _I64), size, g.const(1, _I64))
+    idx = g.op("Reshape", g.cast(index, _I64), g.ints([1, -1]))
+    idx = g.op("Add", idx, g.op("Mul", size, g.cast(g.op("Less", idx, g.const(0, _I64)), _I64)))
+    hits = g.op("Equal", g.op("Unsqueeze", positions, g.ints([1])), idx)
+    mask = g.op("ReduceMax", g.cast(hits, ir.DataType.INT32), g.ints([1]), keepdims=0)
+    shape = [1] * rank
+    shape[dim] = -1
+    mask = g.cast(g.op("Reshape", mask, g.ints(shape)), ir.DataType.BOOL)
+    fill = g.cast(value, dtype) if isinstance(value, ir.Value) else _tensor(g, value, dtype)
+    return g.op("Where", mask, fill, g.cast(x, dtype))
+
+
 _INDEX_PUT = [aten.index_put, aten.index_put_, aten._index_put_impl_]
 if hasattr(aten, "_unsafe_index_put"):
     _INDEX_PUT.append(aten._unsafe_index_put)
