@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..helpers import compat
+from ..helpers.helper import check_output_file
 from .io_names import (
     _axes_mapping,
     _dedup,
@@ -329,14 +330,6 @@ def quiet_third_party_noise() -> Iterator[None]:
         registration.removeFilter(flt)
 
 
-def _check_filename(filename: Any) -> None:
-    """The file must be writable before a long export starts, not found missing at the end."""
-    if filename is not None:
-        from ..helpers.helper import check_output_file
-
-        check_output_file(filename, "filename", "to_onnx", "nothing was exported")
-
-
 def _signature_order(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[list, dict]:
     """
     Returns the names of the positional arguments and the kwargs sorted in the order of
@@ -487,7 +480,9 @@ def to_onnx(
     """
     kwargs = {} if kwargs is None else kwargs
     _check_arguments(model, args, kwargs, exporter, input_names, output_names)
-    _check_filename(filename)
+    if filename is not None:
+        # writable before a long export starts, not found missing at the end
+        check_output_file(filename, "filename", "to_onnx", "nothing was exported")
     kwargs, dynamic_shapes = align_cache_argument(model, kwargs, dynamic_shapes)
     args = tuple(args)
     arg_names, kwargs = _signature_order(model, args, kwargs)

@@ -132,7 +132,7 @@ def js_profile_to_dataframe(
         )
         rows.append(
             {
-                "it==0": 0,
+                "it==0": int(run == 0 and not before_runs),
                 "iteration": -1 if before_runs else run,
                 "cat": cat,
                 "event_name": suffix if cat == "Node" and suffix else name,
@@ -148,8 +148,6 @@ def js_profile_to_dataframe(
         )
         if cat == "Session" and name == "model_run":
             run += 1
-    for row in rows:
-        row["it==0"] = int(row["iteration"] == 0)
     if agg:
         return _aggregate(rows, first_it_out, agg_op_name, with_shape, as_df)
     if not as_df:

@@ -219,27 +219,9 @@ def _leaf_to_array(value: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     t = value.detach().cpu()
-    np_dtype = None if t.dtype in _UINT_DTYPES_NUMPY else _ml_dtypes_of_torch(t.dtype)
+    # None for the dtypes numpy has itself (ml_dtypes defines none of them)
+    np_dtype = _ml_dtypes_of_torch(t.dtype)
     if np_dtype is None:
         return t.numpy()
     size = t.element_size()
     return t.contiguous().view(_UINT_OF_SIZE[size]).numpy().view(np_dtype)
-
-
-# dtypes numpy has natively (no ml_dtypes view needed)
-_UINT_DTYPES_NUMPY = {
-    torch.uint8,
-    torch.int8,
-    torch.int16,
-    torch.int32,
-    torch.int64,
-    torch.bool,
-    torch.float16,
-    torch.float32,
-    torch.float64,
-    torch.uint16,
-    torch.uint32,
-    torch.uint64,
-    torch.complex64,
-    torch.complex128,
-}

@@ -197,16 +197,18 @@ class _Encoder:
             # message starts with the path of the value that failed, the deepest one
             del self.leaves[n_leaves:]
             reason = str(e).split(": ", 1)[1] if str(e).startswith(where) else str(e)
-            self.unstored.append((where, reason))
-            text = json.dumps([type(obj).__name__, reason])
-            self.add(steps, "unstored", torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8))
+            self._add_unstored(steps, where, Unstored(type(obj).__name__, reason))
+
+    def _add_unstored(self, steps: list[str], where: str, value: Unstored) -> None:
+        """One ``unstored`` leaf (type and reason in JSON) and its path in ``unstored``."""
+        self.unstored.append((where, value.reason))
+        text = json.dumps([value.type_name, value.reason])
+        self.add(steps, "unstored", torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8))
 
     def _encode(self, obj: Any, steps: list[str], where: str) -> None:
         if isinstance(obj, Unstored):
             # a value already known as not stored (steal_forward could not copy it)
-            self.unstored.append((where, obj.reason))
-            text = json.dumps([obj.type_name, obj.reason])
-            self.add(steps, "unstored", torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8))
+            self._add_unstored(steps, where, obj)
             return
         if obj is None:
             self.add(steps, "none", torch.empty((0,), dtype=torch.float32))
