@@ -119,6 +119,139 @@ def _export(data: Any, filename: str, exporter: str) -> float:
     return time.perf_counter() - begin
 
 
+def _has_genai() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime_genai") is not None
+
+
+def _genai_cuda() -> bool:
+    import onnxruntime_genai as og
+
+    return bool(og.is_cuda_available())
+
+
+def _cuda_message() -> str | None:
+    """None if onnx_generate can run on CUDA, else why it cannot."""
+    import onnxruntime
+
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return (
+            f"onnxruntime {onnxruntime.__version__} has no CUDAExecutionProvider "
+            f"(providers {onnxruntime.get_available_providers()}, install onnxruntime-gpu)"
+        )
+    return None
+
+
+def _write_tokenizer(folder: str, config: Any) -> None:
+    """
+    A word-level tokenizer made offline with :epkg:`tokenizers`, one token per id of the
+    vocabulary (``t0``, ``t1``, ...): onnxruntime-genai's builder copies a tokenizer beside
+    the model and refuses a folder without one. The benchmark feeds token ids, the
+    tokenizer never encodes anything.
+    """
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = config.vocab_size
+    tokenizer = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.save(os.path.join(folder, "tokenizer.json"))
+
+    def _tok(token_id: Any, default: int) -> str:
+        if isinstance(token_id, list):
+            token_id = token_id[0] if token_id else None
+        return f"t{default if token_id is None else token_id}"
+
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "unk_token": "t0",
+                "bos_token": _tok(config.bos_token_id, 1),
+                "eos_token": _tok(config.eos_token_id, 2),
+                "model_max_length": config.max_position_embeddings,
+            },
+            f,
+        )
+
+
+def _genai_build(model: torch.nn.Module, folder: str, device: str) -> tuple[str, float]:
+    """
+    Saves the untrained weights with ``save_pretrained``, adds a tokenizer, runs the model
+    builder of onnxruntime-genai (``-p fp32``, ``-e cpu`` or ``cuda``), offline. Returns the
+    folder of the built model and the time the builder took.
+    """
+    import subprocess
+    import sys
+
+    hf_folder = os.path.join(folder, "hf")
+    out = os.path.join(folder, "genai")
+    model.save_pretrained(hf_folder)
+    _write_tokenizer(hf_folder, model.config)
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", hf_folder]
+    cmd += ["-o", out, "-p", "fp32", "-e", device]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    begin = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    duration = time.perf_counter() - begin
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"the builder of onnxruntime-genai failed ({' '.join(cmd)}):\n"
+            f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
+    return out, duration
+
+
+def _genai_graph(folder: str, head_dim: int) -> str:
+    """
+    The graph of genai's builder with a static head dimension on the cache inputs
+    (the builder names it ``kv_cache_dim``, onnx_generate needs it to build the empty
+    cache of the first step), saved beside it (``model.static.onnx``, same weights file).
+    """
+    import onnx
+
+    proto = onnx.load(os.path.join(folder, "model.onnx"), load_external_data=False)
+    for inp in proto.graph.input:
+        if inp.name.startswith("past_key_values."):
+            inp.type.tensor_type.shape.dim[3].dim_value = head_dim
+    filename = os.path.join(folder, "model.static.onnx")
+    onnx.save(proto, filename)
+    return filename
+
+
+def _genai_method(
+    folder: str, input_ids: torch.Tensor, new: int, device: str
+) -> Callable[[], torch.Tensor]:
+    """Greedy generation of ``new`` tokens with onnxruntime-genai (eos ignored)."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    config = og.Config(folder)
+    config.clear_providers()
+    if device == "cuda":
+        config.append_provider("cuda")
+    og_model = og.Model(config)
+    prompt = input_ids.cpu().numpy().astype(np.int64)
+    length = prompt.shape[1] + new
+
+    def _run() -> torch.Tensor:
+        params = og.GeneratorParams(og_model)
+        # min_length: no early stop on the eos token, every method makes `new` tokens;
+        # max_length: the shared past/present buffer is allocated at this length
+        params.set_search_options(max_length=length, min_length=length, do_sample=False)
+        generator = og.Generator(og_model, params)
+        generator.append_tokens(prompt)
+        while not generator.is_done():
+            generator.generate_next_token()
+        return torch.from_numpy(np.array(generator.get_sequence(0), dtype=np.int64))[None]
+
+    return _run
+
+
 def torch_loop(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int) -> Any:
     """The loop of seed 003 (simple_generate_with_cache) without eos."""
     outputs = model(input_ids, use_cache=True)
@@ -175,7 +308,16 @@ def bench_model(
     variants: bool,
     folder: str,
     exporters: tuple[str, ...] = ("custom", "onnx-dynamo"),
+    device: str = "cpu",
+    genai: bool = True,
 ) -> list[dict[str, Any]]:
+    """
+    Measures every method on one model (see the module docstring) and prints the figures.
+    ``device="cuda"`` runs transformers on the GPU, onnx_generate with
+    CUDAExecutionProvider (the cache stays on the GPU) and onnxruntime-genai built with
+    ``-e cuda``; a method whose requirements are missing is skipped with a message.
+    ``genai=False`` leaves out onnxruntime-genai even if it is installed.
+    """
     from onnx_diagnostic.helpers.rt_helper import make_session, onnx_generate
 
     torch.manual_seed(0)
@@ -187,7 +329,25 @@ def bench_model(
     vocab = model.config.vocab_size
     filenames = {e: os.path.join(folder, f"{name}.{e}.onnx") for e in exporters}
     export_times = {e: _export(data, f, e) for e, f in filenames.items()}
+    skipped: list[str] = []
+    genai_folder = None
+    if genai and not _has_genai():
+        skipped.append("onnxruntime-genai: not installed (pip install onnxruntime-genai)")
+    elif genai and device == "cuda" and not _genai_cuda():
+        skipped.append(
+            "onnxruntime-genai: this package has no CUDA support (pip install "
+            "onnxruntime-genai-cuda)"
+        )
+    elif genai:
+        genai_folder, export_times["genai builder"] = _genai_build(
+            model, os.path.join(folder, f"{name}.genai"), device
+        )
     input_ids = torch.randint(3, vocab, (1, prompt), generator=torch.Generator().manual_seed(1))
+    providers = None
+    if device == "cuda":
+        model.to("cuda")
+        input_ids = input_ids.to("cuda")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     mask = torch.ones_like(input_ids)
 
     def _generate() -> torch.Tensor:
@@ -197,9 +357,28 @@ def bench_model(
         "transformers generate": _generate,
         "torch loop (seed 003)": lambda: torch_loop(model, input_ids, new),
     }
-    for exporter, filename in filenames.items():
+    if genai_folder is not None:
+        fcts["onnxruntime-genai"] = _genai_method(genai_folder, input_ids, new, device)
+    onnx_files = dict(filenames)
+    if genai_folder is not None:
+        # the graph of genai's builder run by onnx_generate: the loops compared on one graph
+        head_dim = getattr(model.config, "head_dim", None) or (
+            model.config.hidden_size // model.config.num_attention_heads
+        )
+        onnx_files["genai graph"] = _genai_graph(genai_folder, head_dim)
+    cuda_missing = _cuda_message() if device == "cuda" else None
+    if cuda_missing:
+        skipped.append(f"onnx_generate on CUDA: {cuda_missing}")
+        onnx_files = {}
+    for exporter, filename in onnx_files.items():
         for label, opts in (_session_variants() if variants else {"default": None}).items():
-            session = make_session(filename, session_options=opts)
+            session = make_session(filename, session_options=opts, providers=providers)
+            if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+                skipped.append(
+                    f"onnx_generate [{exporter}] on CUDA: onnxruntime could not create a "
+                    f"CUDA session (providers {session.get_providers()})"
+                )
+                continue
             method = f"onnx_generate [{exporter}]"
             if label != "default":
                 method = f"onnx_generate [{exporter}, {label}]"
@@ -209,28 +388,36 @@ def bench_model(
     with torch.no_grad():
         measures = _measure(fcts, repeat)
     t_generate, ref = measures["transformers generate"]
+    t_genai = measures["onnxruntime-genai"][0] if "onnxruntime-genai" in measures else None
     rows = []
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"\n{name}: {data.model_id} {type(model).__name__}, {model.config.num_hidden_layers} "
-        f"layers, {n_params / 1e6:.1f}M parameters, vocabulary {vocab}, export "
-        + ", ".join(f"{e} {t:.1f}s" for e, t in export_times.items())
+        f"layers, {n_params / 1e6:.1f}M parameters, vocabulary {vocab}, device {device}, "
+        "export " + ", ".join(f"{e} {t:.1f}s" for e, t in export_times.items())
     )
+    for message in skipped:
+        print(f"  SKIPPED {message}")
     print(f"  prompt {prompt} tokens, {new} new tokens, batch 1, median of {repeat} runs")
+    header = "x genai" if t_genai else ""
+    print(f"  {'method':48s} {'ms':>9s}    {'tokens/s':>9s} x generate {header} same tokens")
     for method, (duration, tokens) in measures.items():
-        same = torch.equal(tokens, ref)
+        same = torch.equal(tokens.cpu(), ref.cpu())
         row = dict(
             model=name,
+            device=device,
             method=method,
             seconds=duration,
             tokens_per_s=new / duration,
             speedup=t_generate / duration,
+            vs_genai=t_genai / duration if t_genai else None,
             same_tokens=same,
         )
         rows.append(row)
+        vs_genai = f"  x{t_genai / duration:5.2f}" if t_genai else ""
         print(
-            f"  {method:48s} {duration * 1000:9.1f} ms {new / duration:9.1f} tokens/s "
-            f"x{t_generate / duration:5.2f}  same tokens: {same}"
+            f"  {method:48s} {duration * 1000:9.1f} ms {new / duration:9.1f} "
+            f"x{t_generate / duration:9.2f}{vs_genai}  {same}"
         )
     if not all(r["same_tokens"] for r in rows):
         print("  WARNING: the methods do not produce the same tokens")
@@ -302,15 +489,30 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument(
         "--lm-head", action="store_true", help="also measures the lm_head of Tiny-LLM alone"
     )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--no-genai", action="store_true", help="leaves out onnxruntime-genai if installed"
+    )
     args = parser.parse_args(argv)
     import onnxruntime
     import transformers
 
+    genai = "not installed"
+    if _has_genai():
+        import onnxruntime_genai
+
+        genai = onnxruntime_genai.__version__
     print(
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers "
         f"{transformers.__version__}, onnxruntime {onnxruntime.__version__}, "
-        f"{os.cpu_count()} cores"
+        f"onnxruntime-genai {genai}, {os.cpu_count()} cores, device {args.device}, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available (torch.cuda.is_available() is False): nothing to measure")
+        return []
+    if args.device == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name()}")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models.split(","):
@@ -323,6 +525,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     args.variants,
                     folder,
                     tuple(e.strip() for e in args.exporters.split(",")),
+                    device=args.device,
+                    genai=not args.no_genai,
                 )
             )
     if args.lm_head:
