@@ -107,8 +107,19 @@ class GraphBuilder:
         self._transposed: dict[int, tuple[ir.Value, ir.Value]] = {}
         #: prefix of the names given to new values (the fx node being translated)
         self.prefix = "n"
+        #: metadata_props given to every new node (where the fx node being translated
+        #: comes from, see :mod:`.traceability`)
+        self.metadata: dict[str, str] = {}
+        #: values created since the last call to :meth:`start_node`
+        self.created: list[ir.Value] = []
 
     # names
+
+    def start_node(self, prefix: str, metadata: dict[str, str] | None = None) -> None:
+        """Names and metadata of the nodes added next (one fx node is being translated)."""
+        self.prefix = prefix
+        self.metadata = dict(metadata or {})
+        self.created = []
 
     def unique_name(self, base: str) -> str:
         """Returns ``base`` or ``base_N``, never returned before."""
@@ -218,6 +229,9 @@ class GraphBuilder:
             num_outputs=outputs,
             name=self.unique_name(f"{self.prefix}_{op_type}"),
         )
+        if self.metadata:
+            node.metadata_props.update(self.metadata)
+        self.created.extend(node.outputs)
         dtype = self._infer_dtype(op_type, inputs, attrs) if not domain else None
         for o in node.outputs:
             o.name = self.unique_name(self.prefix)

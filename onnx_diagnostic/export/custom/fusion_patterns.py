@@ -17,6 +17,9 @@ import numpy as np
 import onnx_ir as ir
 
 from .folding import _attr
+from .traceability import merge_metadata
+
+__all__ = ["merge_metadata"]
 
 # ----------------------------------------------------------------------------------------
 # small pattern helpers
@@ -177,8 +180,10 @@ def _replace_value(
         new.name = name
 
 
-def _remove_dead(graph: ir.Graph, nodes: Sequence[ir.Node]) -> int:
-    """Removes ``nodes`` and then their producers as long as their outputs are unused."""
+def _remove_dead(graph: ir.Graph, nodes: Sequence[ir.Node], into: ir.Node | None = None) -> int:
+    """Removes ``nodes`` and then their producers as long as their outputs are unused.
+    ``into`` (the node of a fusion) receives the traceability metadata of the removed
+    nodes (:func:`.traceability.merge_metadata`)."""
     stack = list(nodes)
     removed = 0
     while stack:
@@ -188,6 +193,8 @@ def _remove_dead(graph: ir.Graph, nodes: Sequence[ir.Node]) -> int:
         if any(out.is_graph_output() or out.uses() for out in node.outputs):
             continue
         producers = [i.producer() for i in node.inputs if i is not None]
+        if into is not None:
+            merge_metadata(into, [node])
         graph.remove(node, safe=True)
         removed += 1
         stack.extend(p for p in producers if p is not None)

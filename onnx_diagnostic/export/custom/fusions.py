@@ -200,7 +200,7 @@ def fuse_rms_normalization(model: ir.Model) -> int:
         )
         graph.insert_before(match.last, fused)
         _replace_value(match.y, fused.outputs[0], _dtype(match.scale), match.shape)
-        _remove_dead(graph, [match.last])
+        _remove_dead(graph, [match.last], into=fused)
         count += 1
     logger.debug("fuse_rms_normalization: %d fusions into %s", count, op_type)
     return count
@@ -371,6 +371,7 @@ def _half_cache(
             inputs = [current]
         attrs = [ir.Attr(a.name, a.type, a.value) for a in node.attributes.values()]
         new = ir.Node("", node.op_type, inputs, attributes=attrs)
+        new.metadata_props.update(node.metadata_props)
         # Cos, Sin, Mul keep the type, Cast changes it
         dtype = _attr(node, "to") if node.op_type == "Cast" else dtype  # type: ignore[assignment]
         dtype = _dtype(node.outputs[0]) or dtype
@@ -432,7 +433,7 @@ def fuse_rotary_embedding(model: ir.Model) -> int:
         fused = _new_node("RotaryEmbedding", [match.q, *caches], interleaved=0)
         graph.insert_before(node, fused)
         _replace_value(node.outputs[0], fused.outputs[0], _dtype(match.q), _shape(match.q))
-        _remove_dead(graph, [node])
+        _remove_dead(graph, [node], into=fused)
         count += 1
     # a half chain stays unused when the other one could not be built
     _remove_dead(graph, [v.producer() for v in halves.values() if v is not None])  # type: ignore[misc]

@@ -166,7 +166,7 @@ def fuse_attention(model: ir.Model) -> int:
         fused = _new_node("Attention", inputs, scale=float(scale))
         graph.insert_before(node, fused)
         _replace_value(node.outputs[0], fused.outputs[0], _dtype(inputs[0]))
-        _remove_dead(graph, [node])
+        _remove_dead(graph, [node], into=fused)
         count += 1
     logger.debug("fuse_attention: %d fusions", count)
     return count
@@ -294,7 +294,7 @@ def remove_repeat_kv(model: ir.Model) -> int:
         old = [kr.producer(), vr.producer()]
         node.replace_input_with(1, mk[0])
         node.replace_input_with(2, mv[0])
-        _remove_dead(graph, [n for n in old if n is not None])
+        _remove_dead(graph, [n for n in old if n is not None], into=node)
         count += 1
     logger.debug("remove_repeat_kv: %d attention nodes rewritten", count)
     return count

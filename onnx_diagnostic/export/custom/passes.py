@@ -162,6 +162,7 @@ def _replace_by_constant(graph: ir.Graph, node: ir.Node, results: list, namer: _
         tensor = ir.Tensor(res if res.flags.c_contiguous else res.copy())
         if out.is_graph_output():
             cst = ir.Node("", "Constant", [], [ir.AttrTensor("value", tensor)])
+            cst.metadata_props.update(node.metadata_props)
             graph.insert_before(node, cst)
             new_value = cst.outputs[0]
         else:
@@ -321,6 +322,7 @@ def _replace_by_identity(graph: ir.Graph, node: ir.Node, out: ir.Value, source: 
     """An Identity inserted before ``node`` produces ``out`` (and takes its name) from
     ``source``."""
     identity = ir.Node("", "Identity", [source])
+    identity.metadata_props.update(node.metadata_props)
     graph.insert_before(node, identity)
     new_value = identity.outputs[0]
     new_value.type, new_value.shape = out.type or source.type, out.shape or source.shape

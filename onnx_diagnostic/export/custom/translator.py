@@ -30,6 +30,7 @@ import torch
 from torch.export.graph_signature import InputKind
 
 from .builder import GraphBuilder
+from .traceability import fx_node_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ class _Translator:
                 logger.debug("ignores the call to %s, its result is unused", _opname(target))
                 return None
             raise UnsupportedATenOpError(node)
-        self.g.prefix = node.name
+        self.g.start_node(node.name, fx_node_metadata(node))
         args = self.arg(env, node.args)
         kwargs = self.arg(env, node.kwargs)
         try:
@@ -243,12 +244,30 @@ class _Translator:
             for r, v in zip(res, val):
                 if isinstance(r, ir.Value) and not r.is_graph_input() and r.const_value is None:
                     self.g.set_type(r, v)
+        if isinstance(res, ir.Value):
+            self._name_result(node, res)
         # in-place ops: later users of the mutated input read the new value
         if _is_inplace(node):
             first = node.args[0]
             if isinstance(first, torch.fx.Node) and isinstance(res, ir.Value):
                 env[first] = res
         return res
+
+    def _name_result(self, node: torch.fx.Node, res: ir.Value) -> None:
+        """
+        The value an fx node produces takes the node's name (the first value created by
+        its translation got it), so that intermediate results of torch and onnxruntime can
+        be aligned by name (:mod:`onnx_diagnostic.investigate.compare`).
+        """
+        if res.name == node.name or res.producer() is None or res.const_value is not None:
+            return
+        if not any(v is res for v in self.g.created):
+            return  # a value translated earlier (a view returning its input)
+        holder = next((v for v in self.g.created if v.name == node.name), None)
+        if holder is None:
+            return  # the name was taken before this node (an input, an initializer)
+        holder.name = self.g.unique_name(f"{node.name}_t")
+        res.name = node.name
 
     def higher_order(self, node: torch.fx.Node, env: dict) -> Any:
         name = getattr(node.target, "_name", str(node.target))
@@ -273,7 +292,7 @@ class _Translator:
         self.placeholders(env)
         outputs = self.run_graph(self.ep.graph_module, env)
         g = self.g
-        g.prefix = "output"
+        g.start_node("output")
         out_nodes = list(self.ep.graph.output_node().args[0])
         for o, onode in zip(outputs, out_nodes):
             if not isinstance(o, ir.Value):
