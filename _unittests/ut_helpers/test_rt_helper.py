@@ -243,8 +243,9 @@ class TestOnnxGenerateMechanics(ExtTestCase):
         converted = []
 
         def _logits_only(value, *args, **kwargs):
-            # greedy decoding on CPU reads the logits with numpy (a faster argmax),
-            # the cache must never go through numpy
+            # greedy decoding on CPU takes the argmax of the logits with numpy (a faster
+            # argmax) through a preallocated buffer or a dlpack view, never a copy, and the
+            # cache must never go through numpy
             if len(value.shape()) != 3:
                 raise AssertionError(f"OrtValue.numpy was called on shape {value.shape()}")
             converted.append(tuple(value.shape()))
@@ -254,7 +255,7 @@ class TestOnnxGenerateMechanics(ExtTestCase):
             tokens = onnx_generate(_counting_model(), torch.tensor([[1]]), max_new_tokens=5)
         self.assertEqualArray(torch.tensor([[1, 2, 3, 4, 5, 6]]), tokens)
         self.assertIs(OrtValue.numpy, original)
-        self.assertEqual(len(converted), 5)
+        self.assertEqual([], converted)
 
     def test_sampling(self):
         model = _counting_model()

@@ -538,100 +538,257 @@ def onnx_generate(
             argname="model_or_session",
         )
     layout = model_layout(session)
-    device = _session_device(session)
-    tdevice = torch.device("cpu") if device[0] == "cpu" else torch.device(f"cuda:{device[1]}")
-
-    batch, seq = input_ids.shape
     pad = int(pad_token_id) if pad_token_id is not None else (eos[0] if eos else 0)
+    sampling = _Sampling(do_sample, temperature, top_k, top_p, generator)
+    result, last_feeds = _generation_loop(
+        session, layout, input_ids, attention_mask, eos, pad, max_new_tokens, sampling
+    )
+    result = result.to(input_ids.device)
+    if not return_session:
+        return result
+    return result, session, last_feeds
+
+
+@dataclass
+class _Sampling:
+    do_sample: bool
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    generator: torch.Generator | None
+
+
+def _generation_loop(
+    session: onnxruntime.InferenceSession,
+    layout: GenerationLayout,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    eos: list[int],
+    pad: int,
+    max_new_tokens: int,
+    sampling: _Sampling,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """
+    The loop of :func:`onnx_generate`. Every buffer a decoding step reads (the new token,
+    its position, the attention mask, the logits) is allocated once and updated in place,
+    bound by pointer to the :class:`onnxruntime.IOBinding` created once; the cache
+    returned by one step is bound as the input of the next one. On CPU with greedy
+    decoding, the next token is the numpy argmax of the logits of the last position.
+    Returns the tokens (on the device of the session) and the feeds of the last call.
+    """
+    device = _session_device(session)
+    dev_type, dev_id = device
+    tdevice = torch.device("cpu") if dev_type == "cpu" else torch.device(f"cuda:{dev_id}")
+    on_cpu = dev_type == "cpu"
+    batch, seq = input_ids.shape
+    total = seq + max_new_tokens
     prompt_mask = (
         torch.ones(input_ids.shape, dtype=torch.int64)
         if attention_mask is None
         else attention_mask.to(torch.int64)
     ).to(tdevice)
-    tokens = input_ids.to(tdevice, torch.int64)
-    generated = [tokens]
+    # the prompt then one column per generated token
+    tokens = torch.empty((batch, total), dtype=torch.int64, device=tdevice)
+    tokens[:, :seq] = input_ids.to(tdevice)
+    if max_new_tokens == 0:
+        return tokens, {}
+
+    token_type = layout.token_type
+    token_dtype = _TORCH_DTYPES[token_type]
+    out_logits = next(o for o in session.get_outputs() if o.name == layout.logits)
+    greedy_numpy = on_cpu and not sampling.do_sample and out_logits.type in _NUMPY_LOGITS
+
+    # decoding buffers, updated in place and bound by pointer
+    ids_buf = torch.empty((batch, 1), dtype=token_dtype, device=tdevice)
+    if layout.attention_mask:
+        mask_type = layout.mask_type
+        # every generated token is attended: the mask of step i is a prefix of this one
+        full_mask = torch.ones((batch, total), dtype=_TORCH_DTYPES[mask_type], device=tdevice)
+        full_mask[:, :seq] = prompt_mask
+        # batch > 1: the prefix of a row-major (batch, total) buffer is not contiguous
+        mask_buf = torch.empty(batch * total, dtype=full_mask.dtype, device=tdevice)
+    if layout.position_ids:
+        position_type = layout.position_type
+        pos_buf = torch.empty((batch, 1), dtype=_TORCH_DTYPES[position_type], device=tdevice)
+    if layout.cache_position:
+        cpos_buf = torch.empty((1,), dtype=torch.int64, device=tdevice)
+    logits_shape = out_logits.shape
+    logits_buf = None
+    if len(logits_shape) == 3 and isinstance(logits_shape[2], int):
+        logits_elem = _elem_type(out_logits)
+        logits_buf = torch.empty(
+            (batch, 1, logits_shape[2]), dtype=_TORCH_DTYPES[logits_elem], device=tdevice
+        )
+    if on_cpu:
+        # numpy views of the same memory: numpy's small operations cost ~1 us, torch's ~5 us
+        tokens_np = tokens.numpy()
+        ids_np = ids_buf.numpy()
+        pos_np = pos_buf.numpy() if layout.position_ids else None
+        cpos_np = cpos_buf.numpy() if layout.cache_position else None
+        logits_np = logits_buf.numpy()[:, -1, :] if logits_buf is not None else None
+        eos_np = np.array(eos, dtype=np.int64)
+        finished_np = np.zeros(batch, dtype=bool)
     eos_t = torch.tensor(eos, dtype=torch.int64, device=tdevice)
     finished = torch.zeros(batch, dtype=torch.bool, device=tdevice)
 
-    token_dtype = _TORCH_DTYPES[layout.token_type]
+    # prefill inputs
+    prompt_ids = tokens[:, :seq].to(token_dtype)
+    prefill: dict[str, Any] = {layout.input_ids: prompt_ids}
     if layout.attention_mask:
-        # every generated token is attended: the mask of step i is a prefix of this one
-        full_mask = torch.ones(
-            (batch, seq + max_new_tokens), dtype=_TORCH_DTYPES[layout.mask_type], device=tdevice
-        )
-        full_mask[:, :seq] = prompt_mask
+        prefill[layout.attention_mask] = full_mask[:, :seq].contiguous()
     if layout.position_ids:
-        position_dtype = _TORCH_DTYPES[layout.position_type]
-        positions = _positions(prompt_mask).to(position_dtype)
+        prefill[layout.position_ids] = _positions(prompt_mask).to(pos_buf.dtype)
         # the position of a new token is the number of attended tokens before it
-        attended = prompt_mask.sum(dim=-1, keepdim=True).to(position_dtype)
+        attended = prompt_mask.sum(dim=-1, keepdim=True).to(pos_buf.dtype)
+    if layout.cache_position:
+        prefill[layout.cache_position] = torch.arange(seq, dtype=torch.int64, device=tdevice)
     cache = _empty_cache(layout, batch, device)
     binding = session.io_binding()
-    logits_type = next(o.type for o in session.get_outputs() if o.name == layout.logits)
-    numpy_greedy = device[0] == "cpu" and not do_sample and logits_type in _NUMPY_LOGITS
-    current = tokens
-    past = 0
-    feeds: dict[str, Any] = {}
-    for _step in range(max_new_tokens):
-        binding.clear_binding_inputs()
-        binding.clear_binding_outputs()
-        length = current.shape[1]
-        feeds = {layout.input_ids: _ortvalue(current.to(token_dtype), device)}
-        if layout.attention_mask:
-            feeds[layout.attention_mask] = _ortvalue(full_mask[:, : past + length], device)
-        if layout.position_ids:
-            feeds[layout.position_ids] = _ortvalue(positions, device)
-        if layout.cache_position:
-            feeds[layout.cache_position] = _ortvalue(
-                torch.arange(past, past + length, dtype=torch.int64), device
-            )
-        feeds.update(zip(layout.cache_inputs, cache))
-        for name, value in feeds.items():
+    for name, value in prefill.items():
+        binding.bind_ortvalue_input(name, _ortvalue(value, device))
+    logits_index = layout.outputs.index(layout.logits)
+    cache_index = [layout.outputs.index(name) for name in layout.cache_outputs]
+    past, length = 0, seq
+    next_np: Any = None
+    next_tokens: Any = None
+    last_cache = cache
+    for step in range(max_new_tokens):
+        if step > 0:
+            past += length
+            length = 1
+            # the inputs of a decoding step, in place
+            if on_cpu:
+                ids_np[:, 0] = next_np
+                if pos_np is not None:
+                    if step == 1:
+                        pos_np[:] = attended.numpy()
+                    else:
+                        pos_np += 1
+                if cpos_np is not None:
+                    cpos_np[0] = past
+            else:
+                ids_buf.copy_(next_tokens[:, None])
+                if layout.position_ids:
+                    if step == 1:
+                        pos_buf.copy_(attended)
+                    else:
+                        pos_buf += 1
+                if layout.cache_position:
+                    cpos_buf.fill_(past)
+            if step == 1:
+                binding.bind_input(
+                    layout.input_ids, dev_type, dev_id, token_type, (batch, 1), ids_buf.data_ptr()
+                )
+                if layout.position_ids:
+                    binding.bind_input(
+                        layout.position_ids,
+                        dev_type,
+                        dev_id,
+                        position_type,
+                        (batch, 1),
+                        pos_buf.data_ptr(),
+                    )
+                if layout.cache_position:
+                    binding.bind_input(
+                        layout.cache_position, dev_type, dev_id, 7, (1,), cpos_buf.data_ptr()
+                    )
+            if layout.attention_mask:
+                width = past + 1
+                if batch == 1:
+                    ptr = full_mask.data_ptr()
+                else:
+                    step_mask = mask_buf[: batch * width].view(batch, width)
+                    step_mask.copy_(full_mask[:, :width])
+                    ptr = step_mask.data_ptr()
+                binding.bind_input(
+                    layout.attention_mask, dev_type, dev_id, mask_type, (batch, width), ptr
+                )
+        for name, value in zip(layout.cache_inputs, cache):
             binding.bind_ortvalue_input(name, value)
+        last_cache = cache
+        # outputs bound to a device are allocated by onnxruntime at every run (the cache
+        # grows), bindings of the previous run would be taken as preallocated buffers
+        binding.clear_binding_outputs()
         for name in layout.outputs:
-            binding.bind_output(name, device[0], device[1])
+            if step > 0 and name == layout.logits and logits_buf is not None:
+                binding.bind_output(
+                    name,
+                    dev_type,
+                    dev_id,
+                    logits_elem,
+                    tuple(logits_buf.shape),
+                    logits_buf.data_ptr(),
+                )
+            else:
+                binding.bind_output(name, dev_type, dev_id)
+        if not on_cpu:
+            # the inputs written by torch on its stream must be ready for onnxruntime's
+            torch.cuda.current_stream(tdevice).synchronize()
         try:
             session.run_with_iobinding(binding)
         except Exception as e:
+            current = prompt_ids if step == 0 else ids_buf
             # which step failed and what it received: onnxruntime only names the node
             raise RuntimeError(
-                f"onnx_generate: onnxruntime failed at step {_step} "
+                f"onnx_generate: onnxruntime failed at step {step} "
                 f"({'prefill' if past == 0 else 'decoding'}, input_ids {tuple(current.shape)} "
                 f"with ids in [{int(current.min())}, {int(current.max())}], {past} past "
                 f"positions): {e}"
             ) from e
-        results = dict(zip(layout.outputs, binding.get_outputs()))
-        cache = [results[name] for name in layout.cache_outputs]
-        logits_value = results[layout.logits]
-        if numpy_greedy:
-            # on CPU numpy's argmax costs ~4 us where torch's costs ~60 us for a 32k vocabulary
+        results = binding.get_outputs()
+        cache = [results[i] for i in cache_index]
+        column = seq + step
+        if greedy_numpy:
+            # numpy's argmax costs ~4 us where torch's costs ~60 us for a 32k vocabulary
             # (both return the first maximum)
-            next_tokens = torch.from_numpy(logits_value.numpy()[:, -1, :].argmax(axis=-1))
+            if step > 0 and logits_np is not None:
+                scores = logits_np
+            else:
+                scores = _to_torch(results[logits_index])[:, -1, :].numpy()
+            next_np = scores.argmax(axis=-1)
+            if eos:
+                next_np = np.where(finished_np, pad, next_np)
+                finished_np |= np.isin(next_np, eos_np)
+            tokens_np[:, column] = next_np
+            if eos and finished_np.all():
+                break
+            continue
+        if step > 0 and logits_buf is not None:
+            logits = logits_buf[:, -1, :]
         else:
-            logits = _to_torch(logits_value)[:, -1, :]
-            next_tokens = _select_tokens(logits, do_sample, temperature, top_k, top_p, generator)
-        next_tokens = next_tokens.to(torch.int64)
+            logits = _to_torch(results[logits_index])[:, -1, :]
+        next_tokens = _select_tokens(
+            logits,
+            sampling.do_sample,
+            sampling.temperature,
+            sampling.top_k,
+            sampling.top_p,
+            sampling.generator,
+        ).to(torch.int64)
         if eos:
             next_tokens = torch.where(finished, pad, next_tokens)
             finished |= torch.isin(next_tokens, eos_t)
-        generated.append(next_tokens[:, None])
-        past += length
+        tokens[:, column] = next_tokens
+        if on_cpu:
+            next_np = next_tokens.numpy()
         if eos and bool(finished.all()):
             break
-        current = next_tokens[:, None]
+    # The feeds of the last call: the cache lives in buffers onnxruntime allocated
+    # (shared), the small inputs are copied.
+    last_feeds: dict[str, torch.Tensor] = {}
+    if past == 0:
+        last_feeds.update({k: v.clone() for k, v in prefill.items()})
+    else:
+        last_feeds[layout.input_ids] = ids_buf.clone()
+        if layout.attention_mask:
+            last_feeds[layout.attention_mask] = full_mask[:, : past + 1].clone()
         if layout.position_ids:
-            positions = attended.clone()
-            attended += 1
-    result = torch.cat(generated, dim=1).to(input_ids.device)
-    if not return_session:
-        return result
-    cache_names = set(layout.cache_inputs)
-    # The cache lives in buffers onnxruntime allocated (shared), the small inputs
-    # in buffers owned by this function (copied).
-    last_feeds = {
-        k: _to_torch(v) if k in cache_names else _to_torch(v).clone() for k, v in feeds.items()
-    }
-    return result, session, last_feeds
+            last_feeds[layout.position_ids] = pos_buf.clone()
+        if layout.cache_position:
+            last_feeds[layout.cache_position] = cpos_buf.clone()
+    last_feeds.update({k: _to_torch(v) for k, v in zip(layout.cache_inputs, last_cache)})
+    done = seq + step + 1
+    return (tokens if done == total else tokens[:, :done].contiguous()), last_feeds
 
 
 def make_feeds(
