@@ -438,6 +438,7 @@ def to_onnx(
     target_opset: int | None = None,
     input_names: Sequence[str] | None = None,
     external_data: bool | None = None,
+    genai_config: bool = False,
 ) -> onnx.ModelProto:
     """
     Exports a model to ONNX.
@@ -469,6 +470,11 @@ def to_onnx(
     :param input_names: overrides the input names (as many as tensor inputs)
     :param external_data: saves the weights in ``<filename>.data``;
         None does it only for models over 2GB
+    :param genai_config: also writes ``genai_config.json`` beside ``filename``
+        (:func:`onnx_diagnostic.export.genai.write_genai_config`, built from
+        ``model.config`` and the names of the graph): onnxruntime-genai then runs
+        the folder (``onnxruntime_genai.Model(folder)``); needs ``filename`` and a model
+        with a ``config`` (a transformers LLM)
     :return: the ONNX model
 
     >>> import torch
@@ -480,6 +486,8 @@ def to_onnx(
     """
     kwargs = {} if kwargs is None else kwargs
     _check_arguments(model, args, kwargs, exporter, input_names, output_names)
+    if genai_config:
+        _check_genai_config(model, filename)
     if filename is not None:
         # writable before a long export starts, not found missing at the end
         check_output_file(filename, "filename", "to_onnx", "nothing was exported")
@@ -488,7 +496,7 @@ def to_onnx(
     arg_names, kwargs = _signature_order(model, args, kwargs)
     dynamic_shapes = _reorder_dynamic_shapes(dynamic_shapes, kwargs, arg_names)
     with quiet_third_party_noise():
-        return _to_onnx(
+        proto = _to_onnx(
             model,
             args,
             kwargs,
@@ -502,6 +510,27 @@ def to_onnx(
             input_names,
             output_names,
             external_data,
+        )
+    if genai_config:
+        from .genai import write_genai_config
+
+        written = write_genai_config(model.config, filename)
+        if verbose:
+            print(f"[to_onnx] saved {written!r}")
+    return proto
+
+
+def _check_genai_config(model: torch.nn.Module, filename: Any) -> None:
+    """genai_config=True needs a file to write beside and a configuration to read."""
+    if filename is None:
+        raise ValueError(
+            "to_onnx: genai_config=True writes genai_config.json beside the model, "
+            "filename must be given"
+        )
+    if getattr(model, "config", None) is None:
+        raise ValueError(
+            f"to_onnx: genai_config=True reads model.config, {type(model).__name__} has none "
+            "(a transformers LLM is expected)"
         )
 
 
