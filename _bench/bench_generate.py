@@ -327,7 +327,9 @@ def bench_model(
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = None
     vocab = model.config.vocab_size
-    filenames = {e: os.path.join(folder, f"{name}.{e}.onnx") for e in exporters}
+    filenames = {e: os.path.join(folder, f"{name}.{e}", "model.onnx") for e in exporters}
+    for filename in filenames.values():
+        os.makedirs(os.path.dirname(filename), exist_ok=True)
     export_times = {e: _export(data, f, e) for e, f in filenames.items()}
     skipped: list[str] = []
     genai_folder = None
@@ -359,6 +361,14 @@ def bench_model(
     }
     if genai_folder is not None:
         fcts["onnxruntime-genai"] = _genai_method(genai_folder, input_ids, new, device)
+        if "custom" in filenames:
+            # onnxruntime-genai's loop on the custom export (to_onnx(genai_config=True))
+            from onnx_diagnostic.export.genai import write_genai_config
+
+            write_genai_config(model.config, filenames["custom"], provider=device)
+            fcts["onnxruntime-genai [custom export]"] = _genai_method(
+                os.path.dirname(filenames["custom"]), input_ids, new, device
+            )
     onnx_files = dict(filenames)
     if genai_folder is not None:
         # the graph of genai's builder run by onnx_generate: the loops compared on one graph
