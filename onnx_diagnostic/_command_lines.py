@@ -13,6 +13,8 @@ thin layer over a public function of the library:
 * ``print``, ``dot``, ``find``, ``stats``, ``lighten``, ``unlighten``, ``optimize``,
   ``partition``: look into or transform an ONNX file
   (:mod:`onnx_diagnostic.helpers.onnx_helper`);
+* ``sbs``: runs torch and an ONNX file side by side, says where they start to disagree
+  (:func:`onnx_diagnostic.investigate.compare.compare_intermediates`);
 * ``versions``: the installed versions and the patches that apply.
 
 Exit codes: 0 success, 1 failure (a step failed, a file cannot be read...), 2 usage error
@@ -38,6 +40,8 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._command_sbs import add_sbs_parser, run_sbs
+
 __all__ = ["UsageError", "get_parser", "main"]
 
 PROG = "python -m onnx_diagnostic"
@@ -48,7 +52,7 @@ EXPORTER_NAMES = ("custom", "onnx-dynamo")
 #: dtypes accepted by ``--dtype`` (:data:`onnx_diagnostic.torch_models.validate.DTYPES`).
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
 #: Subcommands known by onnx-diagnostic users and not available yet.
-NOT_YET = {"sbs": "side-by-side run of torch and ONNX", "compare": "compare two ONNX models"}
+NOT_YET = {"compare": "compare two ONNX models"}
 
 
 class UsageError(ValueError):
@@ -147,6 +151,7 @@ def get_parser() -> argparse.ArgumentParser:
     _add_config(sub)
     _add_agg(sub)
     _add_onnx_commands(sub)
+    add_sbs_parser(sub, _add, _key_value, DTYPE_NAMES)
     ver = _add(
         sub,
         "versions",
@@ -218,6 +223,12 @@ def _validate_parser(sub: Any) -> None:
         help="changes a field of the model configuration, --mop num_hidden_layers=1",
     )
     val.add_argument("--no-patch", action="store_true", help="exports without torch_export_patches")
+    val.add_argument(
+        "--compare-intermediates",
+        action="store_true",
+        help="compares every intermediate result of torch and onnxruntime (first divergence, "
+        "five worst modules)",
+    )
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -423,6 +434,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         )
     if args.repeat < 1:
         raise UsageError(f"--repeat must be >= 1, got {args.repeat}")
+    if args.compare_intermediates and not args.export:
+        raise UsageError("--compare-intermediates needs --export custom or --export onnx-dynamo")
     if args.output and os.path.splitext(args.output)[-1].lower() not in (".json", ".csv"):
         raise UsageError(
             f"-o {args.output!r}: the summary is written as .json or .csv; "
@@ -445,6 +458,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         model_kwargs=model_kwargs,
         patch=not args.no_patch,
         progress=False if args.quiet else None,
+        compare_intermediates=args.compare_intermediates,
     )
     if args.output:
         save_summary(summary, args.output)
@@ -608,6 +622,14 @@ def _cmd_versions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sbs(args: argparse.Namespace) -> int:
+    def check(mid: str, mop: list[tuple[str, Any]]) -> dict[str, Any] | None:
+        _check_model_id(mid)
+        return _check_mop(mid, mop)
+
+    return run_sbs(args, UsageError, check)
+
+
 def _cmd_not_yet(args: argparse.Namespace) -> int:
     print(
         f"{PROG} {args.command}: not available yet ({NOT_YET[args.command]}); "
@@ -642,7 +664,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "optimize": _cmd_optimize,
     "partition": _cmd_partition,
     "versions": _cmd_versions,
-    "sbs": _cmd_not_yet,
+    "sbs": _cmd_sbs,
     "compare": _cmd_not_yet,
 }
 

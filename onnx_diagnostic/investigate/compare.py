@@ -41,7 +41,7 @@ import onnx
 import pandas as pd
 import torch
 
-__all__ = ["IntermediateComparison", "compare_intermediates"]
+__all__ = ["IntermediateComparison", "compare_intermediates", "load_weights_from_onnx"]
 
 #: columns of :attr:`IntermediateComparison.table`
 COLUMNS = [
@@ -186,6 +186,13 @@ class IntermediateComparison:
 
     def to_excel(self, filename: str | os.PathLike) -> None:
         """Writes :attr:`table` and the summary by module into an Excel file (openpyxl)."""
+        try:
+            import openpyxl  # noqa: F401
+        except ImportError as e:
+            raise ImportError(
+                f"to_excel({str(filename)!r}) needs openpyxl (pip install openpyxl), "
+                "or write a CSV file with to_csv"
+            ) from e
         with pd.ExcelWriter(filename) as writer:
             self.table.to_excel(writer, sheet_name="intermediates", index=False)
             self.summary_by_module().to_excel(writer, sheet_name="modules")
@@ -222,6 +229,31 @@ def _custom_program(ep: torch.export.ExportedProgram) -> torch.export.ExportedPr
     from ..export.custom.translator import _retrace_reason
 
     return ep.run_decompositions({}) if _retrace_reason(ep) else ep
+
+
+def _dynamo_program(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """
+    The program :func:`torch.onnx.export` translates: decomposed with the operators its
+    registry implements, type promotions made explicit. Its nodes are named as the ONNX
+    values are, the original program's names would pair unrelated results (the
+    decomposition renumbers them). Uses private functions of torch.onnx: if they change, the
+    original program is compared (names then checked by target, type and static shape).
+    """
+    try:
+        from torch.onnx._internal.exporter import _core, _registration
+
+        registry = _registration.ONNXRegistry.from_torchlib()
+        return _core._prepare_exported_program_for_export(ep, registry=registry)
+    except (ImportError, AttributeError, TypeError) as e:
+        import warnings
+
+        warnings.warn(
+            f"compare_intermediates: cannot reproduce torch.onnx.export's decomposition ({e}), "
+            "compares the original exported program",
+            UserWarning,
+            stacklevel=3,
+        )
+        return ep
 
 
 class _Recorder(torch.fx.Interpreter):
@@ -560,8 +592,7 @@ def compare_intermediates(
             model_or_exported_program, kwargs, dynamic_shapes
         )
     ep = _exported_program(model_or_exported_program, args, kwargs, dynamic_shapes)
-    if exporter == "custom":
-        ep = _custom_program(ep)
+    ep = _custom_program(ep) if exporter == "custom" else _dynamo_program(ep)
     timings["export"] = time.perf_counter() - begin
     if verbose:
         print(f"[compare_intermediates] exported program ready ({timings['export']:.2f}s)")
@@ -639,3 +670,53 @@ def compare_intermediates(
     if verbose:
         print(res.report())
     return res
+
+
+def load_weights_from_onnx(
+    model: torch.nn.Module, onnx_model: str | os.PathLike | onnx.ModelProto
+) -> tuple[list[str], list[str]]:
+    """
+    Copies into ``model`` the weights an ONNX model exported from a model of the same
+    architecture holds (initializers named after the state dict, ``NAME_T`` for the
+    transposed copy the custom exporter makes of a linear weight), so that a model rebuilt
+    untrained (random weights) computes what the ONNX file computes. Values are cast to
+    the type of the parameter.
+
+    :param model: the model, modified in place
+    :param onnx_model: the ONNX model or its file name
+    :return: ``(loaded, missing)``: the names of the state dict copied, and the ones the
+        ONNX model does not hold (a tied weight, a buffer folded into a constant...)
+
+    >>> import torch
+    >>> from onnx_diagnostic.export.api import to_onnx
+    >>> a, b = torch.nn.Linear(2, 3), torch.nn.Linear(2, 3)
+    >>> loaded, missing = load_weights_from_onnx(b, to_onnx(a, (torch.rand(1, 2),)))
+    >>> sorted(loaded), missing, bool((a.weight == b.weight).all())
+    (['bias', 'weight'], [], True)
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"load_weights_from_onnx: model must be a torch.nn.Module, not {type(model).__name__}"
+        )
+    proto = _load(onnx_model)
+    inits = {i.name: i for i in proto.graph.initializer}
+    loaded: list[str] = []
+    missing: list[str] = []
+    state = model.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for name, param in state.items():
+            shape = tuple(param.shape)
+            init, transposed = inits.get(name), False
+            if init is None or tuple(init.dims) != shape:
+                init = inits.get(f"{name}_T")
+                transposed = True
+                if init is None or len(shape) != 2 or tuple(init.dims) != shape[::-1]:
+                    missing.append(name)
+                    continue
+            array = onnx.numpy_helper.to_array(init)
+            value = torch.from_numpy(np.array(array))
+            if transposed:
+                value = value.T
+            param.copy_(value.to(param.dtype))
+            loaded.append(name)
+    return loaded, missing

@@ -214,6 +214,7 @@ def validate_model(
     model_kwargs: dict[str, Any] | None = None,
     patch: bool = True,
     progress: bool | None = None,
+    compare_intermediates: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     Validates the export of a model id.
@@ -223,7 +224,9 @@ def validate_model(
     ``run_torch`` (outputs and latency), ``export``
     (:func:`onnx_diagnostic.export.api.to_onnx` inside ``torch_export_patches``),
     then, if ``do_run``, ``session`` and ``run_ort`` (outputs, discrepancies on both input
-    sets, latency).
+    sets, latency), and if ``compare_intermediates``, ``compare``
+    (:func:`onnx_diagnostic.investigate.compare.compare_intermediates` on the first input
+    set, tolerance the threshold of the dtype).
 
     :param model_id: a shipped model id (``python -m onnx_diagnostic validate --list``)
     :param exporter: exporter given to :func:`to_onnx`, None skips the export
@@ -238,6 +241,11 @@ def validate_model(
         must be an attribute of the configuration (see :func:`check_model_kwargs`)
     :param patch: exports inside ``torch_export_patches(patch_transformers=True)``
     :param progress: shows a progress bar on stderr, by default when stderr is a terminal
+    :param compare_intermediates: compares every intermediate result of torch and
+        onnxruntime: ``cmp_aligned``, ``cmp_diverged``, ``cmp_first_divergence`` and
+        ``cmp_worst_modules`` (the five largest errors) go into the summary, the
+        :class:`IntermediateComparison <onnx_diagnostic.investigate.compare.IntermediateComparison>`
+        into ``data["comparison"]``
     :return: ``(summary, data)``: ``summary`` is a flat dictionary (``status`` is ``"ok"`` or
         lists the failures, ``ERR_<step>`` holds the error of a failing step,
         ``disc_abs`` / ``disc_rel`` and ``disc2_abs`` / ``disc2_rel`` the discrepancies on
@@ -277,6 +285,8 @@ def validate_model(
         steps.append("export")
         if do_run:
             steps.extend(["session", "run_ort"])
+        if compare_intermediates:
+            steps.append("compare")
     summary: dict[str, Any] = dict(
         model_id=model_id,
         exporter=exporter or "",
@@ -344,6 +354,9 @@ def validate_model(
                     data["filename"] = filename
             if "export" not in rec.failed and do_run:
                 _run_onnxruntime(model, filename, device, data, summary, rec, repeat)
+            if "export" not in rec.failed and compare_intermediates:
+                with rec.step("compare"):
+                    _compare(model, inputs, md.dynamic_shapes, filename, data, summary, patch)
     finally:
         rec.close()
     return _finish(summary, data, rec, dump_folder)
@@ -383,6 +396,53 @@ def _export(
             optimize=optimize,
             verbose=max(verbose - 1, 0),
         )
+
+
+def _compare(
+    model: torch.nn.Module,
+    inputs: dict[str, Any],
+    dynamic_shapes: Any,
+    filename: str,
+    data: dict[str, Any],
+    summary: dict[str, Any],
+    patch: bool,
+) -> None:
+    import contextlib
+
+    from ..export.api import quiet_third_party_noise
+    from ..helpers.torch_helper import torch_deepcopy
+    from ..investigate.compare import compare_intermediates
+
+    context: Any = contextlib.nullcontext()
+    if patch:
+        from ..torch_export_patches import torch_export_patches
+
+        context = torch_export_patches(patch_transformers=True)
+    tol = summary.get("threshold", 1e-4)
+    with context, quiet_third_party_noise():
+        res = compare_intermediates(
+            model,
+            filename,
+            kwargs=torch_deepcopy(inputs),
+            dynamic_shapes=dynamic_shapes,
+            atol=tol,
+            rtol=tol,
+            providers=_providers(summary.get("device", "cpu")),
+            exporter=summary.get("exporter") or None,
+        )
+    data["comparison"] = res
+    summary["cmp_aligned"] = len(res.table)
+    summary["cmp_diverged"] = len(res.diverged)
+    first = res.first_divergence
+    summary["cmp_first_divergence"] = (
+        "none"
+        if first is None
+        else f"{first['torch_node']} ({first['target']}) in {first['module'] or '<top>'} "
+        f"max_abs={first['max_abs']:.3g} at {first['source']}"
+    )
+    summary["cmp_worst_modules"] = "; ".join(
+        f"{module}={row['max_abs']:.3g}" for module, row in res.worst_modules(5).iterrows()
+    )
 
 
 def _run_onnxruntime(
