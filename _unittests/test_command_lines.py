@@ -57,6 +57,64 @@ class TestCommandLines(ExtTestCase):
         self.assertNotIn("LeafSpec", err)
         self.assertEqual("", err.strip(), msg=err)
 
+    def test_validate_compare_intermediates(self):
+        rc, out, err = self.capture(
+            lambda: main(
+                ["validate", "-m", "arnir0/Tiny-LLM", "--export", "custom", "--run",
+                 "--compare-intermediates", "--repeat", "1"]
+            )
+        )  # fmt: skip
+        self.assertEqual(0, rc, msg=out + err)
+        lines = {li.split()[0]: li for li in out.splitlines() if li.strip()}
+        self.assertIn("none", lines["cmp_first_divergence"])
+        self.assertGreater(int(lines["cmp_aligned"].split()[1]), 40)
+        self.assertIn("lm_head=", out)
+        rc, _, err = self.capture(
+            lambda: main(["validate", "-m", "arnir0/Tiny-LLM", "--compare-intermediates"])
+        )
+        self.assertEqual(2, rc)
+        self.assertIn("--compare-intermediates needs --export", err)
+
+    def test_sbs(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            rc, out, err = self.capture(
+                lambda: main(
+                    ["validate", "-m", "arnir0/Tiny-LLM", "--export", "custom",
+                     "--dump-folder", tmp, "-q"]
+                )
+            )  # fmt: skip
+            self.assertEqual(0, rc, msg=out + err)
+            onnx_file = os.path.join(tmp, "arnir0_Tiny-LLM.custom.onnx")
+            table = os.path.join(tmp, "table.csv")
+            rc, out, err = self.capture(
+                lambda: main(["sbs", "-m", "arnir0/Tiny-LLM", "--onnx", onnx_file, "-o", table])
+            )
+            self.assertEqual(0, rc, msg=out + err)
+            self.assertIn("no divergence", out)
+            self.assertIn("weights copied from the ONNX file: 12, not found: 0", out)
+            import pandas
+
+            df = pandas.read_csv(table)
+            self.assertGreater(len(df), 40)
+            self.assertEqual({"ok"}, set(df["status"]))
+            # another architecture: its weights are not in the file
+            rc, out, err = self.capture(
+                lambda: main(["sbs", "-m", "openai-community/gpt2", "--onnx", onnx_file])
+            )
+            self.assertEqual(1, rc)
+            self.assertIn("was it exported from this model id", err)
+            # usage errors
+            rc, _, err = self.capture(
+                lambda: main(["sbs", "-m", "arnir0/Tiny-LLM", "--onnx", onnx_file, "-o", "t.txt"])
+            )
+            self.assertEqual(2, rc)
+            self.assertIn(".csv or .xlsx", err)
+            rc, _, err = self.capture(
+                lambda: main(["sbs", "-m", "arnir0/Tiny-LLM", "--onnx", "missing.onnx"])
+            )
+            self.assertEqual(1, rc)
+            self.assertIn("does not exist", err)
+
     def test_broken_forward_exits_1_with_a_narrow_table(self):
         import transformers
 
@@ -201,7 +259,8 @@ class TestCommandLines(ExtTestCase):
         self.assertEqual(0, rc)
         for command in _COMMANDS:
             self.assertIn(command, out)
-        self.assertIn("sbs, compare: not yet", out)
+        self.assertIn("compare: not yet", out)
+        self.assertNotIn("sbs, compare: not yet", out)
         for command in NOT_YET:
             rc, _, err = self.capture(lambda: main([command]))  # noqa: B023
             self.assertEqual(2, rc)

@@ -92,26 +92,32 @@ def run_sbs(args: argparse.Namespace, usage_error: type[Exception], check: Any) 
     bar.update(1)
     bar.set_description("weights")
     loaded, missing = load_weights_from_onnx(model, args.onnx)
-    if not loaded:
+    if len(loaded) < len(missing):
         bar.close()
         print(
-            f"sbs: none of the {len(missing)} weights of the model of {args.mid!r} is in "
-            f"{args.onnx!r}: was it exported from this model id (and the same --mop)?",
+            f"sbs: {len(missing)} of the {len(loaded) + len(missing)} weights of the model of "
+            f"{args.mid!r} are not in {args.onnx!r} (first: {', '.join(missing[:3])}): was it "
+            f"exported from this model id (and the same --mop)?",
             file=sys.stderr,
         )
         return 1
     bar.update(1)
     bar.set_description("compare")
-    with torch_export_patches(patch_transformers=True), quiet_third_party_noise():
-        res = compare_intermediates(
-            model,
-            args.onnx,
-            kwargs=torch_deepcopy(inputs),
-            dynamic_shapes=md.dynamic_shapes,
-            atol=args.atol,
-            rtol=args.rtol,
-            method=args.method,
-        )
+    try:
+        with torch_export_patches(patch_transformers=True), quiet_third_party_noise():
+            res = compare_intermediates(
+                model,
+                args.onnx,
+                kwargs=torch_deepcopy(inputs),
+                dynamic_shapes=md.dynamic_shapes,
+                atol=args.atol,
+                rtol=args.rtol,
+                method=args.method,
+            )
+    except ValueError as e:  # the file does not take the inputs of this model
+        bar.close()
+        print(f"sbs: {args.onnx!r} and the model of {args.mid!r} differ: {e}", file=sys.stderr)
+        return 1
     bar.update(1)
     bar.set_description("write")
     if args.output:
