@@ -6,6 +6,7 @@ Tools to look into what a model receives and how an exported model behaves.
 0
 """
 
+from .compare import IntermediateComparison, compare_intermediates
 from .input_observer import InputObserver
 
-__all__ = ["InputObserver"]
+__all__ = ["InputObserver", "IntermediateComparison", "compare_intermediates"]
