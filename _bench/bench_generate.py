@@ -119,6 +119,11 @@ def _export(data: Any, filename: str, exporter: str) -> float:
     return time.perf_counter() - begin
 
 
+def _first_line(e: Exception) -> str:
+    lines = [line for line in str(e).strip().split("\n") if line.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
+
+
 def _has_genai() -> bool:
     import importlib.util
 
@@ -341,9 +346,12 @@ def bench_model(
             "onnxruntime-genai-cuda)"
         )
     elif genai:
-        genai_folder, export_times["genai builder"] = _genai_build(
-            model, os.path.join(folder, f"{name}.genai"), device
-        )
+        try:
+            genai_folder, export_times["genai builder"] = _genai_build(
+                model, os.path.join(folder, f"{name}.genai"), device
+            )
+        except Exception as e:  # the builder does not support every model or version
+            skipped.append(f"onnxruntime-genai's builder: {_first_line(e)}")
     input_ids = torch.randint(3, vocab, (1, prompt), generator=torch.Generator().manual_seed(1))
     providers = None
     if device == "cuda":
@@ -360,15 +368,22 @@ def bench_model(
         "torch loop (seed 003)": lambda: torch_loop(model, input_ids, new),
     }
     if genai_folder is not None:
-        fcts["onnxruntime-genai"] = _genai_method(genai_folder, input_ids, new, device)
-        if "custom" in filenames:
-            # onnxruntime-genai's loop on the custom export (to_onnx(genai_config=True))
-            from onnx_diagnostic.export.genai import write_genai_config
+        try:
+            fcts["onnxruntime-genai"] = _genai_method(genai_folder, input_ids, new, device)
+        except Exception as e:
+            skipped.append(f"onnxruntime-genai on its builder's model: {_first_line(e)}")
+            genai_folder = None
+    if genai and _has_genai() and "custom" in filenames and (device == "cpu" or _genai_cuda()):
+        # onnxruntime-genai's loop on the custom export (to_onnx(genai_config=True))
+        from onnx_diagnostic.export.genai import write_genai_config
 
-            write_genai_config(model.config, filenames["custom"], provider=device)
+        write_genai_config(model.config, filenames["custom"], provider=device)
+        try:
             fcts["onnxruntime-genai [custom export]"] = _genai_method(
                 os.path.dirname(filenames["custom"]), input_ids, new, device
             )
+        except Exception as e:
+            skipped.append(f"onnxruntime-genai on the custom export: {_first_line(e)}")
     onnx_files = dict(filenames)
     if genai_folder is not None:
         # the graph of genai's builder run by onnx_generate: the loops compared on one graph
@@ -398,7 +413,9 @@ def bench_model(
     with torch.no_grad():
         measures = _measure(fcts, repeat)
     t_generate, ref = measures["transformers generate"]
-    t_genai = measures["onnxruntime-genai"][0] if "onnxruntime-genai" in measures else None
+    # the reference: genai on its builder's model, else genai on the custom export
+    genai_ref = next((k for k in measures if k.startswith("onnxruntime-genai")), None)
+    t_genai = measures[genai_ref][0] if genai_ref else None
     rows = []
     n_params = sum(p.numel() for p in model.parameters())
     print(
@@ -409,6 +426,8 @@ def bench_model(
     for message in skipped:
         print(f"  SKIPPED {message}")
     print(f"  prompt {prompt} tokens, {new} new tokens, batch 1, median of {repeat} runs")
+    if genai_ref:
+        print(f"  x genai: ratio to {genai_ref!r}")
     header = "x genai" if t_genai else ""
     print(f"  {'method':48s} {'ms':>9s}    {'tokens/s':>9s} x generate {header} same tokens")
     for method, (duration, tokens) in measures.items():
