@@ -185,6 +185,20 @@ def reduce_attention(d: dict[str, Any], hidden: int = HIDDEN, heads: int = HEADS
         over[k_kv] = heads if old_kv >= old_heads else (1 if old_kv == 1 else heads // 2)
     if d.get("head_dim", None) is not None:
         over["head_dim"] = hidden // heads
+    if isinstance(d.get("qk_rope_head_dim", None), int):
+        # multi-head latent attention (DeepSeek-V2/V3, MiniCPM3): the query/key heads are
+        # the concatenation of a rotary part and a non rotary part, values have their own
+        # size, keys and values come from a compressed latent vector
+        half = max(hidden // heads // 2, 2)
+        over.update(qk_rope_head_dim=half, qk_nope_head_dim=half, v_head_dim=hidden // heads)
+        if isinstance(d.get("qk_head_dim", None), int):
+            over["qk_head_dim"] = 2 * half
+        for k in ("kv_lora_rank", "q_lora_rank"):
+            if isinstance(d.get(k, None), int):
+                over[k] = hidden // 2
+        if d.get("head_dim", None) is not None:
+            # head_dim is the rotary dimension in these configurations
+            over["head_dim"] = half
     if d.get("d_kv", None) is not None:
         over["d_kv"] = hidden // heads
     over.update(reduce_rope(d, hidden // heads))
@@ -204,7 +218,8 @@ def _token_keys(d: dict[str, Any]) -> list[str]:
     return [
         k
         for k, v in d.items()
-        if (k.endswith("token_id") or k.endswith("token_index") or k.endswith("token_ids"))
+        if isinstance(k, str)
+        and (k.endswith("token_id") or k.endswith("token_index") or k.endswith("token_ids"))
         and (isinstance(v, int) or (isinstance(v, list) and all(isinstance(i, int) for i in v)))
         and not isinstance(v, bool)
     ]
@@ -239,33 +254,118 @@ def _remap(d: dict[str, Any], mapping: dict[int, int], new_vocab: int) -> dict[s
 
 
 def reduce_vocabulary(
-    d: dict[str, Any], vocab_key_path: tuple[str, ...] = ("vocab_size",)
+    d: dict[str, Any],
+    vocab_key_path: tuple[str, ...] = ("vocab_size",),
+    max_vocab: int = MAX_VOCAB,
+    reduced_vocab: int = REDUCED_VOCAB,
 ) -> dict[str, Any]:
     """
-    Overrides shrinking a vocabulary larger than :data:`MAX_VOCAB` to
-    :data:`REDUCED_VOCAB`. Every token id (``bos_token_id``, ``image_token_index``...,
-    sub-configurations included) falling outside the new vocabulary is moved to a distinct
-    id at its end, in the same order.
+    Overrides shrinking a vocabulary larger than ``max_vocab`` (:data:`MAX_VOCAB`) to
+    ``reduced_vocab`` (:data:`REDUCED_VOCAB`). Every token id (``bos_token_id``,
+    ``image_token_index``..., sub-configurations included) falling outside the new
+    vocabulary is moved to a distinct id at its end, in the same order.
 
     :param d: the whole configuration
     :param vocab_key_path: where the vocabulary size is (``("text_config", "vocab_size")``)
+    :param max_vocab: vocabularies up to this size are kept
+    :param reduced_vocab: the size of a reduced vocabulary, ``<= max_vocab``
+
+    >>> reduce_vocabulary({"vocab_size": 5000, "eos_token_id": 4999}, max_vocab=1000,
+    ...                   reduced_vocab=1000)
+    {'eos_token_id': 999, 'vocab_size': 1000}
     """
+    if not isinstance(reduced_vocab, int) or not isinstance(max_vocab, int):
+        raise TypeError(
+            f"reduce_vocabulary: max_vocab={max_vocab!r} and reduced_vocab={reduced_vocab!r} "
+            "must be integers"
+        )
+    if not 0 < reduced_vocab <= max_vocab:
+        raise ValueError(
+            f"reduce_vocabulary: reduced_vocab={reduced_vocab} must be in [1, "
+            f"max_vocab={max_vocab}]"
+        )
     sub = d
     for k in vocab_key_path[:-1]:
         sub = sub.get(k, None) or {}
     vocab = sub.get(vocab_key_path[-1], None)
-    if not isinstance(vocab, int) or vocab <= MAX_VOCAB:
+    if not isinstance(vocab, int) or vocab <= max_vocab:
         return {}
     ids: set[int] = set()
     _collect_ids(d, ids)
-    large = sorted(i for i in ids if i >= REDUCED_VOCAB)
-    start = REDUCED_VOCAB - len(large)
+    large = sorted(i for i in ids if i >= reduced_vocab)
+    if len(large) >= reduced_vocab:
+        raise ValueError(
+            f"reduce_vocabulary: {len(large)} token ids do not fit in a vocabulary of "
+            f"reduced_vocab={reduced_vocab}"
+        )
+    start = reduced_vocab - len(large)
     mapping = {old: start + rank for rank, old in enumerate(large)}
-    over = _remap(d, mapping, REDUCED_VOCAB)
+    over = _remap(d, mapping, reduced_vocab)
     node = over
     for k in vocab_key_path[:-1]:
         node = node.setdefault(k, {})
-    node[vocab_key_path[-1]] = REDUCED_VOCAB
+    node[vocab_key_path[-1]] = reduced_vocab
+    return over
+
+
+#: Numbers of experts, of experts chosen per token, of shared experts, of groups of experts.
+_EXPERTS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
+_EXPERTS_PER_TOKEN = (
+    "num_experts_per_tok",
+    "num_experts_per_token",
+    "top_k_experts",
+    "moe_top_k",
+    "moe_topk",
+)
+_SHARED_EXPERTS = ("n_shared_experts", "num_shared_experts", "moe_num_shared_experts")
+_EXPERT_GROUPS = ("n_group", "topk_group")
+_EXPERT_INTERMEDIATE = (
+    "moe_intermediate_size",
+    "shared_expert_intermediate_size",
+    "moe_shared_expert_intermediate_size",
+    "expert_intermediate_size",
+)
+
+
+def reduce_experts(
+    d: dict[str, Any], experts: int = 4, per_token: int = 2, intermediate: int = 32
+) -> dict[str, Any]:
+    """
+    Overrides shrinking the mixture of experts of a (flat) configuration: at most
+    ``experts`` experts, ``per_token`` of them chosen per token, one shared expert, one
+    group of experts, feed-forward size ``intermediate``, the first layer dense at most
+    (``first_k_dense_replace``) so that a 2-layer model keeps a sparse layer.
+
+    >>> reduce_experts({"num_local_experts": 8, "num_experts_per_tok": 2, "n_group": 8})
+    {'num_local_experts': 4, 'n_group': 1}
+    """
+    if not isinstance(d, dict):
+        raise TypeError(f"reduce_experts: d must be a dict, not {type(d).__name__}")
+    if experts < 1 or per_token < 1 or per_token > experts:
+        raise ValueError(f"reduce_experts: expects 1 <= per_token={per_token} <= experts={experts}")
+
+    def _int(k: str) -> int | None:
+        v = d.get(k, None)
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    over: dict[str, Any] = {}
+    if any(_int(k) for k in _EXPERTS):
+        # a default configuration may leave the number of experts per token to None
+        for k in _EXPERTS_PER_TOKEN:
+            if k in d and d[k] is None:
+                over[k] = per_token
+    for keys, limit in (
+        (_EXPERTS, experts),
+        (_EXPERTS_PER_TOKEN, per_token),
+        (_SHARED_EXPERTS, 1),
+        (_EXPERT_GROUPS, 1),
+        (_EXPERT_INTERMEDIATE, intermediate),
+        (("first_k_dense_replace",), 1),
+    ):
+        for k in keys:
+            v = _int(k)
+            if v is not None and v > limit:
+                over[k] = limit
     return over
 
 

@@ -3,10 +3,17 @@ Task ``text-generation``: a decoder-only language model called with a cache
 (``LlamaForCausalLM``, ``Phi3ForCausalLM``, ``GPT2LMHeadModel``...).
 
 Inputs: ``input_ids``, ``attention_mask`` (covering the cache and the new tokens),
-``position_ids`` and the cache, a ``DynamicCache`` with sliding layers where
-``config.layer_types`` says so (named as the
-model's ``forward`` declares it: ``cache`` from transformers 5.24, ``past_key_values``
+``position_ids`` and the cache, each only if the model's ``forward`` declares it (bloom, mpt,
+bart... take no ``position_ids``, openai-gpt, xlm... no cache). The cache is named as the
+model's ``forward`` declares it (``cache`` from transformers 5.24, ``past_key_values``
 before, see :func:`onnx_diagnostic.helpers.compat.cache_arg_name`).
+
+Without a model, the cache is a ``DynamicCache`` built from the configuration, with sliding
+layers where ``config.layer_types`` says so. With a model, the model runs once on a short
+prompt (:func:`onnx_diagnostic.tasks._cache_probe.probe_cache`): when the cache it creates
+differs from that one (latent attention keeping a compressed vector, layers with different
+numbers of heads, linear attention or mamba states of hybrid models...), the inputs hold
+the cache the model made, of the class and layers it chose.
 
 >>> import transformers
 >>> from onnx_diagnostic.tasks.text_generation import random_input_kwargs
@@ -23,13 +30,22 @@ True
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from . import _common
-from ..helpers.compat import cache_alias_dict, cache_arg_name
+from ..helpers.compat import CACHE_ARG_NAMES, cache_alias_dict, cache_arg_name
+from ._cache_probe import (
+    causal_lm_class,
+    forward_arguments,
+    has_recurrent_states,
+    probe_cache,
+    probe_dynamic_shapes,
+    same_tensors_shapes,
+)
 from ._common import (
     BATCH,
     CACHE,
@@ -46,6 +62,8 @@ from ._common import (
 )
 from ._reduce import reduce_decoder_config
 
+logger = logging.getLogger(__name__)
+
 __TASK__ = "text-generation"
 #: Class used when the architecture is unknown to the installed transformers.
 AUTO_CLASS = "AutoModelForCausalLM"
@@ -60,49 +78,78 @@ def reduce_model_config(config: Any) -> dict[str, Any]:
     return reduce_decoder_config(config)
 
 
+def _optional(fct: Callable, cfg: Any) -> Any:
+    """``fct(cfg)``, None when the configuration does not tell (a model without attention)."""
+    try:
+        return fct(cfg)
+    except (TaskInputError, TypeError, ValueError, AttributeError):
+        return None
+
+
 def random_input_kwargs(config: Any) -> tuple[dict[str, Any], Callable]:
     """
     Returns the default arguments of :func:`get_inputs` for this configuration
-    and :func:`get_inputs` itself.
+    and :func:`get_inputs` itself. The sizes of the cache the configuration does not give
+    (a state space model has no attention heads) are None: :func:`get_inputs` reads the
+    cache the model makes.
     """
     cfg = text_config(config)
-    num_layers = int(cfg_get(cfg, "num_hidden_layers"))
+    num_layers = int(cfg_get(cfg, "num_hidden_layers", "n_layer", "num_layers"))
     kwargs = dict(
         batch_size=2,
         sequence_length=3,
         past_length=30,
         dummy_max_token_id=int(cfg_get(cfg, "vocab_size")) - 1,
         num_hidden_layers=num_layers,
-        num_key_value_heads=_common.num_key_value_heads(cfg),
-        head_dim=_common.head_dim(cfg),
+        num_key_value_heads=_optional(_common.num_key_value_heads, cfg),
+        head_dim=_optional(_common.head_dim, cfg),
         layer_types=_common.layer_types(cfg, num_layers),
         sliding_window=getattr(cfg, "sliding_window", None),
     )
     return kwargs, get_inputs
 
 
+#: Layer types of ``config.layer_types`` a cache built from the configuration supports.
+_WINDOW_TYPES = ("sliding_attention", "chunked_attention")
+_CONFIG_TYPES = ("full_attention", *_WINDOW_TYPES)
+
+
 def _sliding_layers(layer_types: Sequence[str] | None) -> list[bool]:
     """Which layers are sliding (or chunked) attention layers."""
-    return [t != "full_attention" for t in (layer_types or [])]
+    return [t in _WINDOW_TYPES for t in (layer_types or [])]
 
 
-def _make_inputs(
+def _check_config_layer_types(layer_types: Sequence[str] | None) -> None:
+    """A cache built from the configuration has full and sliding layers only."""
+    for i, kind in enumerate(layer_types or []):
+        if kind not in _CONFIG_TYPES:
+            try:
+                from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING
+
+                cls = DYNAMIC_LAYER_TYPE_MAPPING.get(kind, None)
+            except ImportError:  # pragma: no cover
+                cls = None
+            cls_name = "no layer class" if cls is None else f"layer class {cls.__name__}"
+            raise TaskInputError(
+                f"layer_types[{i}]={kind!r} ({cls_name} in transformers.cache_utils): a cache "
+                f"built from the configuration only has layers of types {list(_CONFIG_TYPES)}, "
+                "give the model to get_inputs (model=...) to use the cache it creates"
+            )
+
+
+def _config_cache(
     batch_size: int,
-    sequence_length: int,
     past_length: int,
-    dummy_max_token_id: int,
     num_hidden_layers: int,
     num_key_value_heads: int,
     head_dim: int,
     layer_types: Sequence[str] | None,
     sliding_window: int | None,
     dtype: torch.dtype,
-    cache_name: str,
-) -> dict[str, Any]:
+) -> Any:
+    """A random DynamicCache built from the configuration."""
     from ..cache_helpers import make_dynamic_cache
 
-    total = past_length + sequence_length
-    position_ids = torch.arange(past_length, total, dtype=torch.int64)
     pairs = random_kv_pairs(
         num_hidden_layers, batch_size, num_key_value_heads, past_length, head_dim, dtype
     )
@@ -115,18 +162,39 @@ def _make_inputs(
             (k[:, :, past_length - held :], v[:, :, past_length - held :]) if s else (k, v)
             for (k, v), s in zip(pairs, sliding)
         ]
-    return cache_alias_dict(
-        dict(
-            input_ids=random_ids((batch_size, sequence_length), dummy_max_token_id),
-            attention_mask=torch.ones((batch_size, total), dtype=torch.int64),
-            position_ids=position_ids.unsqueeze(0).expand((batch_size, -1)).contiguous(),
-            **{
-                cache_name: make_dynamic_cache(
-                    pairs, layer_types=layer_types, sliding_window=sliding_window
-                )
-            },
-        )
-    )
+    return make_dynamic_cache(pairs, layer_types=layer_types, sliding_window=sliding_window)
+
+
+def _make_inputs(
+    batch_size: int,
+    sequence_length: int,
+    past_length: int,
+    dummy_max_token_id: int,
+    arguments: set[str] | None,
+    cache_name: str | None,
+    cache: Any,
+) -> dict[str, Any]:
+    total = past_length + sequence_length
+    inputs = dict(input_ids=random_ids((batch_size, sequence_length), dummy_max_token_id))
+    if arguments is None or "attention_mask" in arguments:
+        inputs["attention_mask"] = torch.ones((batch_size, total), dtype=torch.int64)
+    if arguments is None or "position_ids" in arguments:
+        position_ids = torch.arange(past_length, total, dtype=torch.int64)
+        inputs["position_ids"] = position_ids.unsqueeze(0).expand((batch_size, -1)).contiguous()
+    if cache_name is not None:
+        inputs[cache_name] = cache
+    return cache_alias_dict(inputs)
+
+
+def _dynamic_shapes(inputs: dict[str, Any], cache_name: str | None, cache_ds: Any) -> dict:
+    ds: dict[str, Any] = dict(input_ids={0: BATCH, 1: SEQ})
+    if "attention_mask" in inputs:
+        ds["attention_mask"] = {0: BATCH, 1: CACHE_SEQ if cache_name else SEQ}
+    if "position_ids" in inputs:
+        ds["position_ids"] = {0: BATCH, 1: SEQ}
+    if cache_name is not None:
+        ds[cache_name] = cache_ds
+    return ds
 
 
 def get_inputs(
@@ -148,8 +216,10 @@ def get_inputs(
     """
     Builds random inputs for a decoder-only model called with a cache.
 
-    :param model: the model, only used to pick the dtype of the cache if ``dtype``
-        is None (may be None: float32)
+    :param model: the model (may be None): its ``forward`` tells which arguments to give
+        (the class ``config`` maps to when it is None), it makes the cache when the one
+        built from the configuration differs (see the module's documentation), and
+        gives the dtype of the cache if ``dtype`` is None (float32 without a model)
     :param config: its configuration, gives every value left to None
     :param batch_size: batch size
     :param sequence_length: number of new tokens
@@ -165,6 +235,8 @@ def get_inputs(
     :param add_second_input: also returns ``inputs2``, a second set of inputs with
         every dynamic dimension one larger (batch included)
     :return: ``dict(inputs=..., dynamic_shapes=...)`` (and ``inputs2``)
+    :raises TaskInputError: for a bad argument, or when the cache cannot be built
+        (the message names the layer type and its class, or the cache class of the model)
 
     >>> import transformers
     >>> from onnx_diagnostic.helpers import string_type
@@ -187,63 +259,175 @@ def get_inputs(
     dummy_max_token_id = _from_config(
         dummy_max_token_id, "dummy_max_token_id", lambda c: int(cfg_get(c, "vocab_size")) - 1
     )
-    num_hidden_layers = _from_config(
-        num_hidden_layers, "num_hidden_layers", lambda c: int(cfg_get(c, "num_hidden_layers"))
-    )
-    num_key_value_heads = _from_config(
-        num_key_value_heads, "num_key_value_heads", _common.num_key_value_heads
-    )
-    head_dim = _from_config(head_dim, "head_dim", _common.head_dim)
-    if layer_types is None and cfg is not None:
-        layer_types = _common.layer_types(cfg, num_hidden_layers)
-    if sliding_window is None and cfg is not None and layer_types is not None:
-        sliding_window = getattr(cfg, "sliding_window", None)
     sizes = dict(
         batch_size=check_int("batch_size", batch_size),
         sequence_length=check_int("sequence_length", sequence_length),
         past_length=check_int("past_length", past_length, minimum=0),
     )
     check_int("dummy_max_token_id", dummy_max_token_id, minimum=0)
+    if dtype is not None:
+        float_dtype(None, dtype)
+    cls = model if model is not None else causal_lm_class(config)
+    arguments = forward_arguments(model, config)
+    if arguments is not None and not any(n in arguments for n in CACHE_ARG_NAMES):
+        # a model without a cache (openai-gpt, xlm...): the new tokens only
+        sizes["past_length"] = 0
+        return _inputs_without_cache(sizes, dummy_max_token_id, arguments, add_second_input)
+    cache_name = cache_arg_name(cls)
+    if isinstance(model, torch.nn.Module) and past_length > 0:
+        probed = _probe(model, sizes, dummy_max_token_id)
+        if probed is not None and probed[0] is None:
+            # the model makes no cache: the new tokens only
+            sizes["past_length"] = 0
+            return _inputs_without_cache(sizes, dummy_max_token_id, arguments, add_second_input)
+    else:
+        probed = None
+    try:
+        built = _from_configuration(
+            cfg,
+            sizes,
+            add_second_input,
+            dict(
+                num_hidden_layers=num_hidden_layers,
+                num_key_value_heads=num_key_value_heads,
+                head_dim=head_dim,
+                layer_types=layer_types,
+                sliding_window=sliding_window,
+                dtype=float_dtype(model, dtype),
+            ),
+            _from_config,
+        )
+    except TaskInputError:
+        if probed is None:
+            raise
+        built = None
+    one_token = False
+    if probed is not None and (built is None or not same_tensors_shapes(built[0], probed[0])):
+        caches, cache_ds = probed[:2], probed[2]
+        if not any(CACHE in ds.values() for ds in cache_ds):
+            # a recurrent state only (mamba): nothing grows with the past, generate
+            # gives no attention_mask once the prompt is processed
+            arguments = (arguments or {"input_ids", "position_ids"}) - {"attention_mask"}
+        # a recurrent step (mamba, linear attention layers) processes one token at a time
+        one_token = has_recurrent_states(caches[0])
+    else:
+        if built is None:  # pragma: no cover
+            raise TaskInputError("get_inputs: no cache could be built")
+        caches, cache_ds = built[:2], built[2]
+    second = {k: v + 1 for k, v in sizes.items()}
+    if one_token:
+        sizes["sequence_length"] = second["sequence_length"] = 1
+    res: dict[str, Any] = dict(
+        inputs=_make_inputs(
+            **sizes,
+            dummy_max_token_id=dummy_max_token_id,
+            arguments=arguments,
+            cache_name=cache_name,
+            cache=caches[0],
+        )
+    )
+    res["dynamic_shapes"] = _dynamic_shapes(res["inputs"], cache_name, cache_ds)
+    if one_token:
+        res["dynamic_shapes"]["input_ids"] = {0: BATCH}
+        if "position_ids" in res["dynamic_shapes"]:
+            res["dynamic_shapes"]["position_ids"] = {0: BATCH}
+    if add_second_input:
+        res["inputs2"] = _make_inputs(
+            **second,
+            dummy_max_token_id=dummy_max_token_id,
+            arguments=arguments,
+            cache_name=cache_name,
+            cache=caches[1],
+        )
+    return res
+
+
+def _probe(
+    model: torch.nn.Module, sizes: dict[str, int], max_token_id: int
+) -> tuple[Any, Any, Any] | None:
+    """The caches the model makes for both input sets and their dynamic shapes, None if
+    the model does not run on a prompt alone."""
+    b, p = sizes["batch_size"], sizes["past_length"]
+    try:
+        cache1 = probe_cache(model, b, p, max_token_id)
+        if cache1 is None:
+            return None, None, None
+        cache2 = probe_cache(model, b + 1, p + 1, max_token_id)
+    except TaskInputError as e:
+        logger.info("get_inputs: the cache is built from the configuration, %s", e)
+        return None
+    return cache1, cache2, probe_dynamic_shapes(cache1, cache2, (b, p), (b + 1, p + 1))
+
+
+def _from_configuration(
+    cfg: Any,
+    sizes: dict[str, int],
+    second: bool,
+    given: dict[str, Any],
+    from_config: Callable,
+) -> tuple[Any, Any, Any]:
+    """The random caches built from the configuration for both sets, their dynamic shapes."""
+    num_hidden_layers = from_config(
+        given["num_hidden_layers"],
+        "num_hidden_layers",
+        lambda c: int(cfg_get(c, "num_hidden_layers", "n_layer", "num_layers")),
+    )
     check_int("num_hidden_layers", num_hidden_layers)
-    check_int("num_key_value_heads", num_key_value_heads)
-    check_int("head_dim", head_dim)
+    layer_types = given["layer_types"]
+    if layer_types is None and cfg is not None:
+        layer_types = _common.layer_types(cfg, num_hidden_layers)
     if layer_types is not None and len(layer_types) != num_hidden_layers:
         raise TaskInputError(
             f"layer_types has {len(layer_types)} elements but num_hidden_layers={num_hidden_layers}"
         )
+    _check_config_layer_types(layer_types)
+    num_key_value_heads = from_config(
+        given["num_key_value_heads"], "num_key_value_heads", _common.num_key_value_heads
+    )
+    head_dim = from_config(given["head_dim"], "head_dim", _common.head_dim)
+    check_int("num_key_value_heads", num_key_value_heads)
+    check_int("head_dim", head_dim)
+    sliding_window = given["sliding_window"]
+    if sliding_window is None and cfg is not None and layer_types is not None:
+        sliding_window = getattr(cfg, "sliding_window", None)
     sliding = _sliding_layers(layer_types)
+    past_length = sizes["past_length"]
     if all(sliding) and sliding:
         # a cache made of sliding layers only tells how many positions it holds, not how many
         # tokens were seen: the inputs must not be past the window
-        longest = past_length + (1 if add_second_input else 0)
+        longest = past_length + (1 if second else 0)
         if not isinstance(sliding_window, int) or sliding_window <= longest:
             raise TaskInputError(
                 f"past_length={past_length} (+1 for inputs2) must be smaller than "
                 f"sliding_window={sliding_window!r}: a sliding layer keeps fewer tokens"
             )
     common = dict(
-        dummy_max_token_id=dummy_max_token_id,
         num_hidden_layers=num_hidden_layers,
         num_key_value_heads=num_key_value_heads,
         head_dim=head_dim,
         layer_types=layer_types,
         sliding_window=sliding_window,
-        dtype=float_dtype(model, dtype),
-        cache_name=cache_arg_name(model),
+        dtype=given["dtype"],
     )
-    res = dict(
-        inputs=_make_inputs(**sizes, **common),
-        dynamic_shapes=dict(
-            input_ids={0: BATCH, 1: SEQ},
-            attention_mask={0: BATCH, 1: CACHE_SEQ},
-            position_ids={0: BATCH, 1: SEQ},
-            **{
-                common["cache_name"]: cache_shapes(
-                    num_hidden_layers, CACHE, sliding if any(sliding) and not all(sliding) else None
-                )
-            },
-        ),
+    cache1 = _config_cache(sizes["batch_size"], past_length, **common)
+    cache2 = _config_cache(sizes["batch_size"] + 1, past_length + 1, **common) if second else None
+    cache_ds = cache_shapes(
+        num_hidden_layers, CACHE, sliding if any(sliding) and not all(sliding) else None
     )
+    return cache1, cache2, cache_ds
+
+
+def _inputs_without_cache(
+    sizes: dict[str, int],
+    max_token_id: int,
+    arguments: set[str] | None,
+    add_second_input: bool,
+) -> dict[str, Any]:
+    """Inputs of a model which keeps no cache: the tokens, their mask and positions."""
+    common = dict(dummy_max_token_id=max_token_id, arguments=arguments, cache_name=None)
+    res: dict[str, Any] = dict(inputs=_make_inputs(**sizes, **common, cache=None))
+    res["dynamic_shapes"] = _dynamic_shapes(res["inputs"], None, None)
     if add_second_input:
-        res["inputs2"] = _make_inputs(**{k: v + 1 for k, v in sizes.items()}, **common)
+        second = {k: (v + 1 if k != "past_length" else 0) for k, v in sizes.items()}
+        res["inputs2"] = _make_inputs(**second, **common, cache=None)
     return res

@@ -1,0 +1,574 @@
+"""
+Sweep of every causal language model of the installed :epkg:`transformers`: for each
+``model_type`` of ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES``, a small untrained model built from
+the defaults of its configuration class (2 layers, hidden size 64, vocabulary 1000, 4
+experts, see :func:`small_config`), then, in one subprocess per architecture with a time
+limit, the stages a new user goes through:
+
+* ``build``: the model builds and runs on ``input_ids`` (no library involved),
+* ``baseline``: plain :func:`torch.onnx.export` (``dynamo=True``) without the library, on a
+  cache made by a first call of the model, checked with onnxruntime on a second call,
+* ``inputs``: ``onnx_diagnostic.tasks.random_input_kwargs(config, "text-generation")``
+  builds two input sets and their dynamic shapes,
+* ``eager``: the model runs on both,
+* ``export``: :func:`torch.export.export` inside
+  ``torch_export_patches(patch_transformers=True)``, the exported program matches eager on
+  the second input set,
+* ``custom`` and ``dynamo``: ``to_onnx(exporter="custom")`` and
+  ``to_onnx(exporter="onnx-dynamo")``, onnxruntime on the second input set matches eager
+  (max absolute difference <= 1e-3).
+
+Every stage is ``ok``, ``FAIL: <first error line>``, ``DIFF: <max abs>``, ``skip`` (an earlier
+stage failed) or ``timeout``. The results go to ``<out>/architectures.csv`` (written after
+every architecture, ``--merge`` keeps the rows of architectures not run again) and
+``<out>/architectures.md`` (stage x count, architecture x result).
+
+::
+
+    python _bench/bench_architectures.py --subset --out /tmp/sweep
+    nice -n 10 python _bench/bench_architectures.py --timeout 180 --out /tmp/sweep
+    python _bench/bench_architectures.py --archs bloom,mpt --merge --out /tmp/sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import inspect
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+#: A fast fixed subset covering the main cases (rotary, learned positions, no position_ids,
+#: sliding layers, mixture of experts), the one continuous integration runs.
+SUBSET = ("llama", "gpt2", "bloom", "gemma2", "qwen2_moe")
+#: Stages in the order they run.
+STAGES = ("build", "baseline", "inputs", "eager", "export", "custom", "dynamo")
+#: What a stage means, the rows of the first table.
+STAGE_TITLES = {
+    "build": "model builds and runs (no library)",
+    "inputs": "the library builds inputs",
+    "eager": "eager runs on them",
+    "export": "torch.export (exported program = eager)",
+    "dynamo": "onnx-dynamo export + match",
+    "custom": "**custom export + match**",
+    "baseline": "plain `torch.onnx.export` without the library",
+}
+COLUMNS = ("arch", "model_class", "config", *STAGES, "custom_diff", "dynamo_diff", "seconds")
+ATOL = 1e-3
+
+
+def list_architectures() -> list[str]:
+    """
+    Returns every ``model_type`` of ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES``, sorted.
+
+    >>> "llama" in list_architectures()
+    True
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def _config_dicts(d: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Paths of the sub-configurations (dictionaries) of a configuration, root included."""
+    paths = [()]
+    for k, v in d.items():
+        if isinstance(v, dict) and any(isinstance(x, (int, float)) for x in v.values()):
+            if any(key in v for key in ("hidden_size", "num_hidden_layers", "d_model", "dim")):
+                paths.extend((k, *p) for p in _config_dicts(v))
+    return paths
+
+
+def _at(d: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    for k in path:
+        d = d[k]
+    return d
+
+
+def _nest(path: tuple[str, ...], over: dict[str, Any]) -> dict[str, Any]:
+    for k in reversed(path):
+        over = {k: over}
+    return over
+
+
+def small_overrides(d: dict[str, Any], vocab: int = 1000) -> dict[str, Any]:
+    """
+    Overrides making a configuration (as a dictionary) small: every sub-configuration
+    (text, vision, audio...) gets 2 layers, hidden size 64, 4 heads, feed-forward 128,
+    at most 4 experts, and the vocabularies larger than ``vocab`` become ``vocab``
+    (the token ids are moved inside), see :mod:`onnx_diagnostic.tasks._reduce`.
+
+    >>> small_overrides({"vocab_size": 32000, "hidden_size": 4096, "num_attention_heads": 32,
+    ...                  "num_hidden_layers": 32, "num_local_experts": 8})["num_local_experts"]
+    4
+    """
+    from onnx_diagnostic.tasks._reduce import (
+        merge_overrides,
+        reduce_experts,
+        reduce_sizes,
+        reduce_vocabulary,
+    )
+
+    over: dict[str, Any] = {}
+    for path in _config_dicts(d):
+        sub = _at(d, path)
+        over = merge_overrides(over, _nest(path, {**reduce_sizes(sub), **reduce_experts(sub)}))
+        if isinstance(sub.get("vocab_size", None), int):
+            over = merge_overrides(
+                over,
+                reduce_vocabulary(d, (*path, "vocab_size"), max_vocab=vocab, reduced_vocab=vocab),
+            )
+    return over
+
+
+def small_config(model_type: str) -> tuple[Any, str]:
+    """
+    Returns a small configuration of ``model_type`` built from the defaults of its
+    configuration class and :func:`small_overrides`, and which reduction worked
+    (``small``; ``small-no-vocab`` when the class refuses the new vocabulary;
+    ``layers-only`` when it refuses the new sizes and only the number of layers changed).
+
+    >>> config, how = small_config("llama")
+    >>> config.hidden_size, config.num_hidden_layers, config.vocab_size, how
+    (64, 2, 1000, 'small')
+    """
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    from onnx_diagnostic.tasks._reduce import merge_overrides, reduce_layers
+
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"model_type={model_type!r} is unknown to the installed transformers")
+    cls = CONFIG_MAPPING[model_type]
+    d = cls().to_dict()
+    tries = [("small", small_overrides(d)), ("small-no-vocab", small_overrides(d, 10**9))]
+    layers = {}
+    for path in _config_dicts(d):
+        sub = _at(d, path)
+        for key in ("num_hidden_layers", "n_layer", "num_layers"):
+            if isinstance(sub.get(key, None), int):
+                layers = merge_overrides(layers, _nest(path, reduce_layers(sub, key)))
+                break
+    tries.append(("layers-only", layers))
+    errors = []
+    for how, over in tries:
+        try:
+            config = cls.from_dict(merge_overrides(d, over))
+        except Exception as e:
+            errors.append(f"{how}: {type(e).__name__}: {_first_line(e)}")
+            continue
+        return _keep_layer_kinds(cls, d, over, config), how
+    raise ValueError(f"no small configuration of {model_type!r}: {'; '.join(errors)}")
+
+
+def _layer_kinds(config: Any) -> list[str] | None:
+    """The kind of every decoder layer when the configuration computes it."""
+    try:
+        cfg = config.get_text_config(decoder=True)
+    except Exception:
+        cfg = config
+    for name in ("layer_types", "layers_block_type", "block_types", "hybrid_override_pattern"):
+        try:
+            kinds = getattr(cfg, name, None)
+        except Exception:
+            continue
+        if isinstance(kinds, (list, tuple, str)) and len(kinds) > 0:
+            return [str(k) for k in kinds]
+    return None
+
+
+def _keep_layer_kinds(cls: type, d: dict, over: dict, config: Any, most: int = 8) -> Any:
+    """
+    With 2 layers, a hybrid model whose layer kinds are computed from a pattern (an
+    attention layer every 8 layers...) may lose a kind: takes the smallest number of
+    layers, up to ``most``, which keeps every kind of the default configuration.
+    """
+    from onnx_diagnostic.tasks._reduce import merge_overrides
+
+    default = _layer_kinds(cls())
+    small = _layer_kinds(config)
+    if not default or not small or set(default) <= set(small):
+        return config
+    wanted = set(default)
+    n = next((i for i in range(2, most + 1) if set(default[:i]) == wanted), None)
+    key = next((k for k in ("num_hidden_layers", "n_layer", "num_layers") if k in d), None)
+    if n is None or key is None:
+        return config
+    try:
+        return cls.from_dict(merge_overrides(d, {**over, key: n}))
+    except Exception:
+        return config
+
+
+def _first_line(e: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    line = text.splitlines()[0] if text else ""
+    return " ".join(line.split())[:240]
+
+
+def _error(e: BaseException) -> str:
+    """``FAIL: <type>: <first line>``, the deepest cause when the error wraps another one
+    (``torch.onnx.export`` wraps the error of ``torch.export``)."""
+    names = [type(e).__name__]
+    while e.__cause__ is not None and len(names) < 5:
+        e = e.__cause__
+        names.append(type(e).__name__)
+    return f"FAIL: {' <- '.join(names)}: {_first_line(e)}"
+
+
+def _diff_status(diff: dict[str, Any]) -> tuple[str, float]:
+    value = float(diff.get("abs", float("nan")))
+    if "error" in diff:
+        return f"FAIL: outputs differ in structure: {diff['error']}"[:260], value
+    if not value <= ATOL:
+        return f"DIFF: {value:.3g}", value
+    return "ok", value
+
+
+class _Worker:
+    """Runs the stages of one architecture, writes the record after each of them."""
+
+    def __init__(self, arch: str, result_file: str, stages: tuple[str, ...]):
+        self.arch = arch
+        self.result_file = result_file
+        self.stages = stages
+        self.record: dict[str, Any] = {k: "skip" for k in STAGES}
+        self.record.update(arch=arch, model_class="", config="", custom_diff="", dynamo_diff="")
+        self.begin = time.perf_counter()
+
+    def save(self) -> None:
+        self.record["seconds"] = f"{time.perf_counter() - self.begin:.1f}"
+        with open(self.result_file, "w") as f:
+            json.dump(self.record, f)
+
+    def start(self, stage: str) -> None:
+        # a timeout kills the process: the stage it was in tells where
+        self.record[stage] = "timeout"
+        self.save()
+
+    def run(self) -> None:
+        import torch
+        import transformers
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        torch.manual_seed(0)
+        self.start("build")
+        try:
+            config, how = small_config(self.arch)
+            self.record["config"] = how
+            self.record["model_class"] = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[self.arch]
+            cls = getattr(transformers, self.record["model_class"])
+            model = cls(config).eval()
+            vocab = int(config.get_text_config(decoder=True).vocab_size)
+            with torch.no_grad():
+                model(input_ids=torch.randint(0, vocab, (2, 5)))
+            self.record["build"] = "ok"
+        except BaseException as e:
+            self.record["build"] = _error(e)
+            self.save()
+            return
+        self.save()
+        if "baseline" in self.stages:
+            # before anything of the library which registers the caches is imported
+            self.start("baseline")
+            self.record["baseline"] = _baseline(model, vocab)
+            self.save()
+        self._library(model, config)
+
+    def _library(self, model: Any, config: Any) -> None:
+        import torch
+
+        from onnx_diagnostic.helpers import max_diff
+        from onnx_diagnostic.helpers.torch_helper import torch_deepcopy
+        from onnx_diagnostic.tasks import random_input_kwargs
+
+        self.start("inputs")
+        try:
+            kwargs, fct = random_input_kwargs(config, "text-generation")
+            data = fct(model, config, add_second_input=True, **kwargs)
+            self.record["inputs"] = "ok"
+        except BaseException as e:
+            self.record["inputs"] = _error(e)
+            self.save()
+            return
+        self.start("eager")
+        try:
+            with torch.no_grad():
+                model(**torch_deepcopy(data["inputs"]))
+                expected = model(**torch_deepcopy(data["inputs2"]))
+            self.record["eager"] = "ok"
+        except BaseException as e:
+            self.record["eager"] = _error(e)
+            self.save()
+            return
+        self.start("export")
+        from onnx_diagnostic.torch_export_patches import torch_export_patches
+        from onnx_diagnostic.torch_export_patches.patch_inputs import use_dyn_not_str
+
+        try:
+            with torch_export_patches(patch_transformers=True):
+                ep = torch.export.export(
+                    model,
+                    (),
+                    kwargs=torch_deepcopy(data["inputs"]),
+                    dynamic_shapes=use_dyn_not_str(data["dynamic_shapes"]),
+                    strict=False,
+                )
+                got = ep.module()(**torch_deepcopy(data["inputs2"]))
+            self.record["export"] = _diff_status(max_diff(expected, got))[0]
+        except BaseException as e:
+            self.record["export"] = _error(e)
+            self.save()
+            return
+        self.save()
+        for stage, exporter in (("custom", "custom"), ("dynamo", "onnx-dynamo")):
+            if stage in self.stages:
+                self.start(stage)
+                self.record[stage], diff = _to_onnx(model, data, expected, exporter)
+                self.record[f"{stage}_diff"] = "" if diff is None else f"{diff:.3g}"
+                self.save()
+
+
+def _baseline(model: Any, vocab: int) -> str:
+    """Plain torch.onnx.export of a call with a cache, no help from the library."""
+    import torch
+
+    from onnx_diagnostic.helpers import max_diff
+
+    def _call_inputs(batch: int, past: int, seq: int) -> dict[str, Any]:
+        ids = torch.randint(0, vocab, (batch, past))
+        with torch.no_grad():
+            out = model(input_ids=ids, use_cache=True)
+        cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+        res = dict(
+            input_ids=torch.randint(0, vocab, (batch, seq)),
+            attention_mask=torch.ones((batch, past + seq), dtype=torch.int64),
+        )
+        if cache is not None:
+            res[name] = cache
+        return res
+
+    params = inspect.signature(model.forward).parameters
+    name = "cache" if "cache" in params else "past_key_values"
+
+    try:
+        inputs, inputs2 = _call_inputs(2, 30, 3), _call_inputs(3, 31, 4)
+        batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq_length")
+        past = torch.export.Dim("cache_length")
+        ds: dict[str, Any] = dict(input_ids={0: batch, 1: seq}, attention_mask={0: batch})
+        if name in inputs:
+            # what one would write: the cache as the list of its tensors, key then value
+            ds[name] = [{0: batch, 2: past}] * (2 * len(inputs[name]))
+        with contextlib.redirect_stdout(io.StringIO()):
+            program = torch.onnx.export(
+                model, (), kwargs=copy.deepcopy(inputs), dynamic_shapes=ds, dynamo=True
+            )
+        with torch.no_grad():
+            expected = model(**copy.deepcopy(inputs2))
+        got = program(**copy.deepcopy(inputs2))
+        return _diff_status(max_diff(expected, got))[0]
+    except BaseException as e:
+        return _error(e)
+
+
+def _to_onnx(
+    model: Any, data: dict[str, Any], expected: Any, exporter: str
+) -> tuple[str, float | None]:
+    from onnx_diagnostic.export.api import onnx_feeds, quiet_third_party_noise, to_onnx
+    from onnx_diagnostic.helpers import max_diff
+    from onnx_diagnostic.helpers.rt_helper import make_session, run_session
+    from onnx_diagnostic.helpers.torch_helper import torch_deepcopy
+    from onnx_diagnostic.torch_export_patches import torch_export_patches
+
+    try:
+        with torch_export_patches(patch_transformers=True), quiet_third_party_noise():
+            onx = to_onnx(
+                model,
+                (),
+                kwargs=torch_deepcopy(data["inputs"]),
+                dynamic_shapes=data["dynamic_shapes"],
+                exporter=exporter,
+            )
+        session = make_session(onx)
+        got = run_session(session, onnx_feeds(model, kwargs=torch_deepcopy(data["inputs2"])))
+        return _diff_status(max_diff(expected, got))
+    except BaseException as e:
+        return _error(e), None
+
+
+def run_architecture(
+    arch: str, timeout: float, stages: tuple[str, ...] = STAGES, python: str | None = None
+) -> dict[str, Any]:
+    """
+    Runs the stages of one architecture in a subprocess killed after ``timeout`` seconds,
+    returns its record (one value per column of :data:`COLUMNS`).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        result = os.path.join(tmp, "result.json")
+        cmd = [python or sys.executable, os.path.abspath(__file__), "--worker", arch]
+        cmd += ["--result", result, "--stages", ",".join(stages)]
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        begin = time.perf_counter()
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
+            )
+            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:]
+        except subprocess.TimeoutExpired:
+            tail = [f"timeout after {timeout}s"]
+        record = {k: "skip" for k in STAGES}
+        record.update(arch=arch, model_class="", config="", custom_diff="", dynamo_diff="")
+        if os.path.exists(result):
+            with open(result) as f:
+                record.update(json.load(f))
+        else:
+            record["build"] = f"FAIL: the process died: {tail[0][:200] if tail else '?'}"
+        record["seconds"] = f"{time.perf_counter() - begin:.1f}"
+        return record
+
+
+def read_csv(filename: str) -> dict[str, dict[str, Any]]:
+    """Reads the records of a previous run, ``{arch: record}``."""
+    if not os.path.exists(filename):
+        return {}
+    with open(filename, newline="") as f:
+        return {row["arch"]: row for row in csv.DictReader(f)}
+
+
+def write_csv(records: dict[str, dict[str, Any]], filename: str) -> None:
+    """Writes the records, sorted by architecture."""
+    with open(filename, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for arch in sorted(records):
+            writer.writerow(records[arch])
+
+
+def _short(value: str) -> str:
+    if value == "ok":
+        return "ok"
+    if value.startswith("DIFF"):
+        return value
+    if value.startswith("FAIL"):
+        return "FAIL"
+    return value
+
+
+def first_error(record: dict[str, Any]) -> str:
+    """The first failing stage of the library's route and its error line."""
+    for stage in ("build", "inputs", "eager", "export", "custom", "dynamo"):
+        value = record.get(stage, "skip")
+        if value not in ("ok", "skip"):
+            return f"{stage}: {value.replace('|', '/')}"
+    return ""
+
+
+def markdown(records: dict[str, dict[str, Any]], versions: str = "") -> str:
+    """
+    Two markdown tables: the number of architectures passing every stage, then one row
+    per architecture.
+
+    >>> print(markdown({"a": dict(arch="a", build="ok", baseline="FAIL: x", inputs="ok",
+    ...     eager="ok", export="ok", custom="ok", dynamo="ok")}).splitlines()[2])
+    | model builds and runs (no library) | 1 |
+    """
+    lines = ["| stage | ok |", "|---|---|"]
+    for stage in ("build", "inputs", "eager", "export", "dynamo", "custom", "baseline"):
+        n = sum(1 for r in records.values() if r.get(stage, "") == "ok")
+        lines.append(f"| {STAGE_TITLES[stage]} | {n} |")
+    lines.append(f"| architectures | {len(records)} |")
+    if versions:
+        lines.extend(["", versions])
+    lines.extend(
+        [
+            "",
+            "| architecture | build | inputs | eager | torch.export | custom | onnx-dynamo "
+            "| baseline | first error |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+    )
+    for arch in sorted(records):
+        r = records[arch]
+        cells = [_short(r.get(s, "skip")) for s in STAGES if s != "baseline"]
+        cells.append(_short(r.get("baseline", "skip")))
+        lines.append(f"| {arch} | {' | '.join(cells)} | {first_error(r)[:160]} |")
+    return "\n".join(lines) + "\n"
+
+
+def versions_line() -> str:
+    """The versions the sweep runs on."""
+    import onnxruntime
+    import torch
+    import transformers
+
+    return (
+        f"transformers {transformers.__version__}, torch {torch.__version__}, "
+        f"onnxruntime {onnxruntime.__version__}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subset", action="store_true", help=f"only {', '.join(SUBSET)}")
+    parser.add_argument("--archs", default="", help="comma separated model types")
+    parser.add_argument("--timeout", type=float, default=180, help="seconds per architecture")
+    parser.add_argument("--jobs", type=int, default=1, help="architectures run in parallel")
+    parser.add_argument("--out", default="bench_architectures", help="output folder")
+    parser.add_argument("--merge", action="store_true", help="keeps the rows of a previous run")
+    parser.add_argument("--stages", default=",".join(STAGES), help="stages to run")
+    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--result", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    stages = tuple(s for s in args.stages.split(",") if s)
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        parser.error(f"--stages: unknown stages {sorted(unknown)}, expected {STAGES}")
+    if args.worker:
+        import logging
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        logging.disable(logging.WARNING)
+        _Worker(args.worker, args.result, stages).run()
+        return 0
+    known = list_architectures()
+    if args.archs:
+        archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+        bad = [a for a in archs if a not in known]
+        if bad:
+            parser.error(f"--archs: {bad} are not causal language models of this transformers")
+    else:
+        archs = list(SUBSET) if args.subset else known
+    os.makedirs(args.out, exist_ok=True)
+    csv_file = os.path.join(args.out, "architectures.csv")
+    records = read_csv(csv_file) if args.merge else {}
+    versions = versions_line()
+    lock = threading.Lock()
+
+    def _one(arch: str) -> None:
+        record = run_architecture(arch, args.timeout, stages)
+        with lock:
+            records[arch] = record
+            write_csv(records, csv_file)
+        print(f"{arch}: {first_error(record) or 'ok'} ({record['seconds']}s)", flush=True)
+
+    with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+        list(pool.map(_one, archs))
+    with open(os.path.join(args.out, "architectures.md"), "w") as f:
+        f.write(markdown(records, versions))
+    print(markdown(records, versions).split("\n\n")[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
