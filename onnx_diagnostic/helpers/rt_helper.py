@@ -7,8 +7,9 @@ returned as ``present.N.key`` / ``present.N.value`` (the names
 
 The cache never leaves onnxruntime between two steps: the outputs of one step are
 bound (:class:`onnxruntime.IOBinding`) as the inputs of the next one, on the device of the
-session (CPU or CUDA); only the logits of the last position are read by :epkg:`torch`
-(a dlpack view, no copy on CPU).
+session (CPU or CUDA). The small inputs (token, position, mask) and the logits live in
+host buffers allocated once and updated in place; the next token is the argmax of the
+logits of the last position (numpy, no copy).
 
 See :func:`onnx_generate` for an example.
 """
@@ -493,8 +494,9 @@ def onnx_generate(
     :param eos_token_id: end of sequence token(s), None to generate ``max_new_tokens`` tokens
     :param max_new_tokens: maximum number of generated tokens
     :param return_session: returns ``(tokens, session, feeds)`` instead of ``tokens``,
-        ``feeds`` are the inputs of the last call to the session (torch tensors sharing
-        onnxruntime's memory)
+        ``feeds`` are the inputs of the last call to the session (the cache: torch
+        tensors sharing onnxruntime's memory, on the device of the session; the other
+        inputs: copies, on CPU)
     :param do_sample: samples the next token instead of taking the most probable one
     :param temperature: divides the logits before sampling
     :param top_k: samples among the ``top_k`` most probable tokens
@@ -569,128 +571,108 @@ def _generation_loop(
     sampling: _Sampling,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """
-    The loop of :func:`onnx_generate`. Every buffer a decoding step reads (the new token,
-    its position, the attention mask, the logits) is allocated once and updated in place,
-    bound by pointer to the :class:`onnxruntime.IOBinding` created once; the cache
-    returned by one step is bound as the input of the next one. On CPU with greedy
-    decoding, the next token is the numpy argmax of the logits of the last position.
-    Returns the tokens (on the device of the session) and the feeds of the last call.
+    The loop of :func:`onnx_generate`. The cache stays on the device of the session, the
+    output of one step bound as the input of the next one. The small inputs (the new
+    token, its position, the attention mask) and the logits live in host buffers allocated
+    once, updated in place and bound by pointer to one :class:`onnxruntime.IOBinding`
+    (onnxruntime copies them to and from a CUDA device itself, within its stream, no
+    synchronization with torch is needed). Greedy decoding takes the numpy argmax of the
+    logits of the last position; sampling uses torch.
+    Returns the tokens (on CPU) and the feeds of the last call.
     """
-    device = _session_device(session)
-    dev_type, dev_id = device
-    tdevice = torch.device("cpu") if dev_type == "cpu" else torch.device(f"cuda:{dev_id}")
-    on_cpu = dev_type == "cpu"
+    dev_type, dev_id = _session_device(session)
     batch, seq = input_ids.shape
     total = seq + max_new_tokens
     prompt_mask = (
         torch.ones(input_ids.shape, dtype=torch.int64)
         if attention_mask is None
-        else attention_mask.to(torch.int64)
-    ).to(tdevice)
+        else attention_mask.to("cpu", torch.int64)
+    )
     # the prompt then one column per generated token
-    tokens = torch.empty((batch, total), dtype=torch.int64, device=tdevice)
-    tokens[:, :seq] = input_ids.to(tdevice)
+    tokens = torch.empty((batch, total), dtype=torch.int64)
+    tokens[:, :seq] = input_ids.to("cpu")
     if max_new_tokens == 0:
         return tokens, {}
 
     token_type = layout.token_type
-    token_dtype = _TORCH_DTYPES[token_type]
     out_logits = next(o for o in session.get_outputs() if o.name == layout.logits)
-    greedy_numpy = on_cpu and not sampling.do_sample and out_logits.type in _NUMPY_LOGITS
+    logits_elem = _elem_type(out_logits)
+    greedy_numpy = not sampling.do_sample and out_logits.type in _NUMPY_LOGITS
 
-    # decoding buffers, updated in place and bound by pointer
-    ids_buf = torch.empty((batch, 1), dtype=token_dtype, device=tdevice)
+    # decoding buffers, updated in place and bound by pointer; numpy views of the same
+    # memory: numpy's small operations cost ~1 us, torch's ~5 us
+    ids_buf = torch.empty((batch, 1), dtype=_TORCH_DTYPES[token_type])
+    ids_np = ids_buf.numpy()
+    tokens_np = tokens.numpy()
     if layout.attention_mask:
         mask_type = layout.mask_type
         # every generated token is attended: the mask of step i is a prefix of this one
-        full_mask = torch.ones((batch, total), dtype=_TORCH_DTYPES[mask_type], device=tdevice)
+        full_mask = torch.ones((batch, total), dtype=_TORCH_DTYPES[mask_type])
         full_mask[:, :seq] = prompt_mask
         # batch > 1: the prefix of a row-major (batch, total) buffer is not contiguous
-        mask_buf = torch.empty(batch * total, dtype=full_mask.dtype, device=tdevice)
+        mask_buf = torch.empty(batch * total, dtype=full_mask.dtype)
+    pos_np = None
     if layout.position_ids:
         position_type = layout.position_type
-        pos_buf = torch.empty((batch, 1), dtype=_TORCH_DTYPES[position_type], device=tdevice)
+        pos_buf = torch.empty((batch, 1), dtype=_TORCH_DTYPES[position_type])
+        pos_np = pos_buf.numpy()
+    cpos_np = None
     if layout.cache_position:
-        cpos_buf = torch.empty((1,), dtype=torch.int64, device=tdevice)
-    logits_shape = out_logits.shape
+        cpos_buf = torch.empty((1,), dtype=torch.int64)
+        cpos_np = cpos_buf.numpy()
     logits_buf = None
-    if len(logits_shape) == 3 and isinstance(logits_shape[2], int):
-        logits_elem = _elem_type(out_logits)
-        logits_buf = torch.empty(
-            (batch, 1, logits_shape[2]), dtype=_TORCH_DTYPES[logits_elem], device=tdevice
-        )
-    if on_cpu:
-        # numpy views of the same memory: numpy's small operations cost ~1 us, torch's ~5 us
-        tokens_np = tokens.numpy()
-        ids_np = ids_buf.numpy()
-        pos_np = pos_buf.numpy() if layout.position_ids else None
-        cpos_np = cpos_buf.numpy() if layout.cache_position else None
-        logits_np = logits_buf.numpy()[:, -1, :] if logits_buf is not None else None
-        eos_np = np.array(eos, dtype=np.int64)
-        finished_np = np.zeros(batch, dtype=bool)
-    eos_t = torch.tensor(eos, dtype=torch.int64, device=tdevice)
-    finished = torch.zeros(batch, dtype=torch.bool, device=tdevice)
+    logits_np = None
+    if len(out_logits.shape) == 3 and isinstance(out_logits.shape[2], int):
+        logits_buf = torch.empty((batch, 1, out_logits.shape[2]), dtype=_TORCH_DTYPES[logits_elem])
+        if greedy_numpy:
+            logits_np = logits_buf.numpy()[:, -1, :]
+    eos_np = np.array(eos, dtype=np.int64)
+    finished_np = np.zeros(batch, dtype=bool)
 
     # prefill inputs
-    prompt_ids = tokens[:, :seq].to(token_dtype)
-    prefill: dict[str, Any] = {layout.input_ids: prompt_ids}
+    prompt_ids = tokens[:, :seq].to(ids_buf.dtype).contiguous()
+    prefill: dict[str, torch.Tensor] = {layout.input_ids: prompt_ids}
     if layout.attention_mask:
         prefill[layout.attention_mask] = full_mask[:, :seq].contiguous()
     if layout.position_ids:
         prefill[layout.position_ids] = _positions(prompt_mask).to(pos_buf.dtype)
         # the position of a new token is the number of attended tokens before it
-        attended = prompt_mask.sum(dim=-1, keepdim=True).to(pos_buf.dtype)
+        attended = prompt_mask.sum(dim=-1, keepdim=True).to(pos_buf.dtype).numpy()
     if layout.cache_position:
-        prefill[layout.cache_position] = torch.arange(seq, dtype=torch.int64, device=tdevice)
-    cache = _empty_cache(layout, batch, device)
+        prefill[layout.cache_position] = torch.arange(seq, dtype=torch.int64)
+    cache = _empty_cache(layout, batch, (dev_type, dev_id))
     binding = session.io_binding()
     for name, value in prefill.items():
-        binding.bind_ortvalue_input(name, _ortvalue(value, device))
+        binding.bind_ortvalue_input(name, _ortvalue(value, ("cpu", 0)))
     logits_index = layout.outputs.index(layout.logits)
     cache_index = [layout.outputs.index(name) for name in layout.cache_outputs]
     past, length = 0, seq
     next_np: Any = None
-    next_tokens: Any = None
     last_cache = cache
     for step in range(max_new_tokens):
         if step > 0:
             past += length
             length = 1
             # the inputs of a decoding step, in place
-            if on_cpu:
-                ids_np[:, 0] = next_np
-                if pos_np is not None:
-                    if step == 1:
-                        pos_np[:] = attended.numpy()
-                    else:
-                        pos_np += 1
-                if cpos_np is not None:
-                    cpos_np[0] = past
-            else:
-                ids_buf.copy_(next_tokens[:, None])
-                if layout.position_ids:
-                    if step == 1:
-                        pos_buf.copy_(attended)
-                    else:
-                        pos_buf += 1
-                if layout.cache_position:
-                    cpos_buf.fill_(past)
+            ids_np[:, 0] = next_np
+            if pos_np is not None:
+                if step == 1:
+                    pos_np[:] = attended
+                else:
+                    pos_np += 1
+            if cpos_np is not None:
+                cpos_np[0] = past
             if step == 1:
                 binding.bind_input(
-                    layout.input_ids, dev_type, dev_id, token_type, (batch, 1), ids_buf.data_ptr()
+                    layout.input_ids, "cpu", 0, token_type, (batch, 1), ids_buf.data_ptr()
                 )
                 if layout.position_ids:
                     binding.bind_input(
-                        layout.position_ids,
-                        dev_type,
-                        dev_id,
-                        position_type,
-                        (batch, 1),
-                        pos_buf.data_ptr(),
+                        layout.position_ids, "cpu", 0, position_type, (batch, 1), pos_buf.data_ptr()
                     )
                 if layout.cache_position:
                     binding.bind_input(
-                        layout.cache_position, dev_type, dev_id, 7, (1,), cpos_buf.data_ptr()
+                        layout.cache_position, "cpu", 0, 7, (1,), cpos_buf.data_ptr()
                     )
             if layout.attention_mask:
                 width = past + 1
@@ -700,9 +682,7 @@ def _generation_loop(
                     step_mask = mask_buf[: batch * width].view(batch, width)
                     step_mask.copy_(full_mask[:, :width])
                     ptr = step_mask.data_ptr()
-                binding.bind_input(
-                    layout.attention_mask, dev_type, dev_id, mask_type, (batch, width), ptr
-                )
+                binding.bind_input(layout.attention_mask, "cpu", 0, mask_type, (batch, width), ptr)
         for name, value in zip(layout.cache_inputs, cache):
             binding.bind_ortvalue_input(name, value)
         last_cache = cache
@@ -710,20 +690,14 @@ def _generation_loop(
         # grows), bindings of the previous run would be taken as preallocated buffers
         binding.clear_binding_outputs()
         for name in layout.outputs:
-            if step > 0 and name == layout.logits and logits_buf is not None:
+            if name != layout.logits:
+                binding.bind_output(name, dev_type, dev_id)
+            elif step > 0 and logits_buf is not None:
                 binding.bind_output(
-                    name,
-                    dev_type,
-                    dev_id,
-                    logits_elem,
-                    tuple(logits_buf.shape),
-                    logits_buf.data_ptr(),
+                    name, "cpu", 0, logits_elem, tuple(logits_buf.shape), logits_buf.data_ptr()
                 )
             else:
-                binding.bind_output(name, dev_type, dev_id)
-        if not on_cpu:
-            # the inputs written by torch on its stream must be ready for onnxruntime's
-            torch.cuda.current_stream(tdevice).synchronize()
+                binding.bind_output(name, "cpu", 0)
         try:
             session.run_with_iobinding(binding)
         except Exception as e:
@@ -737,41 +711,36 @@ def _generation_loop(
             ) from e
         results = binding.get_outputs()
         cache = [results[i] for i in cache_index]
-        column = seq + step
-        if greedy_numpy:
-            # numpy's argmax costs ~4 us where torch's costs ~60 us for a 32k vocabulary
-            # (both return the first maximum)
-            if step > 0 and logits_np is not None:
-                scores = logits_np
-            else:
-                scores = _to_torch(results[logits_index])[:, -1, :].numpy()
-            next_np = scores.argmax(axis=-1)
-            if eos:
-                next_np = np.where(finished_np, pad, next_np)
-                finished_np |= np.isin(next_np, eos_np)
-            tokens_np[:, column] = next_np
-            if eos and finished_np.all():
-                break
-            continue
         if step > 0 and logits_buf is not None:
             logits = logits_buf[:, -1, :]
         else:
             logits = _to_torch(results[logits_index])[:, -1, :]
-        next_tokens = _select_tokens(
-            logits,
-            sampling.do_sample,
-            sampling.temperature,
-            sampling.top_k,
-            sampling.top_p,
-            sampling.generator,
-        ).to(torch.int64)
+        if greedy_numpy:
+            # numpy's argmax costs ~4 us where torch's costs ~60 us for a 32k vocabulary
+            # (both return the first maximum)
+            next_np = (logits_np if step > 0 and logits_np is not None else logits.numpy()).argmax(
+                axis=-1
+            )
+        else:
+            if sampling.generator is not None:
+                logits = logits.to(sampling.generator.device)
+            next_np = (
+                _select_tokens(
+                    logits,
+                    sampling.do_sample,
+                    sampling.temperature,
+                    sampling.top_k,
+                    sampling.top_p,
+                    sampling.generator,
+                )
+                .to("cpu", torch.int64)
+                .numpy()
+            )
         if eos:
-            next_tokens = torch.where(finished, pad, next_tokens)
-            finished |= torch.isin(next_tokens, eos_t)
-        tokens[:, column] = next_tokens
-        if on_cpu:
-            next_np = next_tokens.numpy()
-        if eos and bool(finished.all()):
+            next_np = np.where(finished_np, pad, next_np)
+            finished_np |= np.isin(next_np, eos_np)
+        tokens_np[:, seq + step] = next_np
+        if eos and finished_np.all():
             break
     # The feeds of the last call: the cache lives in buffers onnxruntime allocated
     # (shared), the small inputs are copied.
