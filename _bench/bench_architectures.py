@@ -51,7 +51,7 @@ from typing import Any
 
 #: A fast fixed subset covering the main cases (rotary, learned positions, no position_ids,
 #: sliding layers, mixture of experts), the one continuous integration runs.
-SUBSET = ("llama", "gpt2", "bloom", "gemma2", "qwen2_moe")
+SUBSET = ("llama", "bloom", "gemma2", "qwen2_moe", "deepseek_v3")
 #: Stages in the order they run.
 STAGES = ("build", "baseline", "inputs", "eager", "export", "custom", "dynamo")
 #: What a stage means, the rows of the first table.

@@ -1,0 +1,141 @@
+"""The patch of transformers' grouped matrix multiplication of experts: parity, restore, export."""
+
+import copy
+import doctest
+import unittest
+
+import torch
+import transformers
+
+from onnx_diagnostic.ext_test_case import ExtTestCase
+from onnx_diagnostic.helpers import max_diff
+from onnx_diagnostic.torch_export_patches import torch_export_patches
+from onnx_diagnostic.torch_export_patches.patches import patch_transformers_moe
+from onnx_diagnostic.torch_export_patches.patches.patch_transformers_moe import (
+    PATCH_GROUPED_MM,
+    grouped_mm_traceable,
+)
+
+try:
+    import transformers.integrations.moe as moe
+except ImportError:  # transformers < 5
+    moe = None
+
+HAS_GROUPED_MM = moe is not None and callable(getattr(moe, "_grouped_mm", None))
+
+
+def _small_moe():
+    config = transformers.Qwen2MoeConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        moe_intermediate_size=16,
+        shared_expert_intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_experts=4,
+        num_experts_per_tok=2,
+        vocab_size=100,
+    )
+    torch.manual_seed(0)
+    return transformers.Qwen2MoeForCausalLM(config).eval()
+
+
+class TestGroupedMMTraceable(ExtTestCase):
+    def test_matches_a_loop_over_experts(self):
+        torch.manual_seed(0)
+        x, w = torch.randn(9, 5), torch.randn(4, 5, 3)
+        # expert 1 has no row, rows 7 and 8 belong to no expert
+        offs = torch.tensor([2, 2, 5, 7], dtype=torch.int32)
+        expected = torch.zeros(9, 3)
+        start = 0
+        for e, end in enumerate(offs.tolist()):
+            expected[start:end] = x[start:end] @ w[e]
+            start = end
+        self.assertEqualArray(expected, grouped_mm_traceable(x, w, offs), atol=1e-6)
+
+    def test_dtype_of_the_weights(self):
+        x, w = torch.randn(3, 2, dtype=torch.float64), torch.randn(2, 2, 4)
+        got = grouped_mm_traceable(x, w, torch.tensor([1, 3]))
+        self.assertEqual(got.dtype, torch.float32)
+        self.assertEqual(got.shape, (3, 4))
+
+    def test_bad_ranks(self):
+        err = self.assertRaise(
+            lambda: grouped_mm_traceable(torch.zeros(2, 3, 1), torch.zeros(2, 3, 4), torch.ones(2)),
+            ValueError,
+            "input (S, K)",
+        )
+        self.assertIn("(2, 3, 1)", str(err))
+
+    def test_doctest(self):
+        res = doctest.testmod(patch_transformers_moe, verbose=False)
+        self.assertEqual(res.failed, 0)
+
+
+@unittest.skipIf(not HAS_GROUPED_MM, "transformers.integrations.moe._grouped_mm (transformers>=5)")
+class TestPatchGroupedMM(ExtTestCase):
+    def test_parity_with_the_original(self):
+        torch.manual_seed(1)
+        x, w = torch.randn(11, 8), torch.randn(5, 8, 4)  # strides of 16 bytes (torch kernel)
+        offs = torch.tensor([3, 3, 7, 10, 10], dtype=torch.int32)
+        original = moe._grouped_mm
+        expected = original(x, w, offs)
+        with torch_export_patches(patch_transformers=True):
+            self.assertIsNot(moe._grouped_mm, original)
+            got = moe._grouped_mm(x, w, offs)
+        self.assertEqualArray(expected[:10], got[:10], atol=1e-5)
+        self.assertEqualArray(torch.zeros(1, 4), got[10:])
+
+    def test_patched_model_equals_original_model(self):
+        model = _small_moe()
+        ids = torch.randint(0, 100, (2, 7))
+        with torch.no_grad():
+            expected = model(input_ids=ids).logits
+            with torch_export_patches(patch_transformers=True):
+                got = model(input_ids=ids).logits
+        self.assertEqualArray(expected, got, atol=1e-5)
+
+    def test_restored_after_exit_and_after_an_exception(self):
+        original = moe._grouped_mm
+        with torch_export_patches(patch_transformers=True):
+            self.assertTrue(getattr(moe._grouped_mm, "__onnx_diagnostic_patch__", False))
+        self.assertIs(moe._grouped_mm, original)
+        with self.assertRaises(ZeroDivisionError):
+            with torch_export_patches(patch_transformers=True):
+                self.assertIsNot(moe._grouped_mm, original)
+                _ = 1 / 0
+        self.assertIs(moe._grouped_mm, original)
+        self.assertEqual(PATCH_GROUPED_MM.targets(), [(moe, "_grouped_mm")])
+
+    def test_onnx_dynamo_exports_a_moe_model(self):
+        from onnx_diagnostic.export.api import onnx_feeds, to_onnx
+        from onnx_diagnostic.helpers.rt_helper import make_session, run_session
+        from onnx_diagnostic.tasks import random_input_kwargs
+
+        model = _small_moe()
+        kwargs, fct = random_input_kwargs(model.config, "text-generation")
+        data = fct(model, model.config, add_second_input=True, **kwargs)
+        with torch.no_grad():
+            expected = model(**copy.deepcopy(data["inputs2"]))
+        with torch_export_patches(patch_transformers=True):
+            onx = to_onnx(
+                model,
+                kwargs=copy.deepcopy(data["inputs"]),
+                dynamic_shapes=data["dynamic_shapes"],
+                exporter="onnx-dynamo",
+            )
+        names = {n.op_type for n in onx.graph.node}
+        self.assertNotIn("grouped_mm_fallback", names)
+        got = run_session(make_session(onx), onnx_feeds(model, kwargs=data["inputs2"]))
+        self.assertLess(max_diff(expected, got)["abs"], 1e-4)
+
+
+@unittest.skipIf(HAS_GROUPED_MM, "checked where transformers has no grouped experts")
+class TestPatchGroupedMMMissingTarget(ExtTestCase):
+    def test_no_target(self):
+        self.assertEqual(PATCH_GROUPED_MM.targets(), [])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
