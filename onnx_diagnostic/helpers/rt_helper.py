@@ -662,18 +662,18 @@ def _generation_loop(
                     pos_np += 1
             if cpos_np is not None:
                 cpos_np[0] = past
-            if step == 1:
+            # bound again at every step: for a session on another device, onnxruntime
+            # copies a host input when it is bound, not when it runs (binding once and
+            # updating the buffer gives wrong tokens on CUDA)
+            binding.bind_input(
+                layout.input_ids, "cpu", 0, token_type, (batch, 1), ids_buf.data_ptr()
+            )
+            if layout.position_ids:
                 binding.bind_input(
-                    layout.input_ids, "cpu", 0, token_type, (batch, 1), ids_buf.data_ptr()
+                    layout.position_ids, "cpu", 0, position_type, (batch, 1), pos_buf.data_ptr()
                 )
-                if layout.position_ids:
-                    binding.bind_input(
-                        layout.position_ids, "cpu", 0, position_type, (batch, 1), pos_buf.data_ptr()
-                    )
-                if layout.cache_position:
-                    binding.bind_input(
-                        layout.cache_position, "cpu", 0, 7, (1,), cpos_buf.data_ptr()
-                    )
+            if layout.cache_position:
+                binding.bind_input(layout.cache_position, "cpu", 0, 7, (1,), cpos_buf.data_ptr())
             if layout.attention_mask:
                 width = past + 1
                 if batch == 1:
