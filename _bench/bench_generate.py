@@ -102,16 +102,26 @@ def _build(name: str) -> Any:
 
 
 def _export(data: Any, filename: str, exporter: str) -> float:
+    """
+    Exports with :func:`to_onnx`; ``custom-last`` is the custom exporter with
+    ``logits_to_keep=1`` given to the model (transformers computes the logits of the last
+    position only: the lm_head of the prefill runs on one row instead of the prompt's).
+    """
     from onnx_diagnostic.export.api import to_onnx
     from onnx_diagnostic.torch_export_patches import torch_export_patches
 
+    kwargs, dynamic_shapes = data.inputs, data.dynamic_shapes
+    if exporter.endswith("-last"):
+        exporter = exporter[: -len("-last")]
+        kwargs = {**kwargs, "logits_to_keep": 1}
+        dynamic_shapes = {**dynamic_shapes, "logits_to_keep": None}
     begin = time.perf_counter()
     with torch_export_patches(patch_transformers=True):
         to_onnx(
             data.model,
             (),
-            kwargs=data.inputs,
-            dynamic_shapes=data.dynamic_shapes,
+            kwargs=kwargs,
+            dynamic_shapes=dynamic_shapes,
             filename=filename,
             optimize=True,
             exporter=exporter,
@@ -312,7 +322,7 @@ def bench_model(
     repeat: int,
     variants: bool,
     folder: str,
-    exporters: tuple[str, ...] = ("custom", "onnx-dynamo"),
+    exporters: tuple[str, ...] = ("custom", "custom-last", "onnx-dynamo"),
     device: str = "cpu",
     genai: bool = True,
 ) -> list[dict[str, Any]]:
@@ -513,7 +523,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--variants", action="store_true", help="onnxruntime session options")
     parser.add_argument(
-        "--exporters", default="custom,onnx-dynamo", help="exporters of to_onnx to compare"
+        "--exporters",
+        default="custom,custom-last,onnx-dynamo",
+        help="exporters of to_onnx to compare, custom-last: custom with logits_to_keep=1",
     )
     parser.add_argument(
         "--lm-head", action="store_true", help="also measures the lm_head of Tiny-LLM alone"
