@@ -2,7 +2,7 @@
 Sweep of every causal language model of the installed :epkg:`transformers`: for each
 ``model_type`` of ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES``, a small untrained model built from
 the defaults of its configuration class (2 layers, hidden size 64, vocabulary 1000, 4
-experts, see :func:`small_config`), then, in one subprocess per architecture with a time
+experts, see :func:`small_configs`), then, in one subprocess per architecture with a time
 limit, the stages a new user goes through:
 
 * ``build``: the model builds and runs on ``input_ids`` (no library involved),
@@ -132,43 +132,61 @@ def small_overrides(d: dict[str, Any], vocab: int = 1000) -> dict[str, Any]:
     return over
 
 
-def small_config(model_type: str) -> tuple[Any, str]:
+def small_configs(model_type: str) -> list[tuple[str, Any]]:
     """
-    Returns a small configuration of ``model_type`` built from the defaults of its
-    configuration class and :func:`small_overrides`, and which reduction worked
-    (``small``; ``small-no-vocab`` when the class refuses the new vocabulary;
-    ``layers-only`` when it refuses the new sizes and only the number of layers changed).
+    Returns the candidate small configurations of ``model_type``, built from the defaults
+    of its configuration class and :func:`small_overrides`, the best first: ``small``
+    (``from_dict`` of the reduced dictionary, every derived attribute computed again),
+    ``small-set`` (the same values set on the default configuration, for the classes which
+    do not survive ``to_dict`` / ``from_dict``), ``small-no-vocab`` (vocabulary kept),
+    ``layers-only`` (only the number of layers reduced). A candidate whose class
+    refuses the values is replaced by its error (a string).
 
-    >>> config, how = small_config("llama")
+    >>> how, config = small_configs("llama")[0]
     >>> config.hidden_size, config.num_hidden_layers, config.vocab_size, how
     (64, 2, 1000, 'small')
     """
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+    from onnx_diagnostic.helpers.config_helper import update_config
     from onnx_diagnostic.tasks._reduce import merge_overrides, reduce_layers
 
     if model_type not in CONFIG_MAPPING:
         raise ValueError(f"model_type={model_type!r} is unknown to the installed transformers")
     cls = CONFIG_MAPPING[model_type]
     d = cls().to_dict()
-    tries = [("small", small_overrides(d)), ("small-no-vocab", small_overrides(d, 10**9))]
-    layers = {}
+    small = small_overrides(d)
+    layers: dict[str, Any] = {}
     for path in _config_dicts(d):
         sub = _at(d, path)
         for key in ("num_hidden_layers", "n_layer", "num_layers"):
             if isinstance(sub.get(key, None), int):
                 layers = merge_overrides(layers, _nest(path, reduce_layers(sub, key)))
                 break
-    tries.append(("layers-only", layers))
-    errors = []
-    for how, over in tries:
+
+    def _set(over: dict[str, Any]) -> Any:
+        config = cls()
+        update_config(config, over)
+        return config
+
+    candidates: list[tuple[str, Any]] = []
+    for how, over, make in (
+        ("small", small, lambda o: cls.from_dict(merge_overrides(d, o))),
+        ("small-set", small, _set),
+        (
+            "small-no-vocab",
+            small_overrides(d, 10**9),
+            lambda o: cls.from_dict(merge_overrides(d, o)),
+        ),
+        ("layers-only", layers, lambda o: cls.from_dict(merge_overrides(d, o))),
+    ):
         try:
-            config = cls.from_dict(merge_overrides(d, over))
+            config = make(over)
         except Exception as e:
-            errors.append(f"{how}: {type(e).__name__}: {_first_line(e)}")
+            candidates.append((how, f"{type(e).__name__}: {_first_line(e)}"))
             continue
-        return _keep_layer_kinds(cls, d, over, config), how
-    raise ValueError(f"no small configuration of {model_type!r}: {'; '.join(errors)}")
+        candidates.append((how, _keep_layer_kinds(cls, d, over, config)))
+    return candidates
 
 
 def _layer_kinds(config: Any) -> list[str] | None:
@@ -263,18 +281,32 @@ class _Worker:
 
         torch.manual_seed(0)
         self.start("build")
+        self.record["model_class"] = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[self.arch]
+        errors = []
         try:
-            config, how = small_config(self.arch)
-            self.record["config"] = how
-            self.record["model_class"] = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[self.arch]
-            cls = getattr(transformers, self.record["model_class"])
-            model = cls(config).eval()
-            vocab = int(config.get_text_config(decoder=True).vocab_size)
-            with torch.no_grad():
-                model(input_ids=torch.randint(0, vocab, (2, 5)))
-            self.record["build"] = "ok"
+            candidates = small_configs(self.arch)
         except BaseException as e:
-            self.record["build"] = _error(e)
+            candidates = []
+            errors.append(_error(e))
+        for how, config in candidates:
+            if isinstance(config, str):
+                errors.append(f"FAIL: {config}")
+                continue
+            try:
+                cls = getattr(transformers, self.record["model_class"])
+                torch.manual_seed(0)
+                model = cls(config).eval()
+                vocab = int(config.get_text_config(decoder=True).vocab_size)
+                with torch.no_grad():
+                    model(input_ids=torch.randint(0, vocab, (2, 5)))
+            except BaseException as e:
+                errors.append(_error(e))
+                continue
+            self.record["config"] = how
+            self.record["build"] = "ok"
+            break
+        else:
+            self.record["build"] = errors[0] if errors else "FAIL: no configuration"
             self.save()
             return
         self.save()

@@ -201,6 +201,12 @@ def reduce_attention(d: dict[str, Any], hidden: int = HIDDEN, heads: int = HEADS
             over["head_dim"] = half
     if d.get("d_kv", None) is not None:
         over["d_kv"] = hidden // heads
+    rotary = d.get("rotary_dim", None)
+    if isinstance(rotary, int) and rotary > 0:
+        # partial rotary embedding (gpt-j, codegen): the same share of the new head dimension
+        old_dim = d.get("head_dim", None) or d[k_hidden] // old_heads
+        share = min(rotary / old_dim, 1.0) if old_dim else 1.0
+        over["rotary_dim"] = max(2, int(share * (hidden // heads)) // 2 * 2)
     over.update(reduce_rope(d, hidden // heads))
     return over
 
@@ -316,6 +322,7 @@ _EXPERTS_PER_TOKEN = (
     "top_k_experts",
     "moe_top_k",
     "moe_topk",
+    "moe_k",
 )
 _SHARED_EXPERTS = ("n_shared_experts", "num_shared_experts", "moe_num_shared_experts")
 _EXPERT_GROUPS = ("n_group", "topk_group")
@@ -349,11 +356,13 @@ def reduce_experts(
         return v if isinstance(v, int) and not isinstance(v, bool) else None
 
     over: dict[str, Any] = {}
-    if any(_int(k) for k in _EXPERTS):
-        # a default configuration may leave the number of experts per token to None
-        for k in _EXPERTS_PER_TOKEN:
-            if k in d and d[k] is None:
-                over[k] = per_token
+    moe_keys = (*_EXPERTS, *_EXPERTS_PER_TOKEN, *_EXPERT_INTERMEDIATE)
+    if any(_int(k) for k in moe_keys):
+        # a default configuration may leave the numbers of experts to None
+        for keys, value in ((_EXPERTS, experts), (_EXPERTS_PER_TOKEN, per_token)):
+            for k in keys:
+                if k in d and d[k] is None:
+                    over[k] = value
     for keys, limit in (
         (_EXPERTS, experts),
         (_EXPERTS_PER_TOKEN, per_token),
