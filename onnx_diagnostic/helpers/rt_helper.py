@@ -581,6 +581,7 @@ def _generation_loop(
     Returns the tokens (on CPU) and the feeds of the last call.
     """
     dev_type, dev_id = _session_device(session)
+    on_cpu = dev_type == "cpu"
     batch, seq = input_ids.shape
     total = seq + max_new_tokens
     prompt_mask = (
@@ -662,18 +663,26 @@ def _generation_loop(
                     pos_np += 1
             if cpos_np is not None:
                 cpos_np[0] = past
-            # bound again at every step: for a session on another device, onnxruntime
-            # copies a host input when it is bound, not when it runs (binding once and
-            # updating the buffer gives wrong tokens on CUDA)
-            binding.bind_input(
-                layout.input_ids, "cpu", 0, token_type, (batch, 1), ids_buf.data_ptr()
-            )
-            if layout.position_ids:
+            if step == 1 or not on_cpu:
+                # a session on CPU reads the bound buffers when it runs, a session on
+                # another device gets a copy of a host input when it is bound (bound once,
+                # the buffers updated in place, CUDA gave wrong tokens): bound again
                 binding.bind_input(
-                    layout.position_ids, "cpu", 0, position_type, (batch, 1), pos_buf.data_ptr()
+                    layout.input_ids, "cpu", 0, token_type, (batch, 1), ids_buf.data_ptr()
                 )
-            if layout.cache_position:
-                binding.bind_input(layout.cache_position, "cpu", 0, 7, (1,), cpos_buf.data_ptr())
+                if layout.position_ids:
+                    binding.bind_input(
+                        layout.position_ids,
+                        "cpu",
+                        0,
+                        position_type,
+                        (batch, 1),
+                        pos_buf.data_ptr(),
+                    )
+                if layout.cache_position:
+                    binding.bind_input(
+                        layout.cache_position, "cpu", 0, 7, (1,), cpos_buf.data_ptr()
+                    )
             if layout.attention_mask:
                 width = past + 1
                 if batch == 1:
@@ -711,17 +720,17 @@ def _generation_loop(
             ) from e
         results = binding.get_outputs()
         cache = [results[i] for i in cache_index]
-        if step > 0 and logits_buf is not None:
-            logits = logits_buf[:, -1, :]
-        else:
-            logits = _to_torch(results[logits_index])[:, -1, :]
-        if greedy_numpy:
+        if greedy_numpy and step > 0 and logits_np is not None:
             # numpy's argmax costs ~4 us where torch's costs ~60 us for a 32k vocabulary
             # (both return the first maximum)
-            next_np = (logits_np if step > 0 and logits_np is not None else logits.numpy()).argmax(
-                axis=-1
-            )
+            next_np = logits_np.argmax(axis=-1)
+        elif greedy_numpy:
+            next_np = _to_torch(results[logits_index])[:, -1, :].numpy().argmax(axis=-1)
         else:
+            if step > 0 and logits_buf is not None:
+                logits = logits_buf[:, -1, :]
+            else:
+                logits = _to_torch(results[logits_index])[:, -1, :]
             if sampling.generator is not None:
                 logits = logits.to(sampling.generator.device)
             next_np = (
