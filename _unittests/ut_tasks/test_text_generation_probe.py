@@ -23,7 +23,9 @@ from onnx_diagnostic.tasks._cache_probe import (
     probe_dynamic_shapes,
 )
 from onnx_diagnostic.tasks._reduce import (
+    Replace,
     merge_overrides,
+    reduce_layers,
     reduce_attention,
     reduce_decoder_config,
     reduce_experts,
@@ -288,6 +290,56 @@ class TestReduceExperts(ExtTestCase):
         self.assertEqual(over["kv_lora_rank"], 32)
         config = transformers.DeepseekV3Config.from_dict(merge_overrides(d, over))
         self.assertEqual(config.qk_head_dim, 16)
+
+
+class TestReduceLayers(ExtTestCase):
+    def test_dictionary_keyed_by_layer_is_renumbered(self):
+        d = {
+            "num_hidden_layers": 6,
+            "layer_types": ["s"] * 5 + ["f"],
+            "per_layer_config": {"02": {"head_dim": 8}, "05": {"head_dim": 16}},
+        }
+        over = reduce_layers(d, "num_hidden_layers")
+        self.assertEqual(over["layer_types"], ["s", "f"])
+        self.assertIsInstance(over["per_layer_config"], Replace)
+        self.assertEqual(dict(over["per_layer_config"]), {"1": {"head_dim": 16}})
+        merged = merge_overrides(d, over)
+        self.assertEqual(dict(merged["per_layer_config"]), {"1": {"head_dim": 16}})
+
+    def test_integer_keys_stay_integers(self):
+        d = {"num_hidden_layers": 3, "layer_types": ["s", "s", "f"], "extra": {0: "a", 2: "b"}}
+        over = reduce_layers(d, "num_hidden_layers")
+        self.assertEqual(dict(over["extra"]), {0: "a", 1: "b"})
+
+    def test_dictionary_not_keyed_by_layer_is_left(self):
+        d = {"num_hidden_layers": 4, "rope_scaling": {"type": "linear", "factor": 2.0}}
+        self.assertNotIn("rope_scaling", reduce_layers(d, "num_hidden_layers"))
+        d = {"num_hidden_layers": 4, "map": {"7": 1}}
+        self.assertNotIn("map", reduce_layers(d, "num_hidden_layers"))
+
+    def test_shared_kv_layers_removed(self):
+        d = {"num_hidden_layers": 30, "num_kv_shared_layers": 10}
+        self.assertEqual(reduce_layers(d, "num_hidden_layers")["num_kv_shared_layers"], 0)
+
+    def test_merge_replace(self):
+        res = merge_overrides({"a": {"x": 1, "y": 2}}, {"a": Replace({"z": 3})})
+        self.assertEqual(dict(res["a"]), {"z": 3})
+        self.assertEqual(repr(Replace({"z": 3})), "Replace({'z': 3})")
+
+    def test_unreadable_configuration_without_model(self):
+        class Config:
+            num_hidden_layers = 1
+            vocab_size = 100
+            hidden_size = 32
+            num_attention_heads = 2
+
+            @property
+            def head_dim(self):
+                raise RuntimeError("per-layer attribute")
+
+        config = Config()
+        err = self.assertRaise(lambda: _inputs(None, config), TaskInputError, "per-layer")
+        self.assertIn("model=", str(err))
 
 
 if __name__ == "__main__":

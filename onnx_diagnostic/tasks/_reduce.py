@@ -76,17 +76,30 @@ def first_key(d: dict[str, Any], names: tuple[str, ...]) -> str | None:
     return None
 
 
+class Replace(dict):
+    """An override replacing a dictionary instead of updating it (see :func:`merge_overrides`)."""
+
+    def __repr__(self) -> str:
+        return f"Replace({dict.__repr__(self)})"
+
+
 def merge_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """
     Returns a copy of ``config`` updated with ``overrides``; a dictionary value updates
-    a dictionary value (sub-configurations) instead of replacing it.
+    a dictionary value (sub-configurations) instead of replacing it, unless it is a
+    :class:`Replace`.
 
     >>> merge_overrides({"a": 1, "sub": {"b": 2, "c": 3}}, {"sub": {"c": 4}})
     {'a': 1, 'sub': {'b': 2, 'c': 4}}
+    >>> merge_overrides({"sub": {"b": 2, "c": 3}}, {"sub": Replace({"c": 4})})
+    {'sub': Replace({'c': 4})}
     """
     res = copy.deepcopy(config)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(res.get(key, None), dict):
+        if isinstance(value, Replace):
+            # stays a Replace: the result may be merged again as overrides
+            res[key] = Replace(copy.deepcopy(dict(value)))
+        elif isinstance(value, dict) and isinstance(res.get(key, None), dict):
             res[key] = merge_overrides(res[key], value)
         else:
             res[key] = copy.deepcopy(value)
@@ -118,9 +131,24 @@ def pick_layers(d: dict[str, Any], num_layers: int, target: int = LAYERS) -> lis
     return sorted(kept)
 
 
+def _by_layer_index(v: Any, n: int) -> bool:
+    """A dictionary keyed by layer indices (``per_layer_config`` of gemma4: ``{"05": ...}``)."""
+    if not isinstance(v, dict) or not v:
+        return False
+    keys = [k if isinstance(k, int) else (int(k) if str(k).isdigit() else -1) for k in v]
+    return all(0 <= k < n for k in keys)
+
+
 def reduce_layers(d: dict[str, Any], key: str, target: int = LAYERS) -> dict[str, Any]:
     """
-    Overrides reducing the number of layers stored under ``key`` and every per-layer list.
+    Overrides reducing the number of layers stored under ``key``, every per-layer list, and
+    every dictionary keyed by layer indices (the entries of the kept layers, renumbered).
+
+    >>> reduce_layers({"num_hidden_layers": 4, "layer_types": ["s", "s", "s", "f"],
+    ...                "per_layer_config": {"03": {"head_dim": 8}}}, "num_hidden_layers")
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'num_hidden_layers': 2, 'layer_types': ['s', 'f'],
+     'per_layer_config': Replace({'1': {'head_dim': 8}})}
     """
     n = d.get(key, None)
     if not isinstance(n, int) or n <= target:
@@ -130,6 +158,18 @@ def reduce_layers(d: dict[str, Any], key: str, target: int = LAYERS) -> dict[str
     for k, v in d.items():
         if isinstance(v, list) and len(v) == n:
             over[k] = [v[i] for i in kept]
+        elif _by_layer_index(v, n):
+            rank = {old: new for new, old in enumerate(kept)}
+            entries = {int(i): e for i, e in v.items()}
+            remapped = {
+                (rank[i] if isinstance(next(iter(v)), int) else str(rank[i])): copy.deepcopy(e)
+                for i, e in entries.items()
+                if i in rank
+            }
+            over[k] = Replace(remapped)
+    if isinstance(d.get("num_kv_shared_layers", None), int) and d["num_kv_shared_layers"] > 0:
+        # the last layers reuse the cache of earlier ones: none left with so few layers
+        over["num_kv_shared_layers"] = 0
     return over
 
 

@@ -82,7 +82,7 @@ def _optional(fct: Callable, cfg: Any) -> Any:
     """``fct(cfg)``, None when the configuration does not tell (a model without attention)."""
     try:
         return fct(cfg)
-    except (TaskInputError, TypeError, ValueError, AttributeError):
+    except Exception:  # transformers raises its own errors for per-layer attributes
         return None
 
 
@@ -297,9 +297,15 @@ def get_inputs(
             ),
             _from_config,
         )
-    except TaskInputError:
+    except Exception as e:
         if probed is None:
-            raise
+            if isinstance(e, TaskInputError):
+                raise
+            raise TaskInputError(
+                f"the cache cannot be built from the configuration {type(cfg).__name__}: "
+                f"{type(e).__name__}: {e}; give the model to get_inputs (model=...) to use "
+                "the cache it creates"
+            ) from e
         built = None
     one_token = False
     if probed is not None and (built is None or not same_tensors_shapes(built[0], probed[0])):
