@@ -537,6 +537,71 @@ def markdown(records: dict[str, dict[str, Any]], versions: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rst_cell(text: str) -> str:
+    return text.replace("`", "'").replace("*", "").replace("|", "/").replace("\\", "/") or "-"
+
+
+def rst(records: dict[str, dict[str, Any]]) -> str:
+    """
+    The two tables of :func:`markdown` as reStructuredText list tables.
+
+    >>> print(rst({"a": dict(arch="a", build="ok")}).splitlines()[0])
+    .. list-table:: Architectures passing every stage
+    """
+    lines = [
+        ".. list-table:: Architectures passing every stage",
+        "    :header-rows: 1",
+        "",
+        "    * - stage",
+        "      - ok",
+    ]
+    for stage in ("build", "inputs", "eager", "export", "dynamo", "custom", "baseline"):
+        n = sum(1 for r in records.values() if r.get(stage, "") == "ok")
+        lines.extend([f"    * - {_rst_cell(STAGE_TITLES[stage])}", f"      - {n}"])
+    lines.extend(["    * - architectures measured", f"      - {len(records)}", ""])
+    titles = ["architecture", "build", "inputs", "eager", "torch.export", "custom"]
+    titles += ["onnx-dynamo", "baseline", "first error"]
+    lines.extend(
+        [
+            ".. list-table:: Result of every architecture",
+            "    :header-rows: 1",
+            "    :widths: 10 4 4 4 4 4 4 4 40",
+            "",
+        ]
+    )
+    lines.append(f"    * - {titles[0]}")
+    lines.extend(f"      - {t}" for t in titles[1:])
+    for arch in sorted(records):
+        r = records[arch]
+        cells = [_short(r.get(s, "skip")) for s in STAGES if s != "baseline"]
+        cells.append(_short(r.get("baseline", "skip")))
+        cells.append(first_error(r)[:200])
+        lines.append(f"    * - {_rst_cell(arch)}")
+        lines.extend(f"      - {_rst_cell(c)}" for c in cells)
+    return "\n".join(lines) + "\n"
+
+
+#: markers of the part of a documentation page :func:`update_page` replaces
+BEGIN, END = ".. sweep-begin", ".. sweep-end"
+
+
+def update_page(page: str, records: dict[str, dict[str, Any]], versions: str) -> None:
+    """
+    Replaces the text between the lines ``.. sweep-begin`` and ``.. sweep-end`` of a
+    reStructuredText page with the versions and the tables of :func:`rst`.
+
+    :raises ValueError: if the page has not both markers, in this order
+    """
+    with open(page) as f:
+        text = f.read()
+    begin, end = text.find(BEGIN), text.find(END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"update_page: {page!r} must hold the lines {BEGIN!r} then {END!r}")
+    body = f"{BEGIN}\n\nMeasured on {versions}.\n\n{rst(records)}\n"
+    with open(page, "w") as f:
+        f.write(text[:begin] + body + text[end:])
+
+
 def versions_line() -> str:
     """The versions the sweep runs on."""
     import onnxruntime
@@ -558,6 +623,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench_architectures", help="output folder")
     parser.add_argument("--merge", action="store_true", help="keeps the rows of a previous run")
     parser.add_argument("--stages", default=",".join(STAGES), help="stages to run")
+    parser.add_argument(
+        "--doc", default="", help=f"a page whose part between {BEGIN!r} and {END!r} gets the tables"
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="runs nothing, rewrites the tables (--merge)"
+    )
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--result", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -594,10 +665,15 @@ def main(argv: list[str] | None = None) -> int:
             write_csv(records, csv_file)
         print(f"{arch}: {first_error(record) or 'ok'} ({record['seconds']}s)", flush=True)
 
-    with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
-        list(pool.map(_one, archs))
+    if not args.report_only:
+        with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+            list(pool.map(_one, archs))
     with open(os.path.join(args.out, "architectures.md"), "w") as f:
         f.write(markdown(records, versions))
+    with open(os.path.join(args.out, "architectures.rst"), "w") as f:
+        f.write(rst(records))
+    if args.doc:
+        update_page(args.doc, records, versions)
     print(markdown(records, versions).split("\n\n")[0])
     return 0
 

@@ -110,6 +110,35 @@ class TestBenchPieces(ExtTestCase):
         self.assertEqual(res.failed, 0)
         self.assertGreater(res.attempted, 4)
 
+    def test_rst_and_page(self):
+        records = {
+            "a": _record(arch="a", build="ok", inputs="ok", eager="ok", export="ok", custom="ok"),
+            "b": _record(arch="b", build="FAIL: E: `x` | *y*"),
+        }
+        text = bench.rst(records)
+        self.assertIn("    * - the library builds inputs\n      - 1", text)
+        self.assertIn("build: FAIL: E: 'x' / y", text)
+        with tempfile.TemporaryDirectory() as tmp:
+            page = os.path.join(tmp, "page.rst")
+            with open(page, "w") as f:
+                f.write(f"Title\n=====\n\n{bench.BEGIN}\n\nold\n\n{bench.END}\n\nend\n")
+            bench.update_page(page, records, "transformers 9")
+            with open(page) as f:
+                new = f.read()
+            self.assertNotIn("old", new)
+            self.assertIn("Measured on transformers 9.", new)
+            self.assertTrue(new.endswith(f"{bench.END}\n\nend\n"))
+            with open(page, "w") as f:
+                f.write("no markers")
+            self.assertRaise(
+                lambda: bench.update_page(page, records, "v"), ValueError, "sweep-begin"
+            )
+            # --report-only rewrites the tables of a previous run
+            bench.write_csv(records, os.path.join(tmp, "architectures.csv"))
+            self.assertEqual(bench.main(["--report-only", "--merge", "--out", tmp]), 0)
+            with open(os.path.join(tmp, "architectures.md")) as f:
+                self.assertIn("| architectures | 2 |", f.read())
+
     def test_bad_arguments(self):
         with tempfile.TemporaryDirectory() as tmp:
             self.assertRaise(
