@@ -15,6 +15,8 @@ thin layer over a public function of the library:
   (:mod:`onnx_diagnostic.helpers.onnx_helper`);
 * ``sbs``: runs torch and an ONNX file side by side, says where they start to disagree
   (:func:`onnx_diagnostic.investigate.compare.compare_intermediates`);
+* ``compare``: runs two ONNX models side by side
+  (:func:`onnx_diagnostic.investigate.compare_onnx.compare_onnx_models`);
 * ``versions``: the installed versions and the patches that apply.
 
 Exit codes: 0 success, 1 failure (a step failed, a file cannot be read...), 2 usage error
@@ -40,7 +42,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._command_sbs import add_sbs_parser, run_sbs
+from ._command_sbs import add_compare_parser, add_sbs_parser, run_compare, run_sbs
 
 __all__ = ["UsageError", "get_parser", "main"]
 
@@ -51,8 +53,6 @@ PROG = "python -m onnx_diagnostic"
 EXPORTER_NAMES = ("custom", "onnx-dynamo")
 #: dtypes accepted by ``--dtype`` (:data:`onnx_diagnostic.torch_models.validate.DTYPES`).
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
-#: Subcommands known by onnx-diagnostic users and not available yet.
-NOT_YET = {"compare": "compare two ONNX models"}
 
 
 class UsageError(ValueError):
@@ -124,7 +124,7 @@ def _add(
 
 
 def _top_epilog() -> str:
-    lines = [f"COMMAND --help describes a command with an example; {', '.join(NOT_YET)}: not yet."]
+    lines = ["COMMAND --help describes a command with an example."]
     lines.append("exit codes: 0 success, 1 failure, 2 usage error")
     lines.append(f"example: {PROG} validate -m arnir0/Tiny-LLM --export custom --run")
     return "\n".join(lines)
@@ -152,6 +152,7 @@ def get_parser() -> argparse.ArgumentParser:
     _add_agg(sub)
     _add_onnx_commands(sub)
     add_sbs_parser(sub, _add, _key_value, DTYPE_NAMES)
+    add_compare_parser(sub, _add, _key_value)
     ver = _add(
         sub,
         "versions",
@@ -165,9 +166,6 @@ def get_parser() -> argparse.ArgumentParser:
         ["versions", "versions --format json"],
     )
     ver.add_argument("--format", choices=["text", "json"], default="text", help="output format")
-    for name, text in NOT_YET.items():
-        ny = _add(sub, name, f"{text} (not yet available)", "", [f"{name} --help"])
-        ny.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
@@ -630,13 +628,8 @@ def _cmd_sbs(args: argparse.Namespace) -> int:
     return run_sbs(args, UsageError, check)
 
 
-def _cmd_not_yet(args: argparse.Namespace) -> int:
-    print(
-        f"{PROG} {args.command}: not available yet ({NOT_YET[args.command]}); "
-        f"see '{PROG} --help' for the available commands",
-        file=sys.stderr,
-    )
-    return 2
+def _cmd_compare(args: argparse.Namespace) -> int:
+    return run_compare(args, UsageError, lambda mid, mop: _check_model_id(mid))
 
 
 from ._command_onnx import (  # noqa: E402  (the subcommands working on ONNX files)
@@ -665,7 +658,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "partition": _cmd_partition,
     "versions": _cmd_versions,
     "sbs": _cmd_sbs,
-    "compare": _cmd_not_yet,
+    "compare": _cmd_compare,
 }
 
 
@@ -687,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        commands = ", ".join(c for c in _COMMANDS if c not in NOT_YET)
+        commands = ", ".join(_COMMANDS)
         print(
             f"{PROG}: error: a command is required, one of: {commands} "
             f"(see '{PROG} COMMAND --help')",

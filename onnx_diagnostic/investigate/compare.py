@@ -82,6 +82,10 @@ class IntermediateComparison:
     :param method: how onnxruntime ran (``outputs``: every aligned value exposed as an
         output of one session, ``nodes``: node by node)
     :param timings: seconds spent in each step (export, torch, onnxruntime, comparison)
+    :param node_column: the column naming the reference result (``torch_node``, or
+        ``value1`` when two ONNX models are compared, see
+        :func:`onnx_diagnostic.investigate.compare_onnx.compare_onnx_models`)
+    :param reference: what :attr:`n_torch_nodes` counts, for the report
     """
 
     table: pd.DataFrame
@@ -91,6 +95,8 @@ class IntermediateComparison:
     not_aligned: list[str] = field(default_factory=list)
     method: str = "outputs"
     timings: dict[str, float] = field(default_factory=dict)
+    node_column: str = "torch_node"
+    reference: str = "torch nodes"
 
     @property
     def diverged(self) -> pd.DataFrame:
@@ -142,7 +148,7 @@ class IntermediateComparison:
                     diverged=int(group["is_bad"].sum()),
                     max_abs=float(group["max_abs"].max()),
                     max_rel=float(group["max_rel"].max()),
-                    first_diverged_node=bad.iloc[0]["torch_node"] if not bad.empty else "",
+                    first_diverged_node=bad.iloc[0][self.node_column] if not bad.empty else "",
                 )
             )
         return pd.DataFrame(rows).set_index("module").sort_values("first_step")
@@ -154,7 +160,7 @@ class IntermediateComparison:
     def report(self, n: int = 5) -> str:
         """A few lines: counts, the first divergence and the ``n`` worst modules."""
         lines = [
-            f"{len(self.table)} aligned results out of {self.n_torch_nodes} torch nodes "
+            f"{len(self.table)} aligned results out of {self.n_torch_nodes} {self.reference} "
             f"({len(self.diverged)} beyond atol={self.atol:g}, rtol={self.rtol:g}; "
             f"onnxruntime ran {'node by node' if self.method == 'nodes' else 'once'})"
         ]
@@ -162,9 +168,18 @@ class IntermediateComparison:
         if first is None:
             lines.append("no divergence")
         else:
+            if self.node_column == "torch_node":
+                what = (
+                    f"node {first['torch_node']!r} ({first['target']}) -> {first['onnx_op']} "
+                    f"{first['onnx_value']!r}"
+                )
+            else:
+                what = (
+                    f"value {first['value1']!r} ({first['op1']}) -> {first['op2']} "
+                    f"{first['value2']!r}"
+                )
             lines.append(
-                f"first divergence: step {first['step']} node {first['torch_node']!r} "
-                f"({first['target']}) -> {first['onnx_op']} {first['onnx_value']!r}, "
+                f"first divergence: step {first['step']} {what}, "
                 f"module {first['module'] or '<top>'!r} ({first['module_class']}), "
                 f"max_abs={first['max_abs']:.3g}, status={first['status']}"
             )
@@ -336,6 +351,18 @@ class _OnnxValue:
     fx_nodes: list[str]
     targets: list[str]
     position: int  # index of the producer in the graph
+
+
+def _with_types(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Runs onnx's shape inference when some results of the main graph have no type (a value
+    must have one to be exposed as an output); keeps the model as it is if it fails."""
+    typed = {vi.name for vi in [*proto.graph.value_info, *proto.graph.output]}
+    if all(o in typed for n in proto.graph.node for o in n.output if o):
+        return proto
+    try:
+        return onnx.shape_inference.infer_shapes(proto)
+    except (onnx.shape_inference.InferenceError, ValueError):
+        return proto
 
 
 def _onnx_values(proto: onnx.ModelProto) -> dict[str, _OnnxValue]:
@@ -521,6 +548,18 @@ def _errors(
     return max_abs, max_rel, bool((d > bound).any())
 
 
+def _fill_row(
+    row: dict[str, Any], expected: torch.Tensor, got: torch.Tensor, atol: float, rtol: float
+) -> None:
+    """Sets ``status``, ``max_abs``, ``max_rel`` (and ``shape`` when they differ)."""
+    if tuple(got.shape) != tuple(expected.shape):
+        row["status"] = "shape"
+        row["shape"] = f"{tuple(expected.shape)} vs {tuple(got.shape)}"
+        return
+    max_abs, max_rel, bad = _errors(expected, got, atol, rtol)
+    row.update(max_abs=max_abs, max_rel=max_rel, status="diverged" if bad else "ok")
+
+
 def _check_number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise ValueError(f"compare_intermediates: {name} must be a number >= 0, got {value!r}")
@@ -597,7 +636,7 @@ def compare_intermediates(
         )
     args, kwargs = tuple(args), dict(kwargs or {})
     timings: dict[str, float] = {}
-    proto = _load(onnx_model)
+    proto = _with_types(_load(onnx_model))
     if exporter is None:
         exporter = "custom" if proto.producer_name == "onnx_diagnostic" else "onnx-dynamo"
     if exporter not in ("custom", "onnx-dynamo"):
@@ -675,12 +714,7 @@ def compare_intermediates(
                 # a value the translation of the node produced on the way, not its result
                 not_aligned.append(node.name)
                 continue
-            if tuple(g.shape) != tuple(expected.shape):
-                row["status"] = "shape"
-                row["shape"] = f"{tuple(expected.shape)} vs {tuple(g.shape)}"
-            else:
-                max_abs, max_rel, bad = _errors(expected, g, atol, rtol)
-                row.update(max_abs=max_abs, max_rel=max_rel, status="diverged" if bad else "ok")
+            _fill_row(row, expected, g, atol, rtol)
         rows.append(row)
     table = pd.DataFrame(rows, columns=COLUMNS)
     timings["comparison"] = time.perf_counter() - begin

@@ -121,13 +121,13 @@ class GraphBuilder:
         self.metadata = dict(metadata or {})
         self.created = []
 
-    def unique_name(self, base: str) -> str:
-        """Returns ``base`` or ``base_N``, never returned before."""
+    def unique_name(self, base: str, sep: str = "_") -> str:
+        """Returns ``base`` or ``base{sep}N``, never returned before."""
         name = base
         i = 0
         while name in self._names:
             i += 1
-            name = f"{base}_{i}"
+            name = f"{base}{sep}{i}"
         self._names.add(name)
         return name
 
@@ -234,7 +234,9 @@ class GraphBuilder:
         self.created.extend(node.outputs)
         dtype = self._infer_dtype(op_type, inputs, attrs) if not domain else None
         for o in node.outputs:
-            o.name = self.unique_name(self.prefix)
+            # 'linear_3', then 'linear_3.1'...: the values created on the way never take
+            # the name of another fx node ('linear_3_1' could be one)
+            o.name = self.unique_name(self.prefix, sep=".")
             if dtype is not None:
                 o.type = ir.TensorType(dtype)
         if op_type == "Shape" and inputs[0].shape is not None:

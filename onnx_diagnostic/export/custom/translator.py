@@ -266,7 +266,7 @@ class _Translator:
         holder = next((v for v in self.g.created if v.name == node.name), None)
         if holder is None:
             return  # the name was taken before this node (an input, an initializer)
-        holder.name = self.g.unique_name(f"{node.name}_t")
+        holder.name = self.g.unique_name(f"{node.name}.t", sep=".")
         res.name = node.name
 
     def higher_order(self, node: torch.fx.Node, env: dict) -> Any:
