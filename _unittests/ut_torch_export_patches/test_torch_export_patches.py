@@ -379,11 +379,16 @@ class TestOptionsWithoutEffect(ExtTestCase):
 
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
-            with torch_export_patches(stop_if_static=1, patch_diffusers=True):
+            with torch_export_patches(patch_details=1, patch_diffusers=True):
                 pass
         messages = [str(x.message) for x in w if "has no effect" in str(x.message)]
         self.assertEqual(len(messages), 1)
-        self.assertIn("stop_if_static=1, patch_diffusers=True has no effect", messages[0])
+        self.assertIn("patch_diffusers=True, patch_details=1 has no effect", messages[0])
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            with torch_export_patches(stop_if_static=1):  # implemented: no warning
+                pass
+        self.assertEqual([x for x in w if "has no effect" in str(x.message)], [])
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             with torch_export_patches(catch_constraints=False):

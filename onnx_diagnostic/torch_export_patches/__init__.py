@@ -25,8 +25,10 @@ from .patch_inputs import convert_legacy_caches, use_dyn_not_str
 from .patch_module import torch_export_rewrite
 from .patches import AppliedPatch, apply_patch, known_patches, list_patches
 from .serialization import register_flattening_functions
+from .stop_if_static import DynamicDimensionSpecializedError, stop_if_static_context
 
 __all__ = [
+    "DynamicDimensionSpecializedError",
     "active_patches",
     "bypass_export_some_errors",
     "list_patches",
@@ -72,9 +74,11 @@ def torch_export_patches(
     :param patch_diffusers: accepted, no diffusers patch is declared here
     :param catch_constraints: accepted; :func:`torch.export.export` reports the
         constraints violations itself
-    :param stop_if_static: accepted, not implemented: onnx-diagnostic replaced internal
-        functions of torch's ShapeEnv to raise where a dynamic dimension becomes static;
-        use ``TORCH_LOGS="+dynamic"`` to see the specializations
+    :param stop_if_static: 1 raises :class:`DynamicDimensionSpecializedError
+        <onnx_diagnostic.torch_export_patches.stop_if_static.DynamicDimensionSpecializedError>`
+        at the line of the model where a dimension declared dynamic becomes a constant,
+        2 also where it becomes equal to another dimension, 0 lets torch.export specialize
+        it (see :mod:`onnx_diagnostic.torch_export_patches.stop_if_static`)
     :param custom_patches: classes patching other classes as onnx-diagnostic defines
         them: each has the attribute ``_PATCHED_CLASS_`` (the class to patch) and
         ``_PATCHES_`` (the names of its methods replacing those of ``_PATCHED_CLASS_``);
@@ -104,11 +108,12 @@ def torch_export_patches(
     for name, value in (("stop_if_static", stop_if_static), ("verbose", verbose)):
         if not isinstance(value, int):
             raise TypeError(f"torch_export_patches: {name} must be an int, not {value!r}")
+    if stop_if_static < 0:
+        raise ValueError(f"torch_export_patches: stop_if_static must be >= 0, got {stop_if_static}")
     custom = _check_custom_patches(custom_patches)
     ignored = [
         f"{name}={value!r}"
         for name, value, default in (
-            ("stop_if_static", stop_if_static, 0),
             ("patch_diffusers", patch_diffusers, False),
             ("patch_details", patch_details, None),
         )
@@ -149,6 +154,8 @@ def torch_export_patches(
                     print(
                         f"[torch_export_patches] patches {target.__name__}.{name} ({cls.__name__})"
                     )
+        if stop_if_static:
+            stack.enter_context(stop_if_static_context(stop_if_static))
         if rewrite:
             stack.enter_context(
                 torch_export_rewrite(
