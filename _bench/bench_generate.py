@@ -1,74 +1,112 @@
 """
-Generation speed on CPU, batch 1, greedy: tokens per second of
+Generation speed, batch 1, greedy decoding, float32: tokens per second of
 :func:`onnx_diagnostic.helpers.rt_helper.onnx_generate` (the exported model run by
-onnxruntime, the cache kept in onnxruntime between steps), of transformers ``generate``
-and of the plain torch loop of the gallery (seed 003), all in the same run, on untrained
-models: Tiny-LLM and a larger shipped causal LM reduced to 4 layers (its other sizes kept).
-Every method must produce the same tokens. Figures are medians of ``--repeat`` runs after a
-warm-up run, the methods taking turns.
+onnxruntime, the cache kept in onnxruntime between steps), of onnxruntime-genai when it is
+installed, of transformers ``generate`` and of the plain torch loop of the gallery
+(seed 003), all in the same run, on untrained models: Tiny-LLM at its real sizes and a
+larger shipped causal LM (SmolLM2-135M) reduced to 4 layers, its other sizes kept.
+Every method must produce the same tokens (the eos token is ignored: every method makes
+``--new`` tokens). Figures are medians of ``--repeat`` runs after a warm-up run, the
+methods taking turns. Nothing is downloaded.
 
 ::
 
     python _bench/bench_generate.py [--models tiny,smollm2] [--prompt 16] [--new 100]
-        [--repeat 5] [--variants] [--exporters custom,onnx-dynamo] [--lm-head]
+        [--repeat 5] [--exporters custom,custom-last,onnx-dynamo] [--device cpu|cuda]
+        [--no-genai] [--variants] [--lm-head]
 
-``--variants`` also measures onnx_generate with a few onnxruntime session options
-(threads, spinning, graph optimizations).
+Methods:
 
-Measured on the development machine (2 cores, torch 2.13 CPU, transformers 5.23,
-onnxruntime 1.31), tokens identical for every method. The ratio depends on the load of the
-machine: transformers ``generate`` suffers more than onnx_generate when the cores are busy.
+* ``onnx_generate [custom]``, ``[onnx-dynamo]``: :func:`to_onnx
+  <onnx_diagnostic.export.api.to_onnx>` with that exporter; ``[custom-last]``: the custom
+  exporter given ``logits_to_keep=1`` (the lm_head of the prefill runs on the last row
+  only); ``[genai graph]``: the model written by onnxruntime-genai's builder run by
+  onnx_generate (its head dimension made static).
+* ``onnxruntime-genai``: the untrained weights saved with ``save_pretrained``, a
+  word-level tokenizer made offline with ``tokenizers`` (one token per id), then
+  ``python -m onnxruntime_genai.models.builder -i FOLDER -o OUT -p fp32 -e cpu|cuda``
+  (offline), greedy search on the same prompt; ``onnxruntime-genai [custom export]``:
+  the custom export with the ``genai_config.json`` of ``to_onnx(..., genai_config=True)``.
+  A Generator is created for every generation, as a user does for every prompt: it costs
+  about 14 ms on Tiny-LLM (measured apart, loaded machine), part of the figures.
+* ``--device cuda``: transformers on the GPU, onnx_generate with CUDAExecutionProvider
+  (the cache stays on the GPU), genai built with ``-e cuda`` (package
+  ``onnxruntime-genai-cuda``). A method whose requirement is missing (no GPU, no
+  CUDAExecutionProvider, genai without CUDA, a builder or a model genai fails to load)
+  is printed as ``SKIPPED`` with the reason, the others run.
 
-Quiet machine (nothing else running):
+CPU, one run (``--repeat 7``, 16-token prompt, 100 new tokens; development machine,
+2 cores, torch 2.13, transformers 5.24, onnxruntime 1.32, onnxruntime-genai 0.18).
+The machine was heavily loaded by other sessions (load average 5.7 to 8 on 2 cores, a token
+of ``generate`` cost 18 ms instead of 3 ms on a quiet machine); onnxruntime's threads spin
+between two runs in onnxruntime-genai (its configuration has no option to stop it), not in
+onnx_generate, and a load hurts them differently; ratios, not absolute figures:
 
-=========================  ==============  ==============  =====================
-model                      generate        torch loop      onnx_generate
-=========================  ==============  ==============  =====================
-Tiny-LLM (1 layer, 13M)    177-202 tok/s   196-203 tok/s   744-816 tok/s x4.0-4.2
-SmolLM2-135M (4 layers)    50.8 tok/s      38.1 tok/s      108.8 tok/s x2.1
-=========================  ==============  ==============  =====================
+=======================================  ============  ==========  ============  =======
+method                                   Tiny-LLM      x genai     SmolLM2 (4L)  x genai
+=======================================  ============  ==========  ============  =======
+transformers generate                    54.7 tok/s    0.10        13.3 tok/s    0.15
+torch loop (seed 003)                    58.7 tok/s    0.11        13.7 tok/s    0.16
+onnxruntime-genai (its builder's model)  556 tok/s     1           87.7 tok/s    1
+onnxruntime-genai [custom export]        688 tok/s     1.24        78.9 tok/s    0.90
+onnx_generate [custom]                   1019 tok/s    1.83        77.9 tok/s    0.89
+onnx_generate [custom-last]              712 tok/s     1.28        84.5 tok/s    0.96
+onnx_generate [onnx-dynamo]              410 tok/s     0.74        76.8 tok/s    0.88
+onnx_generate [genai graph]              518 tok/s     0.93        81.6 tok/s    0.93
+=======================================  ============  ==========  ============  =======
 
-Both exporters in the same run, quiet machine, Tiny-LLM, median of 7 (two runs on two
-occasions; the machine's speed varies between them):
+Tokens identical for every method. An earlier run of the same day with a lighter load
+(load average 1.5 to 1.8, before the loop changes below) gave, Tiny-LLM / SmolLM2:
+genai 1347 / 173 tok/s, onnx_generate [custom] 1865 / 208 tok/s (x1.39 / x1.20 genai),
+[genai graph] 2234 / 230 tok/s, transformers 344 / 75 tok/s. On SmolLM2 every method is
+bound by the weights (MatMul), the ranking there changes from one run to the next within
+about 10%; on Tiny-LLM onnx_generate stays ahead of genai in every run, genai paying its
+Generator. ``onnx_generate [genai graph]``, faster than onnx_generate on our graph when
+the machine is lighter, says what a genai-style graph (GroupQueryAttention with rotary
+inside, fused QKV, SkipSimplifiedLayerNormalization) would bring: not done.
 
-=============================  ==========  ==========  ================  ================
-run                            generate    torch loop  custom export     onnx-dynamo
-=============================  ==========  ==========  ================  ================
-first (before numpy argmax)    200 tok/s   212 tok/s   774 tok/s x3.87   784 tok/s x3.92
-second (``--lm-head``)         253 tok/s   267 tok/s   1074 tok/s x4.24  1049 tok/s x4.15
-=============================  ==========  ==========  ================  ================
+GPU, one run (``--device cuda``; NVIDIA H200, 16 cores, torch 2.11 cu130, transformers 5.17,
+onnxruntime-gpu 1.31.1, onnxruntime-genai-cuda 0.18; Tiny-LLM: ``--repeat 3 --new 50``,
+SmolLM2: ``--repeat 5 --new 100 --exporters custom``). The builder's CUDA model did not load
+in onnxruntime-gpu 1.31.1 (``Graph output (present.0.key) does not exist in the graph``, the
+builder ran with onnx-ir 1.0.0): the genai reference is genai on the custom export:
 
-The smaller graph of the custom export (69 nodes instead of 370, fused attention, rotary and
-norms) hardly shows. ``--lm-head`` measures, in the second run, the lm_head of one decode
-step alone (one row times the 32000 x 192 float32 matrix, 24.6 MB read per token):
-onnxruntime's MatMul 374 us, torch's ``linear`` 1963 us (x5.2). A token costs transformers
-3.95 ms and onnx_generate 0.93 ms (prefill included; a profiled run right after: 0.82 ms,
-0.63 ms in onnxruntime, of which 0.37 ms lm_head and 0.26 ms for the ~68 other nodes, about
-4 us each, and 0.19 ms of Python). x6 means 0.66 ms per token, which leaves 0.29 ms
-for the Python loop and every other node after the lm_head: neither export reaches it.
+===================================  ============  ==========  ============  =======
+method                               Tiny-LLM      x genai     SmolLM2 (4L)  x genai
+===================================  ============  ==========  ============  =======
+transformers generate                536 tok/s     0.23        276 tok/s     0.24
+torch loop (seed 003)                786 tok/s     0.33        314 tok/s     0.27
+onnxruntime-genai [custom export]    2380 tok/s    1           1153 tok/s    1
+onnx_generate [custom]               1900 tok/s    0.80        956 tok/s     0.83
+onnx_generate [onnx-dynamo]          1367 tok/s    0.57
+===================================  ============  ==========  ============  =======
 
-With ``--variants`` on the quiet machine (Tiny-LLM): ``intra_op_num_threads=2`` x4.7,
-``ORT_ENABLE_BASIC`` x4.8, one thread x3.1. onnxruntime's own transformer fusions
-(``onnxruntime.transformers.optimizer``, 133 -> 113 nodes) reach about x5: most of the
-remaining nodes compute shapes (Concat, Unsqueeze, Reshape, Shape, Slice), one decode step
-costs about 1.2 ms in onnxruntime and 0.5 ms in the Python loop. The x6 target needs a
-smaller graph (fused attention, rotary and norms: the "custom" exporter's passes).
+Tokens identical for every method. On the GPU a decoding step of the graph is short and
+the Python loop weighs: genai's C++ loop is 1.2 times faster on the same graph.
 
-Loaded machine (load average 3 to 5, other sessions running):
+The loop of onnx_generate (``helpers/rt_helper.py``), levers measured one by one:
 
-=========================  ==============  ==============  =====================
-model                      generate        torch loop      onnx_generate
-=========================  ==============  ==============  =====================
-Tiny-LLM (1 layer, 13M)    64-67 tokens/s  64-72 tokens/s  507-525 tokens/s x7.8
-SmolLM2-135M (4 layers)    11.9 tokens/s   13.4 tokens/s   55 tokens/s x4.6
-=========================  ==============  ==============  =====================
+* one :class:`onnxruntime.IOBinding`, the token, position, mask and logits in host buffers
+  allocated once, updated in place with numpy and bound by pointer, the numpy argmax of
+  the logits buffer (no copy), the tokens written in one preallocated tensor: x1.11 on
+  Tiny-LLM and x1.02 on SmolLM2 (CPU, same run, old loop against new loop, load 3.9); on
+  a trivial 4-layer graph, where only the loop costs, 107 us per step before, 62 us after;
+  on the H200 (Tiny-LLM, 100 tokens, same run) 59.3 ms before, 51.0 ms with buffers on
+  the GPU updated by torch; the final version (host buffers, the cache alone on the GPU)
+  was not compared with them in one run (the GPU time was spent).
+* host inputs on a CUDA session are bound again at every step: onnxruntime copies a host
+  input to the device when it is bound, not when it runs.
+* ``logits_to_keep=1`` at export (``custom-last``) saves the lm_head of the prompt's other
+  rows: a few ms per generation on Tiny-LLM's 32000 x 192 lm_head with a 16-token prompt,
+  within the noise of the loaded runs above.
 
-With onnxruntime's default options (threads spinning between two runs) onnx_generate was
-2 to 3 times slower on that busy machine: the loop runs python code between two runs and
-the spinning threads compete with it, :func:`make_session
-<onnx_diagnostic.helpers.rt_helper.make_session>` disables spinning unless it is given
-session options. One thread (``intra_op_num_threads=1``) gives x8.3 (Tiny-LLM) and x5.1
-(SmolLM2), ``ORT_ENABLE_BASIC`` graph optimizations are 1.6 times slower than the default.
+Earlier measurements (before this issue, onnxruntime 1.31, without genai): on a quiet
+machine onnx_generate was x4.0-4.2 faster than ``generate`` on Tiny-LLM and x2.1 on
+SmolLM2; ``--lm-head`` measures the lm_head of one decoding step alone (onnxruntime's MatMul
+374 us, torch's ``linear`` 1963 us on the quiet machine). With onnxruntime's default
+options (threads spinning between two runs) onnx_generate was 2 to 3 times slower on a busy
+machine: :func:`make_session <onnx_diagnostic.helpers.rt_helper.make_session>` disables
+spinning unless it is given session options (``--variants`` measures a few).
 """
 
 from __future__ import annotations
