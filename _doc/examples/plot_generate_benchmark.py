@@ -1,17 +1,43 @@
 """
 .. _l-plot-generate-benchmark:
 
-Generation speed: onnx_generate against transformers
-====================================================
+Generation speed: onnx_generate against transformers and onnxruntime-genai
+==========================================================================
 
 Page :ref:`l-plot-generate` compares three ways to generate tokens once.
 The benchmark ``_bench/bench_generate.py`` of the repository measures them properly:
-batch 1, greedy decoding, CPU, untrained models (nothing is downloaded), the exported
+batch 1, greedy decoding, float32, untrained models (nothing is downloaded), the exported
 model run by :func:`onnx_generate <onnx_diagnostic.helpers.rt_helper.onnx_generate>`
 (the cache stays in :epkg:`onnxruntime` between two steps), :epkg:`transformers`'
-``generate`` and the plain torch loop of :ref:`l-plot-generate`.
+``generate``, the plain torch loop of :ref:`l-plot-generate` and, when the package
+``onnxruntime-genai`` is installed (``pip install onnx-diagnostic[genai]``), onnxruntime-genai
+on the model its builder writes from the same weights and on the custom export
+(``to_onnx(..., genai_config=True)`` writes the ``genai_config.json`` it reads).
 The methods take turns after one warm-up run each, the figures are medians,
-and every method must produce the same tokens.
+and every method must produce the same tokens. ``--device cuda`` runs the same
+comparison on a GPU.
+
+One run of the benchmark (its docstring gives the details), tokens per second and ratio to
+onnxruntime-genai, 16-token prompt, 100 new tokens (50 for Tiny-LLM on the GPU).
+CPU: 2 cores heavily loaded by other work (load average 5.7 to 8), medians of 7;
+GPU: NVIDIA H200, genai's builder model did not load in onnxruntime-gpu 1.31.1, the
+reference there is genai on the custom export:
+
+=====================================  ==============  ==============  =============  =============
+method                                 CPU Tiny-LLM    CPU SmolLM2 4L  H200 Tiny-LLM  H200 SmolLM2
+=====================================  ==============  ==============  =============  =============
+transformers generate                  54.7 (x0.10)    13.3 (x0.15)    536 (x0.23)    276 (x0.24)
+onnxruntime-genai (builder's model)    556 (x1)        87.7 (x1)
+onnxruntime-genai [custom export]      688 (x1.24)     78.9 (x0.90)    2380 (x1)      1153 (x1)
+onnx_generate [custom]                 1019 (x1.83)    77.9 (x0.89)    1900 (x0.80)   956 (x0.83)
+onnx_generate [custom-last]            712 (x1.28)     84.5 (x0.96)
+onnx_generate [onnx-dynamo]            410 (x0.74)     76.8 (x0.88)    1367 (x0.57)
+=====================================  ==============  ==============  =============  =============
+
+On CPU, onnx_generate stays ahead of onnxruntime-genai on Tiny-LLM; on the 4-layer model
+every method is bound by the weights and the ranking changes within about 10% from one run
+to the next (a lighter run gave onnx_generate x1.20). On the GPU a decoding step is short
+and genai's C++ loop is 1.2 times faster than onnx_generate's Python loop on the same graph.
 
 This page runs it and draws the figures. When it runs as a unit test
 (``UNITTEST_GOING=1``), it measures only Tiny-LLM, with 10 new tokens and one run:
@@ -78,6 +104,12 @@ ax.figure.tight_layout()
 # %%
 
 print(df.pivot(index="model", columns="method", values="speedup"))
+
+# %%
+# Ratio to onnxruntime-genai (on the model its builder writes), when it is installed.
+
+if df["vs_genai"].notna().any():
+    print(df.pivot(index="model", columns="method", values="vs_genai"))
 
 # %%
 
