@@ -81,6 +81,33 @@ class OutsideModel(torch.nn.Module):
         return outside(x, y)
 
 
+class NestedModel(torch.nn.Module):
+    def forward(self, x, y):
+        z = x
+        w = y * 0
+        if x.sum() > 0:
+            z = x + 1
+            if y.sum() > 0:
+                z = z * 2
+                w = y  # an alias of an input: cloned in the branch
+            else:
+                w = -y
+            z = z + w
+        else:
+            z = x - 1
+        return z + w
+
+
+class LoopModel(torch.nn.Module):
+    def forward(self, x):
+        for _ in range(2):
+            if x.sum() > 0:
+                x = x - 1
+            else:
+                x = x + 2
+        return x
+
+
 def _xy():
     torch.manual_seed(0)
     return torch.rand(4, 5), torch.rand(4, 5)
@@ -144,6 +171,42 @@ class TestTorchExportRewrite(ExtTestCase):
             ep = torch.export.export(model, (x,), dynamic_shapes=({0: DYN},))
         self.assertNotIn("cond", str(ep.graph))
         self.assertEqualArray(ep.module()(x), x)
+
+    def test_nested_if_in_a_branch(self):
+        model = NestedModel()
+        x, y = torch.rand(3, 4), torch.rand(3, 4)
+        with torch_export_rewrite(rewrite=[NestedModel.forward]):
+            ep = torch.export.export(model, (x, y), dynamic_shapes=({0: DYN}, {0: DYN}))
+        # one cond at the top, the nested one inside its true branch
+        self.assertEqual(str(ep.graph).count("torch.ops.higher_order.cond"), 1)
+        nested = [str(m.graph).count("higher_order.cond") for m in ep.graph_module.children()]
+        self.assertIn(1, nested)
+        # the four combinations of the two conditions
+        self._check_both_branches(model, ep, [(x, y), (x, -y), (-x, y), (-x, -y)])
+
+    def test_if_in_a_loop(self):
+        model = LoopModel()
+        x = torch.rand(3, 4)
+        with torch_export_rewrite(rewrite=[LoopModel.forward]):
+            ep = torch.export.export(model, (x,), dynamic_shapes=({0: DYN},))
+        self.assertEqual(str(ep.graph).count("torch.ops.higher_order.cond"), 2)
+        self._check_both_branches(model, ep, [(x,), (-x,), (x * 0.001,), (x + 1.5,)])
+
+    def test_nested_if_python_condition(self):
+        # a Python condition in the nested if: the rewritten code keeps Python semantics
+        def f(x, flag):
+            y = x
+            if x.sum() > 0:
+                y = x + 1
+                if flag:
+                    y = y * 3
+            return y
+
+        g = transform_method(f).func
+        x = torch.rand(4)
+        for flag in (True, False):
+            self.assertEqualArray(g(x, flag), f(x, flag))
+            self.assertEqualArray(g(-x, flag), f(-x, flag))
 
     def test_module_level_function(self):
         model = OutsideModel()

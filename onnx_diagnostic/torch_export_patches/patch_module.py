@@ -3,7 +3,8 @@ Rewrites a Python ``if`` testing a tensor into :func:`torch.cond` so that
 :func:`torch.export.export` can export both branches instead of failing on a data-dependent
 condition (or keeping only the branch taken by the example inputs).
 
-The source of the method is parsed with :mod:`ast`, every ``if`` at the top of its body is
+The source of the method is parsed with :mod:`ast`, every ``if`` of its body (also inside a
+``for``, ``while`` or ``with`` block, and nested in the branches of another ``if``) is
 replaced, the function is compiled again and installed on its class (or module) for the
 duration of :func:`torch_export_rewrite`, then the original object is put back, also when
 an exception escapes.
@@ -27,8 +28,9 @@ code calls :func:`torch.cond`, otherwise it runs the original Python ``if``):
 * ``if <test>: ... return A`` ``else: ... return B``, ``elif`` allowed, the statements
   before each ``return`` being assignments to names;
 * ``if <test>: a = ...`` with or without ``else``, both branches made of assignments to
-  names (``a = ...``, ``a, b = ...``, ``a += ...``); a name assigned in one branch only
-  keeps its previous value in the other one.
+  names (``a = ...``, ``a, b = ...``, ``a += ...``) and of such ``if`` statements; a name
+  assigned in one branch only keeps its previous value in the other one (it must have
+  one); ``a = b`` assigns a copy of the tensor ``b`` (torch.cond refuses aliases).
 
 Anything else (a loop or a call statement in a branch, an assignment to an attribute or an
 item, a ``return`` in one branch only...) is refused with a
@@ -91,6 +93,18 @@ class _Rename(ast.NodeTransformer):
         return node
 
 
+class _RenameStores(ast.NodeTransformer):
+    """Replaces the names assigned by statements (the Python path of a nested ``if``)."""
+
+    def __init__(self, mapping: dict[str, str]):
+        self.mapping = mapping
+
+    def visit_Name(self, node: ast.Name) -> ast.Name:
+        if isinstance(node.ctx, ast.Store) and node.id in self.mapping:
+            return ast.copy_location(ast.Name(self.mapping[node.id], ast.Store()), node)
+        return node
+
+
 def _function_def(name: str, args: list[ast.arg], body: list[ast.stmt]) -> ast.FunctionDef:
     """An ``ast.FunctionDef`` on every supported Python (``type_params`` came in 3.12)."""
     kwargs: dict[str, Any] = dict(
@@ -119,6 +133,16 @@ def _no_alias(value: ast.expr, mapping: dict[str, str]) -> ast.expr:
     if isinstance(value, ast.Tuple):
         return ast.Tuple([_no_alias(v, mapping) for v in value.elts], ast.Load())
     return value
+
+
+def _copy_if_alias(value: ast.expr) -> ast.expr:
+    """``a = b`` in a branch makes ``a`` an alias torch.cond refuses to return: the
+    branch assigns ``b.clone()`` when ``b`` is a tensor."""
+    if not isinstance(value, ast.Name):
+        return value
+    is_tensor = ast.Call(_name("isinstance"), [value, _torch_attr("Tensor")], [])
+    clone = ast.Call(ast.Attribute(copy.deepcopy(value), "clone", ast.Load()), [], [])
+    return ast.IfExp(test=is_tensor, body=clone, orelse=copy.deepcopy(value))
 
 
 def _name(id_: str, store: bool = False) -> ast.Name:
@@ -173,14 +197,14 @@ class _Rewriter:
             last = k == len(stmts) - 1
             tag = f"{prefix}{k}"
             if isinstance(stmt, ast.Assign):
-                value = _renamed(stmt.value, mapping)
+                value = _copy_if_alias(_renamed(stmt.value, mapping))
                 for t in stmt.targets:
                     self._targets(t, stmt)
                 targets = [self._retarget(t, mapping, tag) for t in stmt.targets]
                 out.append(ast.Assign(targets=targets, value=value))
             elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
                 self._targets(stmt.target, stmt)
-                value = _renamed(stmt.value, mapping)
+                value = _copy_if_alias(_renamed(stmt.value, mapping))
                 out.append(
                     ast.Assign(targets=[self._retarget(stmt.target, mapping, tag)], value=value)
                 )
@@ -197,8 +221,15 @@ class _Rewriter:
                 result = _renamed(stmt.value, mapping)
             elif isinstance(stmt, ast.If) and returns and last:
                 # elif: the nested test becomes part of the false branch
-                out.extend(self._rewrite_if(stmt))
+                out.extend(self._rewrite_if(_Rename(mapping).visit(copy.deepcopy(stmt))))
                 result = None
+            elif isinstance(stmt, ast.If) and not self._ends_with_return(stmt.body):
+                # a nested if assigning names: it reads the latest versions of the names of
+                # this branch and gives new versions to the names it assigns
+                nested = _Rename(mapping).visit(copy.deepcopy(stmt))
+                stmts_, fresh = self._rewrite_if(nested, outer=dict(mapping), tag=tag)
+                out.extend(stmts_)
+                mapping.update(fresh)
             else:
                 what = type(stmt).__name__
                 if isinstance(stmt, ast.Return):
@@ -227,9 +258,17 @@ class _Rewriter:
             and _Rewriter._ends_with_return(last.orelse)
         )
 
-    def _rewrite_if(self, node: ast.If) -> list[ast.stmt]:
+    def _rewrite_if(self, node: ast.If, outer: dict[str, str] | None = None, tag: str = "") -> Any:
+        """
+        The statements replacing ``node``. With ``outer`` (the versions of the names in the
+        enclosing branch, ``node`` nested in a branch), returns ``(statements, fresh)``:
+        the names the ``if`` assigns get new versions ``fresh`` (a closure must not assign
+        the names it reads), the others read their version in ``outer``.
+        """
         self.count += 1
         n = self.count
+        nested = outer is not None
+        previous = outer or {}
         returns_true = self._ends_with_return(node.body)
         returns_false = self._ends_with_return(node.orelse)
         if returns_true != returns_false:
@@ -248,13 +287,16 @@ class _Rewriter:
             if not names:
                 raise self.fail(node, "the branches assign nothing")
 
+        def before(k: str) -> ast.Name:
+            return _name(previous.get(k, k))
+
         def branch_def(name: str, body: list[ast.stmt], mapping: dict, res: Any) -> ast.stmt:
             if returns:
                 value = None if res is None else _no_alias(res, mapping)
             else:
                 value = ast.Tuple(
                     [
-                        _no_alias(_name(k), mapping) if k not in mapping else _name(mapping[k])
+                        _no_alias(before(k), mapping) if k not in mapping else _name(mapping[k])
                         for k in names
                     ],
                     ast.Load(),
@@ -268,10 +310,22 @@ class _Rewriter:
             [_name(cond_name), _name(true_name), _name(false_name), ast.Tuple([], ast.Load())],
             [],
         )
+        fresh = {k: f"{k}__{tag}n{n}" for k in names} if nested else {k: k for k in names}
+        python_if: ast.stmt = ast.If(test=_name(cond_name), body=node.body, orelse=node.orelse)
+        init: list[ast.stmt] = []
+        if nested:
+            # the Python path assigns the new versions; a name one branch does not assign
+            # keeps its previous value
+            python_if = _RenameStores(fresh).visit(copy.deepcopy(python_if))
+            init = [
+                ast.Assign(targets=[_name(fresh[k], store=True)], value=before(k))
+                for k in names
+                if not (k in t_map and k in f_map)
+            ]
         if returns:
             tensor_path: list[ast.stmt] = [ast.Return(cond_call)]
         else:
-            target = ast.Tuple([_name(k, store=True) for k in names], ast.Store())
+            target = ast.Tuple([_name(fresh[k], store=True) for k in names], ast.Store())
             tensor_path = [ast.Assign(targets=[target], value=cond_call)]
         is_tensor = ast.Call(_name("isinstance"), [_name(cond_name), _torch_attr("Tensor")], [])
         stmts: list[ast.stmt] = [
@@ -282,18 +336,34 @@ class _Rewriter:
                 test=is_tensor,
                 body=tensor_path,
                 # not a tensor: the original Python if, unchanged
-                orelse=[ast.If(test=_name(cond_name), body=node.body, orelse=node.orelse)],
+                orelse=[*init, python_if] if init else [python_if],
             ),
         ]
         for s in stmts:
             ast.copy_location(s, node)
+            for sub in ast.walk(s):
+                if not hasattr(sub, "lineno") and isinstance(sub, (ast.stmt, ast.expr)):
+                    ast.copy_location(sub, node)
+        if nested:
+            return stmts, {k: fresh[k] for k in names}
         return stmts
 
-    def rewrite(self, fdef: ast.FunctionDef) -> None:
+    def _rewrite_block(self, stmts: list[ast.stmt]) -> list[ast.stmt]:
         body: list[ast.stmt] = []
-        for stmt in fdef.body:
-            body.extend(self._rewrite_if(stmt) if isinstance(stmt, ast.If) else [stmt])
-        fdef.body = body
+        for stmt in stmts:
+            if isinstance(stmt, ast.If):
+                body.extend(self._rewrite_if(stmt))
+                continue
+            if isinstance(stmt, (ast.For, ast.While, ast.With)):
+                # an if in a loop or a with block is rewritten in place
+                stmt.body = self._rewrite_block(stmt.body)
+                if isinstance(stmt, (ast.For, ast.While)) and stmt.orelse:
+                    stmt.orelse = self._rewrite_block(stmt.orelse)
+            body.append(stmt)
+        return body
+
+    def rewrite(self, fdef: ast.FunctionDef) -> None:
+        fdef.body = self._rewrite_block(fdef.body)
 
 
 def _unwrap(func: Any) -> types.FunctionType:
@@ -308,7 +378,7 @@ def _unwrap(func: Any) -> types.FunctionType:
 
 def transform_method(func: Callable[..., Any], verbose: int = 0) -> RewrittenMethod:
     """
-    Rewrites the ``if`` statements at the top of the body of ``func`` into
+    Rewrites the ``if`` statements of the body of ``func`` into
     :func:`torch.cond` (see the module documentation for the supported forms) and compiles
     the result with the globals and the closure of ``func``.
 
@@ -348,8 +418,8 @@ def transform_method(func: Callable[..., Any], verbose: int = 0) -> RewrittenMet
     fdef.body.insert(0, ast.Import(names=[ast.alias("torch", _TORCH)]))
     if rewriter.count == 0:
         raise RewriteError(
-            f"cannot rewrite {where}, line {first_line}: there is no 'if' at the top of its "
-            "body, nothing to rewrite"
+            f"cannot rewrite {where}, line {first_line}: there is no 'if' in its body "
+            "(loops and with blocks included), nothing to rewrite"
         )
     # a factory gives the rewritten function the closure of the original one
     freevars = list(func.__code__.co_freevars)
