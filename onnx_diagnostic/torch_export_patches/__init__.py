@@ -225,3 +225,11 @@ def _undo(applied: AppliedPatch, verbose: int) -> None:
 
 #: Older name of :func:`torch_export_patches`, kept for the scripts that use it.
 bypass_export_some_errors = torch_export_patches
+
+
+# the name onnx-diagnostic also exports from this package (defined with the old module path)
+from .onnx_export_errors import (  # noqa: E402
+    register_additional_serialization_functions as register_additional_serialization_functions,
+)
+
+__all__.append("register_additional_serialization_functions")
