@@ -143,27 +143,39 @@ def _export(data: Any, filename: str, exporter: str) -> float:
     """
     Exports with :func:`to_onnx`; ``custom-last`` is the custom exporter with
     ``logits_to_keep=1`` given to the model (transformers computes the logits of the last
-    position only: the lm_head of the prefill runs on one row instead of the prompt's).
+    position only: the lm_head of the prefill runs on one row instead of the prompt's);
+    a suffix ``-fused`` applies
+    :func:`onnx_diagnostic.export.custom.fusions_genai.apply_genai_fusions` (fused QKV and
+    gate/up MatMuls, SkipSimplifiedLayerNormalization).
     """
     from onnx_diagnostic.export.api import to_onnx
     from onnx_diagnostic.torch_export_patches import torch_export_patches
 
     kwargs, dynamic_shapes = data.inputs, data.dynamic_shapes
+    fused = exporter.endswith("-fused")
+    if fused:
+        exporter = exporter[: -len("-fused")]
     if exporter.endswith("-last"):
         exporter = exporter[: -len("-last")]
         kwargs = {**kwargs, "logits_to_keep": 1}
         dynamic_shapes = {**dynamic_shapes, "logits_to_keep": None}
     begin = time.perf_counter()
     with torch_export_patches(patch_transformers=True):
-        to_onnx(
+        proto = to_onnx(
             data.model,
             (),
             kwargs=kwargs,
             dynamic_shapes=dynamic_shapes,
-            filename=filename,
+            filename=None if fused else filename,
             optimize=True,
             exporter=exporter,
         )
+    if fused:
+        import onnx
+
+        from onnx_diagnostic.export.custom.fusions_genai import apply_genai_fusions
+
+        onnx.save(apply_genai_fusions(proto)[0], filename)
     return time.perf_counter() - begin
 
 
@@ -360,7 +372,7 @@ def bench_model(
     repeat: int,
     variants: bool,
     folder: str,
-    exporters: tuple[str, ...] = ("custom", "custom-last", "onnx-dynamo"),
+    exporters: tuple[str, ...] = ("custom", "custom-last", "custom-last-fused", "onnx-dynamo"),
     device: str = "cpu",
     genai: bool = True,
 ) -> list[dict[str, Any]]:
@@ -562,8 +574,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--variants", action="store_true", help="onnxruntime session options")
     parser.add_argument(
         "--exporters",
-        default="custom,custom-last,onnx-dynamo",
-        help="exporters of to_onnx to compare, custom-last: custom with logits_to_keep=1",
+        default="custom,custom-last,custom-last-fused,onnx-dynamo",
+        help="exporters of to_onnx to compare, custom-last: custom with logits_to_keep=1, "
+        "a suffix -fused applies the genai fusions (fusions_genai.py)",
     )
     parser.add_argument(
         "--lm-head", action="store_true", help="also measures the lm_head of Tiny-LLM alone"
