@@ -12,7 +12,8 @@ methods taking turns. Nothing is downloaded.
 ::
 
     python _bench/bench_generate.py [--models tiny,smollm2] [--prompt 16] [--new 100]
-        [--repeat 5] [--exporters custom,custom-last,onnx-dynamo] [--device cpu|cuda]
+        [--repeat 5] [--exporters custom,custom-last,custom-last-fused,onnx-dynamo]
+        [--device cpu|cuda]
         [--no-genai] [--variants] [--lm-head]
 
 Methods:
@@ -20,8 +21,11 @@ Methods:
 * ``onnx_generate [custom]``, ``[onnx-dynamo]``: :func:`to_onnx
   <onnx_diagnostic.export.api.to_onnx>` with that exporter; ``[custom-last]``: the custom
   exporter given ``logits_to_keep=1`` (the lm_head of the prefill runs on the last row
-  only); ``[genai graph]``: the model written by onnxruntime-genai's builder run by
-  onnx_generate (its head dimension made static).
+  only); a suffix ``-fused``: :func:`apply_genai_fusions
+  <onnx_diagnostic.export.custom.fusions_genai.apply_genai_fusions>` applied to the export
+  (QKV and gate/up MatMuls fused, SkipSimplifiedLayerNormalization);
+  ``[genai graph]``: the model written by onnxruntime-genai's builder run by onnx_generate
+  (its head dimension made static).
 * ``onnxruntime-genai``: the untrained weights saved with ``save_pretrained``, a
   word-level tokenizer made offline with ``tokenizers`` (one token per id), then
   ``python -m onnxruntime_genai.models.builder -i FOLDER -o OUT -p fp32 -e cpu|cuda``
@@ -99,6 +103,13 @@ The loop of onnx_generate (``helpers/rt_helper.py``), levers measured one by one
 * ``logits_to_keep=1`` at export (``custom-last``) saves the lm_head of the prompt's other
   rows: a few ms per generation on Tiny-LLM's 32000 x 192 lm_head with a 16-token prompt,
   within the noise of the loaded runs above.
+* the genai fusions (``-fused``, 69 -> 66 nodes on Tiny-LLM, 154 -> 142 on SmolLM2), one run
+  (load average 6 to 7.6, ``--repeat 5``), ratio to genai: Tiny-LLM custom 1.11,
+  custom-fused 1.01, custom-last 0.86, custom-last-fused 0.94; SmolLM2 custom 0.97,
+  custom-fused 1.00, custom-last 0.97, custom-last-fused 1.05, genai on the custom export
+  1.14: within the noise of that machine, no lever stands out. GroupQueryAttention with
+  the rotary inside and a past/present buffer shared at the maximum length (no Concat of
+  the cache at every step) is not done: it changes the inputs of the model and the loop.
 
 Earlier measurements (before this issue, onnxruntime 1.31, without genai): on a quiet
 machine onnx_generate was x4.0-4.2 faster than ``generate`` on Tiny-LLM and x2.1 on
