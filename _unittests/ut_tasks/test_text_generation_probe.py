@@ -201,6 +201,33 @@ class TestProbedCache(ExtTestCase):
         model = transformers.MiniMaxForCausalLM(config).eval()
         self.assertRaise(lambda: _inputs(model, config), TaskInputError, "MiniMaxCache")
 
+    def test_unflattenable_cache_of_the_model_falls_back_to_the_configuration(self):
+        class OwnCache:
+            pass
+
+        class Model(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear = torch.nn.Linear(2, 2)
+
+            def forward(
+                self, input_ids, attention_mask=None, position_ids=None, cache=None, **kwargs
+            ):
+                return {"cache": OwnCache()}
+
+        config = transformers.LlamaConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=100
+        )
+        res = _inputs(Model(), config)
+        self.assertEqual(type(res["inputs"]["cache"]).__name__, "DynamicCache")
+
+        # without a configuration to fall back on, the error names the class
+        class NoHeads:
+            num_hidden_layers = 1
+            vocab_size = 100
+
+        self.assertRaise(lambda: _inputs(Model(), NoHeads()), TaskInputError, "OwnCache")
+
     def test_probe_cache_bad_model(self):
         self.assertRaise(lambda: probe_cache("model", 2, 3, 10), TaskInputError, "nn.Module")
 

@@ -274,14 +274,18 @@ def get_inputs(
         sizes["past_length"] = 0
         return _inputs_without_cache(sizes, dummy_max_token_id, arguments, add_second_input)
     cache_name = cache_arg_name(cls)
+    probed, probe_error = None, None
     if isinstance(model, torch.nn.Module) and past_length > 0:
-        probed = _probe(model, sizes, dummy_max_token_id)
+        try:
+            probed = _probe(model, sizes, dummy_max_token_id)
+        except TaskInputError as e:
+            # the model makes a cache this library cannot flatten: the one built from the
+            # configuration may still do, this error is raised if it does not
+            probe_error = e
         if probed is not None and probed[0] is None:
             # the model makes no cache: the new tokens only
             sizes["past_length"] = 0
             return _inputs_without_cache(sizes, dummy_max_token_id, arguments, add_second_input)
-    else:
-        probed = None
     try:
         built = _from_configuration(
             cfg,
@@ -298,6 +302,8 @@ def get_inputs(
             _from_config,
         )
     except Exception as e:
+        if probe_error is not None:
+            raise probe_error from e
         if probed is None:
             if isinstance(e, TaskInputError):
                 raise
@@ -351,8 +357,12 @@ def get_inputs(
 def _probe(
     model: torch.nn.Module, sizes: dict[str, int], max_token_id: int
 ) -> tuple[Any, Any, Any] | None:
-    """The caches the model makes for both input sets and their dynamic shapes, None if
-    the model does not run on a prompt alone."""
+    """
+    The caches the model makes for both input sets and their dynamic shapes, None if
+    the model does not run on a prompt alone, ``(None, None, None)`` if it makes no cache.
+
+    :raises TaskInputError: when the cache cannot be flattened (a cache class of one model)
+    """
     b, p = sizes["batch_size"], sizes["past_length"]
     try:
         cache1 = probe_cache(model, b, p, max_token_id)
