@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["align_cache_argument"]
 
 _CACHE_LEAF = re.compile(r"^(?:(?:full|sliding)_)?(key|value)_(\d+)$")
+_CACHE_LENGTH = re.compile(r"^cumulative_length_(\d+)$")
 
 
 def _to_export_dims(dynamic_shapes: Any) -> Any:
@@ -88,12 +89,18 @@ def _path_name(path: Sequence[Any]) -> str:
 
 def _cache_leaf_names(cache: Any, prefix: str) -> list[str]:
     """Names ``prefix.N.key`` / ``prefix.N.value`` (``prefix.N.decoder.key`` for the
-    self-attention part of an encoder-decoder cache, ``.encoder.`` for the cross-attention)."""
+    self-attention part of an encoder-decoder cache, ``.encoder.`` for the cross-attention,
+    ``prefix.N.cumulative_length`` for the filled length of a layer of a StaticCache)."""
     names = []
     flat, _ = pytree.tree_flatten_with_path(cache)
     for j, (path, _leaf) in enumerate(flat):
         keys = [_path_name([k]) for k in path]
         m = _CACHE_LEAF.match(keys[-1]) if keys else None
+        length = _CACHE_LENGTH.match(keys[-1]) if keys else None
+        if length is not None:
+            # the filled length of a layer of a StaticCache (transformers >= 5)
+            names.append(f"{prefix}.{length.group(1)}.cumulative_length")
+            continue
         if m is None:
             names.append(f"{prefix}.{j}")
             continue

@@ -616,6 +616,12 @@ def _cache_named_tensors(cache: Any, path: str) -> list[tuple[str, Any]]:
     for i, (k, v) in enumerate(zip(keys, values)):
         out.append((f"{path}.key_{i}", k))
         out.append((f"{path}.value_{i}", v))
+    from ..torch_export_patches.serialization import _static_lengths
+
+    # a StaticCache of transformers >= 5 also flattens the filled length of every layer
+    lengths = _static_lengths(cache) if hasattr(cache, "layers") else None
+    for i, t in enumerate(lengths or []):
+        out.append((f"{path}.cumulative_length_{i}", t))
     return out
 
 

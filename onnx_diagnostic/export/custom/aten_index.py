@@ -204,6 +204,32 @@ def _index_add(
     return g.op("ScatterElements", g.cast(x, dtype), idx, source, axis=dim, reduction="add")
 
 
+@register(aten.index_copy, aten.index_copy_)
+def _index_copy(
+    g: GraphBuilder,
+    node: torch.fx.Node,
+    x: ir.Value,
+    dim: int,
+    index: ir.Value,
+    source: ir.Value,
+) -> ir.Value:
+    # x[..., index[j], ...] = source[..., j, ...] along dim: how a StaticCache writes the
+    # new keys and values at cache_position
+    rank = _rank(node.args[0])
+    if rank == 0:
+        raise NotImplementedError("index_copy on a 0-d tensor")
+    dim = _norm_axis(dim, rank)
+    dtype = _out_dtype(node)
+    source = g.cast(source, dtype)
+    if _rank(node.args[3]) != rank:  # a 0-d index: source lacks the dimension
+        source = g.op("Unsqueeze", source, g.ints([dim]))
+    shape = [1] * rank
+    shape[dim] = -1
+    idx = g.op("Reshape", g.cast(index, _I64), g.ints(shape))
+    idx = g.op("Expand", idx, g.op("Shape", source))
+    return g.op("ScatterElements", g.cast(x, dtype), idx, source, axis=dim)
+
+
 _INDEX_FILL = [
     getattr(getattr(aten, name), overload)
     for name in ("index_fill", "index_fill_")

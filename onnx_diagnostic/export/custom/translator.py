@@ -27,7 +27,7 @@ from typing import Any
 
 import onnx_ir as ir
 import torch
-from torch.export.graph_signature import InputKind
+from torch.export.graph_signature import InputKind, OutputKind
 
 from .builder import GraphBuilder
 from .traceability import fx_node_metadata
@@ -253,6 +253,29 @@ class _Translator:
                 env[first] = res
         return res
 
+    def _drop_duplicated_mutations(
+        self, outputs: list[Any], out_nodes: list[Any]
+    ) -> tuple[list[Any], list[Any]]:
+        """
+        An input the model modifies in place (the buffers of a StaticCache in transformers
+        < 5) becomes an extra output of the exported program; when the model also returns
+        the modified tensor, the extra output is the same value twice and is dropped, the
+        model's own outputs keep their names (``present.0.key``).
+        """
+        specs = self.ep.graph_signature.output_specs
+        if len(specs) != len(outputs):
+            return outputs, out_nodes
+        mutation = (OutputKind.USER_INPUT_MUTATION, OutputKind.BUFFER_MUTATION)
+        user = {
+            id(o) for o, spec in zip(outputs, specs) if spec.kind == OutputKind.USER_OUTPUT
+        }
+        keep = [
+            i
+            for i, (o, spec) in enumerate(zip(outputs, specs))
+            if not (spec.kind in mutation and id(o) in user)
+        ]
+        return [outputs[i] for i in keep], [out_nodes[i] for i in keep]
+
     def _name_result(self, node: torch.fx.Node, res: ir.Value) -> None:
         """
         The value an fx node produces takes the node's name (the first value created by
@@ -294,6 +317,7 @@ class _Translator:
         g = self.g
         g.start_node("output")
         out_nodes = list(self.ep.graph.output_node().args[0])
+        outputs, out_nodes = self._drop_duplicated_mutations(outputs, out_nodes)
         for o, onode in zip(outputs, out_nodes):
             if not isinstance(o, ir.Value):
                 # a constant output (an int, a None...), ONNX outputs are tensors
