@@ -59,15 +59,19 @@ onnx_generate [onnx-dynamo]              410 tok/s     0.74        76.8 tok/s   
 onnx_generate [genai graph]              518 tok/s     0.93        81.6 tok/s    0.93
 =======================================  ============  ==========  ============  =======
 
-Tokens identical for every method. An earlier run of the same day with a lighter load
-(load average 1.5 to 1.8, before the loop changes below) gave, Tiny-LLM / SmolLM2:
+Tokens identical for every method. The ranking of onnx_generate and genai changes from
+one run to the next on that machine: an earlier run of the same day with a lighter load
+(load average 1.5 to 1.8, before the loop changes below) gave, Tiny-LLM / SmolLM2,
 genai 1347 / 173 tok/s, onnx_generate [custom] 1865 / 208 tok/s (x1.39 / x1.20 genai),
-[genai graph] 2234 / 230 tok/s, transformers 344 / 75 tok/s. On SmolLM2 every method is
-bound by the weights (MatMul), the ranking there changes from one run to the next within
-about 10%; on Tiny-LLM onnx_generate stays ahead of genai in every run, genai paying its
-Generator. ``onnx_generate [genai graph]``, faster than onnx_generate on our graph when
-the machine is lighter, says what a genai-style graph (GroupQueryAttention with rotary
-inside, fused QKV, SkipSimplifiedLayerNormalization) would bring: not done.
+[genai graph] 2234 / 230 tok/s, transformers 344 / 75 tok/s; a run 20 minutes after the
+table above (load average 6.8 to 7.8, ``--repeat 7``, the final code) gave the opposite:
+genai 870 / 123 tok/s, genai on the custom export 801 / 128, onnx_generate [custom]
+784 / 97 tok/s (x0.90 / x0.79 genai), [custom-last-fused] x0.73 / x0.72, [genai graph]
+x0.75 / x0.75. So onnx_generate >= genai is not established: a quiet machine must
+settle it. What the runs agree on: genai gives the same speed on its builder's model and
+on the custom export (the graphs differ little in cost), and onnx_generate's loop on
+genai's graph is not faster than on ours; the difference is in the loops and the threads
+(genai's spin, onnx_generate's do not), which a load shifts one way or the other.
 
 GPU, one run (``--device cuda``; NVIDIA H200, 16 cores, torch 2.11 cu130, transformers 5.17,
 onnxruntime-gpu 1.31.1, onnxruntime-genai-cuda 0.18; Tiny-LLM: ``--repeat 3 --new 50``,

@@ -597,7 +597,7 @@ def _generation_loop(
 
     token_type = layout.token_type
     out_logits = next(o for o in session.get_outputs() if o.name == layout.logits)
-    logits_elem = _elem_type(out_logits)
+    logits_elem = _ORT_ELEM_TYPES.get(out_logits.type)
     greedy_numpy = not sampling.do_sample and out_logits.type in _NUMPY_LOGITS
 
     # decoding buffers, updated in place and bound by pointer; numpy views of the same
@@ -623,7 +623,11 @@ def _generation_loop(
         cpos_np = cpos_buf.numpy()
     logits_buf = None
     logits_np = None
-    if len(out_logits.shape) == 3 and isinstance(out_logits.shape[2], int):
+    if (
+        logits_elem is not None
+        and len(out_logits.shape) == 3
+        and isinstance(out_logits.shape[2], int)
+    ):
         logits_buf = torch.empty((batch, 1, out_logits.shape[2]), dtype=_TORCH_DTYPES[logits_elem])
         if greedy_numpy:
             logits_np = logits_buf.numpy()[:, -1, :]
