@@ -22,17 +22,19 @@ def known_patches(patch_transformers: bool = True, patch_torch: bool = True) -> 
     torch>=2.9, the list of torch patches is empty.
 
     >>> [p.library for p in known_patches()]
-    ['transformers', 'transformers', 'transformers', 'transformers']
+    ['transformers', 'transformers', 'transformers', 'transformers', 'transformers']
     >>> known_patches(patch_transformers=False)
     []
     """
     specs: list[PatchSpec] = []
     if patch_transformers:
         from .patch_transformers import PATCHES
+        from .patch_transformers_linear import PATCHES as LINEAR_PATCHES
         from .patch_transformers_moe import PATCHES as MOE_PATCHES
 
         specs.extend(PATCHES)
         specs.extend(MOE_PATCHES)
+        specs.extend(LINEAR_PATCHES)
     return specs
 
 
