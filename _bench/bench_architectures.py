@@ -236,9 +236,15 @@ def _first_line(e: BaseException) -> str:
 
 def _error(e: BaseException) -> str:
     """``FAIL: <type>: <first line>``, the deepest cause when the error wraps another one
-    (``torch.onnx.export`` wraps the error of ``torch.export``)."""
+    (``torch.onnx.export`` wraps the error of ``torch.export``), unless the error comes
+    from this library (its message already tells the cause)."""
     names = [type(e).__name__]
-    while e.__cause__ is not None and len(names) < 5:
+    # the errors of this library already tell their cause
+    while (
+        e.__cause__ is not None
+        and len(names) < 5
+        and not type(e).__module__.startswith("onnx_diagnostic")
+    ):
         e = e.__cause__
         names.append(type(e).__name__)
     return f"FAIL: {' <- '.join(names)}: {_first_line(e)}"

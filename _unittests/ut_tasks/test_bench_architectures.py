@@ -78,6 +78,15 @@ class TestBenchPieces(ExtTestCase):
                 raise RuntimeError("outer\nsecond line") from e
         except RuntimeError as e:
             self.assertEqual(bench._error(e), "FAIL: RuntimeError <- KeyError: 'inner'")
+        from onnx_diagnostic.tasks import TaskInputError
+
+        try:
+            try:
+                raise KeyError("inner")
+            except KeyError as e:
+                raise TaskInputError("the library's message") from e
+        except TaskInputError as e:
+            self.assertEqual(bench._error(e), "FAIL: TaskInputError: the library's message")
         self.assertEqual(bench._diff_status({"abs": 1e-6})[0], "ok")
         self.assertEqual(bench._diff_status({"abs": 0.5})[0], "DIFF: 0.5")
         self.assertTrue(bench._diff_status({"abs": 0.0, "error": "x"})[0].startswith("FAIL"))
