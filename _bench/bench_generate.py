@@ -72,6 +72,14 @@ settle it. What the runs agree on: genai gives the same speed on its builder's m
 on the custom export (the graphs differ little in cost), and onnx_generate's loop on
 genai's graph is not faster than on ours; the difference is in the loops and the threads
 (genai's spin, onnx_generate's do not), which a load shifts one way or the other.
+A run with ``--variants --exporters custom`` (load average 2.2 to 4.2, ``--repeat 5``),
+ratio to genai, Tiny-LLM / SmolLM2: onnx_generate default 1.06 / 0.93, one thread
+(``intra_op_num_threads=1``) 1.13 / 1.06, one thread without spinning 1.18 / 0.99, two
+threads without spinning 1.13 / 1.06, two threads spinning 0.51 / 0.59, basic graph
+optimizations 0.49 / 0.67; genai on the custom export 1.00 / 1.03; two methods with the
+same options differed by 30% in that run. On 2 shared cores, the threads of onnxruntime
+weigh more than the loop or the graph; the defaults of :func:`make_session
+<onnx_diagnostic.helpers.rt_helper.make_session>` are not changed for that machine.
 
 GPU, one run (``--device cuda``; NVIDIA H200, 16 cores, torch 2.11 cu130, transformers 5.17,
 onnxruntime-gpu 1.31.1, onnxruntime-genai-cuda 0.18; Tiny-LLM: ``--repeat 3 --new 50``,
