@@ -62,6 +62,48 @@ class TestStaticCacheExport(ExtTestCase):
                 if exporter == "custom":
                     self.assertIn("ScatterElements", {n.op_type for n in onx.graph.node})
 
+    def test_onnx_generate(self):
+        from onnx_diagnostic.helpers.rt_helper import model_layout, onnx_generate
+
+        model = self.data.model
+        gen = torch.Generator().manual_seed(1)
+        prompt = torch.randint(3, model.config.vocab_size, (2, 6), generator=gen)
+        mask = torch.ones_like(prompt)
+        mask[1, :2] = 0  # left padding
+        prompt[1, :2] = 0
+        expected = {}
+        for batch in (1, 2):
+            # before any export: transformers 4.57's generate reuses a static cache it made
+            with torch.no_grad():
+                expected[batch] = model.generate(
+                    prompt[:batch],
+                    attention_mask=mask[:batch],
+                    max_new_tokens=25,
+                    min_new_tokens=25,
+                    do_sample=False,
+                    eos_token_id=None,
+                    pad_token_id=0,
+                )
+        for exporter in ["custom", "onnx-dynamo"]:
+            with torch_export_patches(patch_transformers=True):
+                onx = to_onnx(
+                    model,
+                    kwargs=torch_deepcopy(self.data.inputs),
+                    dynamic_shapes=self.data.dynamic_shapes,
+                    exporter=exporter,
+                )
+            sess = make_session(onx)
+            self.assertEqual(model_layout(sess).cache_lengths[:2], [34, 34])
+            for batch in (1, 2):
+                with self.subTest(exporter=exporter, batch=batch):
+                    p, m = prompt[:batch], mask[:batch]
+                    got = onnx_generate(
+                        sess, p, attention_mask=m, eos_token_id=None, max_new_tokens=25
+                    )
+                    self.assertEqual(got.tolist(), expected[batch].tolist())
+            with self.assertRaisesRegex(ValueError, "static cache of 34 positions"):
+                onnx_generate(sess, prompt, eos_token_id=None, max_new_tokens=40)
+
     def test_flatten_object_follows_the_pytree_flattening(self):
         cache = next(v for v in self.data.inputs.values() if type(v).__name__ == "StaticCache")
         flat = flatten_object(cache)

@@ -72,7 +72,9 @@ _TORCH_DTYPES = {
 # Cache inputs: past_key_values.N.key (the names to_onnx gives whatever the version of
 # transformers), and the names torch gives the placeholders of the cache argument, which
 # follow transformers' renames (past_key_values_key_0, cache_key_0 on transformers>=5.24).
-_PAST = re.compile(rf"^{ONNX_CACHE_INPUT}[._](\d+)[._](?:(decoder|encoder)[._])?(key|value)$")
+_PAST = re.compile(
+    rf"^{ONNX_CACHE_INPUT}[._](\d+)[._](?:(decoder|encoder)[._])?(key|value|cumulative_length)$"
+)
 _PAST_TORCH = re.compile(rf"^(?:{'|'.join(CACHE_ARG_NAMES)})_(key|value)_(\d+)$")
 _FED = ("input_ids", "attention_mask", "position_ids", "cache_position")
 
@@ -90,8 +92,11 @@ class GenerationLayout:
     :param token_type: ONNX element type of ``input_ids``
     :param cache_inputs: names of the cache inputs
     :param cache_outputs: names of the outputs feeding them at the next step
-    :param cache_shapes: ``(heads, head_dim)`` of every cache input
+    :param cache_shapes: ``(heads, head_dim)`` of every cache input, ``(0, 0)`` for the
+        filled length of a static layer (``past_key_values.N.cumulative_length``, 0-d)
     :param cache_types: ONNX element type of every cache input
+    :param cache_lengths: the fixed length of every cache input of a static cache (a buffer
+        written at the current position), None for a cache which grows
     :param logits: name of the logits output
     :param outputs: names of all outputs, in the model order
     """
@@ -107,6 +112,7 @@ class GenerationLayout:
     cache_outputs: list[str] = field(default_factory=list)
     cache_shapes: list[tuple[int, int]] = field(default_factory=list)
     cache_types: list[int] = field(default_factory=list)
+    cache_lengths: list[int | None] = field(default_factory=list)
     logits: str = "logits"
     outputs: list[str] = field(default_factory=list)
 
@@ -178,7 +184,8 @@ def model_layout(session: onnxruntime.InferenceSession) -> GenerationLayout:
             f"onnx_generate: the model has inputs it cannot feed: {unknown}; it feeds "
             f"{list(_FED)} and past_key_values.N.key / past_key_values.N.value"
         )
-    cache.sort(key=lambda x: (x[0][0], x[0][2] != "key"))
+    _order = {"key": 0, "value": 1, "cumulative_length": 2}
+    cache.sort(key=lambda x: (x[0][0], _order[x[0][2]]))
     logits = "logits" if "logits" in outputs else outputs[0]
     others = [o for o in outputs if o != logits]
     cache_outputs = []
@@ -194,9 +201,15 @@ def model_layout(session: onnxruntime.InferenceSession) -> GenerationLayout:
                 "present.N.value or as many outputs after the logits as cache inputs"
             )
         cache_outputs = others
-    shapes, types = [], []
-    for _, name, arg in cache:
+    shapes, types, lengths = [], [], []
+    for (_, _, kind), name, arg in cache:
         shape = arg.shape
+        if kind == "cumulative_length":
+            # the filled length of a static layer (transformers >= 5), a 0-d integer
+            shapes.append((0, 0))
+            types.append(_elem_type(arg))
+            lengths.append(None)
+            continue
         if len(shape) != 4 or not isinstance(shape[1], int) or not isinstance(shape[3], int):
             raise ValueError(
                 f"onnx_generate: cache input {name!r} has shape {shape}, expected "
@@ -205,6 +218,8 @@ def model_layout(session: onnxruntime.InferenceSession) -> GenerationLayout:
             )
         shapes.append((shape[1], shape[3]))
         types.append(_elem_type(arg))
+        # a static cache: a buffer of fixed length (StaticCache), zeros where not written
+        lengths.append(shape[2] if isinstance(shape[2], int) and shape[2] > 0 else None)
     return GenerationLayout(
         input_ids="input_ids",
         attention_mask="attention_mask" if "attention_mask" in inputs else None,
@@ -217,6 +232,7 @@ def model_layout(session: onnxruntime.InferenceSession) -> GenerationLayout:
         cache_outputs=cache_outputs,
         cache_shapes=shapes,
         cache_types=types,
+        cache_lengths=lengths,
         logits=logits,
         outputs=outputs,
     )
@@ -350,12 +366,23 @@ def run_session(
 
 
 def _empty_cache(layout: GenerationLayout, batch: int, device: tuple[str, int]) -> list[Any]:
+    """The cache of the first step: no position for a cache which grows, zeros for the
+    buffers of a static cache (and a filled length of 0)."""
     from onnxruntime import OrtValue
 
-    return [
-        OrtValue.ortvalue_from_shape_and_type([batch, h, 0, d], t, device[0], device[1])
-        for (h, d), t in zip(layout.cache_shapes, layout.cache_types)
-    ]
+    lengths = layout.cache_lengths or [None] * len(layout.cache_shapes)
+    cache = []
+    for (h, d), t, length in zip(layout.cache_shapes, layout.cache_types, lengths):
+        if (h, d) == (0, 0):
+            cache.append(_ortvalue(torch.zeros((), dtype=_TORCH_DTYPES[t]), device))
+        elif length is not None:
+            buffer = torch.zeros((batch, h, length, d), dtype=_TORCH_DTYPES[t])
+            cache.append(_ortvalue(buffer, device))
+        else:
+            cache.append(
+                OrtValue.ortvalue_from_shape_and_type([batch, h, 0, d], t, device[0], device[1])
+            )
+    return cache
 
 
 #: types of logits :meth:`onnxruntime.OrtValue.numpy` converts (numpy has no bfloat16)
@@ -584,6 +611,13 @@ def _generation_loop(
     on_cpu = dev_type == "cpu"
     batch, seq = input_ids.shape
     total = seq + max_new_tokens
+    static = [n for n in (layout.cache_lengths or []) if n is not None]
+    if static and total - 1 > min(static):
+        raise ValueError(
+            f"onnx_generate: the model has a static cache of {min(static)} positions, the "
+            f"prompt ({seq} tokens) and max_new_tokens={max_new_tokens} need {total - 1}: "
+            f"export it with a larger max_cache_len or lower max_new_tokens"
+        )
     prompt_mask = (
         torch.ones(input_ids.shape, dtype=torch.int64)
         if attention_mask is None
