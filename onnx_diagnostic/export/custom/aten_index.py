@@ -168,6 +168,17 @@ def _scatter_reduce(
     return _scatter_elements(g, node, x, dim, index, src, reduce, include_self=include_self)
 
 
+def _along(
+    node: torch.fx.Node, dim: int, name: str, source: bool = False
+) -> tuple[int, int, ir.DataType]:
+    """Rank of the input, ``dim`` made positive, output type of an index_* op along
+    ``dim`` (the input, and ``source`` if True, must not be 0-d)."""
+    rank = _rank(node.args[0])
+    if rank == 0 or (source and _rank(node.args[3]) == 0):
+        raise NotImplementedError(f"{name} on a 0-d tensor")
+    return rank, _norm_axis(dim, rank), _out_dtype(node)
+
+
 @register(aten.index_add, aten.index_add_)
 def _index_add(
     g: GraphBuilder,
@@ -178,11 +189,7 @@ def _index_add(
     source: ir.Value,
     alpha: Any = 1,
 ) -> ir.Value:
-    rank = _rank(node.args[0])
-    if rank == 0 or _rank(node.args[3]) == 0:
-        raise NotImplementedError("index_add on a 0-d tensor")
-    dim = _norm_axis(dim, rank)
-    dtype = _out_dtype(node)
+    rank, dim, dtype = _along(node, dim, "index_add", source=True)
     source = g.cast(source, dtype)
     if alpha != 1:
         source = g.op("Mul", source, _tensor(g, alpha, dtype))
@@ -215,11 +222,7 @@ def _index_copy(
 ) -> ir.Value:
     # x[..., index[j], ...] = source[..., j, ...] along dim: how a StaticCache writes the
     # new keys and values at cache_position
-    rank = _rank(node.args[0])
-    if rank == 0:
-        raise NotImplementedError("index_copy on a 0-d tensor")
-    dim = _norm_axis(dim, rank)
-    dtype = _out_dtype(node)
+    rank, dim, dtype = _along(node, dim, "index_copy")
     source = g.cast(source, dtype)
     if _rank(node.args[3]) != rank:  # a 0-d index: source lacks the dimension
         source = g.op("Unsqueeze", source, g.ints([dim]))
@@ -248,11 +251,7 @@ def _index_fill(
     value: Any,
 ) -> ir.Value:
     # torch>=2.15 decomposes x[:, idx] = scalar into index_fill
-    rank = _rank(node.args[0])
-    if rank == 0:
-        raise NotImplementedError("index_fill on a 0-d tensor")
-    dim = _norm_axis(dim, rank)
-    dtype = _out_dtype(node)
+    rank, dim, dtype = _along(node, dim, "index_fill")
     # mask[p] = p is one of the indices, for every position p along dim (negative ones too)
     size = g.scalar(g.size(x, dim))
     positions = g.op("Range", g.const(0, _I64), size, g.const(1, _I64))
