@@ -73,6 +73,17 @@ class _SlidingWindowGeneration:
         gen = torch.Generator().manual_seed(seed)
         return torch.randint(3, self.vocab, (batch, length), generator=gen)
 
+    def test_present_length_of_sliding_layers(self):
+        # torch declares window - 1 positions, the first steps have fewer: the declared
+        # length says so (onnxruntime would warn at every such step otherwise)
+        for exporter, sess in self.exported.items():
+            with self.subTest(exporter=exporter):
+                shapes = {o.name: o.shape for o in sess.get_outputs()}
+                dims = [s[2] for n, s in shapes.items() if n.startswith("present.")]
+                capped = [d for d in dims if isinstance(d, str) and d.startswith("min(")]
+                self.assertIn(f"min(sliding_cache_length+seq_length,{WINDOW - 1})", capped)
+                self.assertNotIn(WINDOW - 1, dims)
+
     def test_inputs_hold_a_window(self):
         layer_types = self.data["configuration"].layer_types
         cache = self.data["inputs"][next(k for k in self.data["inputs"] if k in CACHE_NAMES)]

@@ -37,6 +37,7 @@ from ..helpers import compat
 from ..helpers.helper import check_output_file
 from .io_names import (
     _axes_mapping,
+    _relax_capped_cache_outputs,
     _dedup,
     _input_leaf_names,
     _default_input_names,
@@ -566,6 +567,7 @@ def _to_onnx(
     axes = _axes_mapping(program.model, dynamic_shapes, arg_names, args, kwargs)
     if axes:
         program.rename_axes(axes)
+    _relax_capped_cache_outputs(program.model)
     if optimize:
         steps.run("optimization", program.optimize)
     if filename is not None:

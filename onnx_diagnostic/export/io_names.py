@@ -408,3 +408,39 @@ def _axes_mapping(
                     continue
                 mapping[sym.value] = user
     return mapping
+
+
+_PRESENT = re.compile(r"^present\.(\d+)\.(key|value)$")
+
+
+def _relax_capped_cache_outputs(model: onnx_ir.Model) -> list[str]:
+    """
+    A sliding layer keeps at most ``window - 1`` positions: torch, reasoning on the
+    example inputs (a cache already full), declares ``present.N.key`` with that static
+    length although it is ``min(past + seq, window - 1)``, shorter during the first steps of
+    a generation, and onnxruntime warns at every such step. The length of such an output
+    (static while the matching ``past_key_values.N.key`` is dynamic) is renamed
+    ``min(<past>+<seq>,<static>)``. Returns the outputs changed.
+    """
+    import onnx_ir as ir
+
+    inputs = {v.name: v for v in model.graph.inputs}
+    ids = inputs.get("input_ids")
+    seq = None
+    if ids is not None and ids.shape is not None and len(ids.shape) == 2:
+        seq = None if isinstance(ids.shape[1], int) else str(ids.shape[1])
+    changed = []
+    for out in model.graph.outputs:
+        m = _PRESENT.match(out.name or "")
+        if m is None or out.shape is None or len(out.shape) != 4 or seq is None:
+            continue
+        past = inputs.get(f"{compat.ONNX_CACHE_INPUT}.{m.group(1)}.{m.group(2)}")
+        if past is None or past.shape is None or len(past.shape) != 4:
+            continue
+        length, past_length = out.shape[2], past.shape[2]
+        if isinstance(length, int) and not isinstance(past_length, int):
+            dims = list(out.shape.dims)
+            dims[2] = f"min({past_length}+{seq},{length})"
+            out.shape = ir.Shape(dims)
+            changed.append(out.name)
+    return changed
