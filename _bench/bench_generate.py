@@ -341,12 +341,17 @@ def _genai_method(
 
 
 def torch_loop(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int) -> Any:
-    """The loop of seed 003 (simple_generate_with_cache) without eos."""
+    """The loop of seed 003 (simple_generate_with_cache) without eos; the cache goes by
+    the name the installed transformers gives it (``cache`` from 5.24)."""
+    from onnx_diagnostic.helpers.compat import declared_cache_arg_name, output_cache_field
+
+    arg, field_ = declared_cache_arg_name(model) or "past_key_values", output_cache_field()
     outputs = model(input_ids, use_cache=True)
     for _ in range(max_new_tokens - 1):
         next_token_id = torch.argmax(outputs.logits[:, -1, :], dim=-1, keepdim=True)
         input_ids = torch.cat([input_ids, next_token_id], dim=-1)
-        outputs = model(next_token_id, use_cache=True, past_key_values=outputs.past_key_values)
+        cache = getattr(outputs, field_)
+        outputs = model(next_token_id, use_cache=True, **{arg: cache})
     next_token_id = torch.argmax(outputs.logits[:, -1, :], dim=-1, keepdim=True)
     return torch.cat([input_ids, next_token_id], dim=-1)
 
