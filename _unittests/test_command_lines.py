@@ -572,6 +572,29 @@ class TestSubcommands(ExtTestCase):
             self.assertEqual(1, res.returncode)
             self.assertIn("does not exist", res.stderr)
 
+    def test_sbs_and_compare_subcommands(self):
+        import onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            # compare: two ONNX files, random inputs
+            model = os.path.join(tmp, "model.onnx")
+            onnx.save(_small_model(), model)
+            res = _cli("compare", "-m1", model, "-m2", model, "--dim", "N=3")
+            self.assertEqual(0, res.returncode, msg=res.stderr)
+            self.assertIn("no divergence", res.stdout)
+            self.assertIn("results of model1", res.stdout)
+            # sbs: an exported model id next to torch
+            res = _cli("validate", "-m", "arnir0/Tiny-LLM", "--export", "custom",
+                       "--dump-folder", tmp, "-q")  # fmt: skip
+            self.assertEqual(0, res.returncode, msg=res.stderr)
+            table = os.path.join(tmp, "t.csv")
+            res = _cli("sbs", "-m", "arnir0/Tiny-LLM", "--onnx",
+                       os.path.join(tmp, "arnir0_Tiny-LLM.custom.onnx"), "-o", table)  # fmt: skip
+            self.assertEqual(0, res.returncode, msg=res.stderr)
+            self.assertIn("no divergence", res.stdout)
+            self.assertExists(table)
+            self.assertNotIn("torchvision", res.stderr)
+
 
 class TestCommandLineVersions(ExtTestCase):
     def test_versions_text(self):
