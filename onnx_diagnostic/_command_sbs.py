@@ -26,7 +26,8 @@ def add_sbs_parser(sub: Any, add: Any, key_value: Any, dtype_names: Any) -> None
         "again with torch.export inside torch_export_patches(patch_transformers=True), runs "
         "the exported program node by node and the ONNX model with onnxruntime on the same "
         "inputs, aligns the intermediate results and prints the first divergence and the "
-        "worst modules. -o writes the whole table (.csv, or .xlsx with a sheet per module). "
+        "worst modules. -o writes the whole table (.csv, or .xlsx with a second sheet "
+        "summarizing by module). "
         "Exits with 1 if a result diverges.",
         [
             "sbs -m arnir0/Tiny-LLM --onnx model.onnx -o table.csv",
