@@ -237,6 +237,8 @@ def _binary(op_type: str) -> Callable:
 register(aten.add, aten.add_)(_binary("Add"))
 register(aten.sub, aten.sub_, aten.rsub)(_binary("Sub"))
 register(aten.mul, aten.mul_)(_binary("Mul"))
+# the aliases torch keeps in some programs (gemma3n: multiply)
+register(aten.multiply, aten.multiply_)(_binary("Mul"))
 
 
 @register(aten.minimum, aten.min.other, aten.maximum, aten.max.other)
@@ -460,6 +462,59 @@ def _expm1(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
     res = g.op(
         "Where", g.op("Or", g.op("Equal", um1, g.const(-1, cdt)), g.op("IsInf", u)), um1, res
     )
+    return g.cast(res, dtype)
+
+
+#: Giles' single precision approximation of erfinv (M. Giles, "Approximating the erfinv
+#: function", GPU Computing Gems, 2011): a polynomial in w = -log(1 - x^2), one for w < 5,
+#: one in sqrt(w) - 3 beyond, highest degree first
+_ERFINV_CENTRAL = (
+    2.81022636e-08,
+    3.43273939e-07,
+    -3.5233877e-06,
+    -4.39150654e-06,
+    0.00021858087,
+    -0.00125372503,
+    -0.00417768164,
+    0.246640727,
+    1.50140941,
+)
+_ERFINV_TAIL = (
+    -0.000200214257,
+    0.000100950558,
+    0.00134934322,
+    -0.00367342844,
+    0.00573950773,
+    -0.0076224613,
+    0.00943887047,
+    1.00167406,
+    2.83297682,
+)
+
+
+def _horner(g: GraphBuilder, w: ir.Value, coefficients: tuple, dtype: ir.DataType) -> ir.Value:
+    p = g.const(coefficients[0], dtype)
+    for c in coefficients[1:]:
+        p = g.op("Add", g.op("Mul", p, w), g.const(c, dtype))
+    return p
+
+
+@register(aten.erfinv, aten.erfinv_)
+def _erfinv(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
+    # ONNX has no inverse error function: Giles' approximation (relative error about 1e-6
+    # in float32 between -1 and 1), +-inf at +-1 and nan outside as torch gives
+    dtype = _out_dtype(node)
+    cdt = _compute_dtype(dtype)
+    x = g.cast(x, cdt)
+    one = g.const(1, cdt)
+    w = g.op("Neg", g.op("Log", g.op("Mul", g.op("Sub", one, x), g.op("Add", one, x))))
+    central = _horner(g, g.op("Sub", w, g.const(2.5, cdt)), _ERFINV_CENTRAL, cdt)
+    tail = _horner(g, g.op("Sub", g.op("Sqrt", w), g.const(3, cdt)), _ERFINV_TAIL, cdt)
+    p = g.op("Where", g.op("Less", w, g.const(5, cdt)), central, tail)
+    res = g.op("Mul", p, x)
+    # at +-1, w is inf and the polynomial too: the product is +-inf as torch gives
+    edge = g.op("Equal", g.op("Abs", x), one)
+    res = g.op("Where", edge, g.op("Mul", x, g.const(float("inf"), cdt)), res)
     return g.cast(res, dtype)
 
 

@@ -19,6 +19,7 @@ import torch
 
 from .aten_ops import (
     _INT64_MAX,
+    _compute_dtype,
     _dims,
     _meta,
     _norm_axis,
@@ -489,6 +490,51 @@ register(aten.mean.dim, aten.mean.default)(_reduce("ReduceMean"))
 register(aten.amax)(_reduce("ReduceMax"))
 register(aten.amin)(_reduce("ReduceMin"))
 register(aten.prod.dim_int, aten.prod.default)(_reduce("ReduceProd"))
+
+
+def _var_std(
+    g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dims: Any, correction: Any, keepdim: bool
+) -> ir.Value:
+    """Variance (or standard deviation for aten.std) over ``dims`` with ``correction``."""
+    rank = _rank(node.args[0])
+    dtype = _out_dtype(node)
+    cdt = _compute_dtype(dtype)
+    x = g.cast(x, cdt)
+    axes = g.ints(_axes_arg(dims, rank))
+    deviation = g.op("Sub", x, g.op("ReduceMean", x, axes, keepdims=1))
+    var = g.op("ReduceMean", g.op("Mul", deviation, deviation), axes, keepdims=int(bool(keepdim)))
+    if correction:
+        # mean of the squares * n / (n - correction), n the number of reduced elements
+        sizes = g.op("Gather", g.op("Shape", x), axes, axis=0)
+        n = g.cast(g.op("ReduceProd", sizes, keepdims=0), cdt)
+        var = g.op("Mul", var, g.op("Div", n, g.op("Sub", n, g.const(float(correction), cdt))))
+    if node.target in (aten.std.dim, aten.std.correction):
+        var = g.op("Sqrt", var)
+    return g.cast(var, dtype)
+
+
+@register(aten.std.dim, aten.var.dim)
+def _var_std_dim(
+    g: GraphBuilder,
+    node: torch.fx.Node,
+    x: ir.Value,
+    dim: Any = None,
+    unbiased: bool = True,
+    keepdim: bool = False,
+) -> ir.Value:
+    return _var_std(g, node, x, dim, 1 if unbiased else 0, keepdim)
+
+
+@register(aten.std.correction, aten.var.correction)
+def _var_std_correction(
+    g: GraphBuilder,
+    node: torch.fx.Node,
+    x: ir.Value,
+    dim: Any = None,
+    correction: Any = None,
+    keepdim: bool = False,
+) -> ir.Value:
+    return _var_std(g, node, x, dim, 1 if correction is None else correction, keepdim)
 
 
 @register(aten.max.default, aten.min.default)
