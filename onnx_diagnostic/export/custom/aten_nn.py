@@ -274,6 +274,18 @@ def _ones(g: GraphBuilder, node: torch.fx.Node, size: Sequence[Any], **kw: Any) 
     return _constant_of_shape(g, node, _shape_arg(g, node, size), 1)
 
 
+@register(aten.eye.default, aten.eye.m)
+def _eye(g: GraphBuilder, node: torch.fx.Node, n: Any, m: Any = None, **kw: Any) -> ir.Value:
+    # zeros of shape (n, m), then ones on the diagonal; onnxruntime's EyeLike takes
+    # float, double, int32 and int64: other types are cast from float
+    dtype = _out_dtype(node)
+    shape = _shape_arg(g, node, [n, n if m is None else m])
+    if dtype in (ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.INT32, ir.DataType.INT64):
+        return g.op("EyeLike", _constant_of_shape(g, node, shape, 0))
+    zeros = g.op("ConstantOfShape", shape, value=ir.tensor(np.zeros(1, dtype=np.float32)))
+    return g.cast(g.op("EyeLike", zeros), dtype)
+
+
 @register(aten.full.default)
 def _full(g: GraphBuilder, node: torch.fx.Node, size: Sequence[Any], value: Any, **kw: Any):
     return _constant_of_shape(g, node, _shape_arg(g, node, size), value)

@@ -536,6 +536,16 @@ def _softplus(
     return g.cast(res, dtype)
 
 
+@register(aten.log_sigmoid)
+def _log_sigmoid(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
+    dtype = _out_dtype(node)
+    cdt = _compute_dtype(dtype)
+    x = g.cast(x, cdt)
+    # log(sigmoid(x)) = min(x, 0) - log(1 + exp(-|x|)), no overflow for a large |x|
+    tail = g.op("Log", g.op("Add", g.op("Exp", g.op("Neg", g.op("Abs", x))), g.const(1, cdt)))
+    return g.cast(g.op("Sub", g.op("Min", x, g.const(0, cdt)), tail), dtype)
+
+
 @register(aten.silu, aten.silu_)
 def _silu(g: GraphBuilder, node: torch.fx.Node, x: ir.Value) -> ir.Value:
     return g.op("Mul", x, g.op("Sigmoid", x))

@@ -492,6 +492,88 @@ register(aten.amin)(_reduce("ReduceMin"))
 register(aten.prod.dim_int, aten.prod.default)(_reduce("ReduceProd"))
 
 
+@register(aten.linalg_vector_norm)
+def _vector_norm(
+    g: GraphBuilder,
+    node: torch.fx.Node,
+    x: ir.Value,
+    ord: Any = 2,
+    dim: Any = None,
+    keepdim: bool = False,
+    dtype: Any = None,
+) -> ir.Value:
+    rank = _rank(node.args[0])
+    out = _out_dtype(node)
+    x = g.cast(x, out)
+    if rank == 0:
+        return (
+            g.op("Abs", x)
+            if ord != 0
+            else g.cast(g.op("Not", g.op("Equal", x, g.const(0, out))), out)
+        )
+    axes = g.ints(_axes_arg(dim, rank))
+    keep = int(bool(keepdim))
+    if ord == 2:
+        return g.op("ReduceL2", x, axes, keepdims=keep)
+    if ord == 1:
+        return g.op("ReduceL1", x, axes, keepdims=keep)
+    if ord == float("inf"):
+        return g.op("ReduceMax", g.op("Abs", x), axes, keepdims=keep)
+    if ord == float("-inf"):
+        return g.op("ReduceMin", g.op("Abs", x), axes, keepdims=keep)
+    if ord == 0:
+        nonzero = g.cast(g.op("Not", g.op("Equal", x, g.const(0, out))), out)
+        return g.op("ReduceSum", nonzero, axes, keepdims=keep)
+    p = g.const(float(ord), out)
+    total = g.op("ReduceSum", g.op("Pow", g.op("Abs", x), p), axes, keepdims=keep)
+    return g.op("Pow", total, g.op("Reciprocal", p))
+
+
+@register(aten.unfold)
+def _unfold(
+    g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int, size: int, step: int
+) -> ir.Value:
+    # windows of `size` elements every `step` along dim: the dimension becomes the number
+    # of windows, a last dimension holds each window (torch's Tensor.unfold)
+    rank = _rank(node.args[0])
+    if rank == 0:
+        return g.op("Unsqueeze", x, g.ints([0]))
+    dim = _norm_axis(dim, rank)
+    i64 = ir.DataType.INT64
+    length = g.scalar(g.size(x, dim))
+    one, zero = g.const(1, i64), g.const(0, i64)
+    stop = g.op("Add", g.op("Sub", length, g.const(size, i64)), one)
+    starts = g.op("Range", zero, stop, g.const(step, i64))
+    offsets = g.op("Range", zero, g.const(size, i64), one)
+    idx = g.op(
+        "Add", g.op("Unsqueeze", starts, g.ints([1])), g.op("Unsqueeze", offsets, g.ints([0]))
+    )
+    windows = g.op("Gather", x, idx, axis=dim)  # x[:dim] + (n, size) + x[dim + 1:]
+    perm = [*range(dim + 1), *range(dim + 2, rank + 1), dim + 1]
+    return windows if perm == list(range(rank + 1)) else g.op("Transpose", windows, perm=perm)
+
+
+@register(aten.flip)
+def _flip(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dims: Sequence[int]) -> ir.Value:
+    rank = _rank(node.args[0])
+    axes = sorted({_norm_axis(d, rank) for d in dims}) if rank else []
+    if not axes:
+        return g.op("Identity", x)
+    n = len(axes)
+    # a slice from the last element backwards, to before the first one
+    lowest = -(2**63)
+    return g.op("Slice", x, g.ints([-1] * n), g.ints([lowest] * n), g.ints(axes), g.ints([-1] * n))
+
+
+@register(aten.einsum)
+def _einsum(
+    g: GraphBuilder, node: torch.fx.Node, equation: str, operands: Any, path: Any = None
+) -> ir.Value:
+    # ONNX Einsum takes the same equation (no ellipsis restriction at opset >= 12)
+    dtype = _out_dtype(node)
+    return g.op("Einsum", *[g.cast(o, dtype) for o in operands], equation=equation.replace(" ", ""))
+
+
 def _var_std(
     g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dims: Any, correction: Any, keepdim: bool
 ) -> ir.Value:
