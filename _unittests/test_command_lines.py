@@ -703,7 +703,9 @@ class TestCommandLineVersions(ExtTestCase):
         self.assertFalse(compat.in_tested_range("torch", "2.12.1"))
         self.assertFalse(compat.in_tested_range("torch", "2.99.0"))
         self.assertTrue(compat.in_tested_range("torch", "2.13.0+cpu"))
-        self.assertIsNone(compat.in_tested_range("onnxruntime-genai", "0.9.0"))
+        self.assertFalse(compat.in_tested_range("onnxruntime-genai", "0.9.0"))
+        self.assertTrue(compat.in_tested_range("onnxruntime-genai", "0.18.0"))
+        self.assertIsNone(compat.in_tested_range("unknown-package", "1.0"))
         rows = compat.version_report()
         self.assertEqual(
             ["python", "torch", "transformers", "onnx", "onnxruntime", "onnxscript"],

@@ -561,6 +561,8 @@ TESTED_VERSIONS: dict[str, tuple[str, str]] = {
     "onnx": ("1.23", "1.23"),
     "onnxruntime": ("1.32", "1.32"),
     "onnxscript": ("0.7", "0.7"),
+    # the optional extra genai: its test runs in CI on the latest transformers
+    "onnxruntime-genai": ("0.18", "0.18"),
 }
 
 # Package shown by version_report -> distributions providing it (first installed wins),
