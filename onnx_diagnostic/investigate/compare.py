@@ -393,11 +393,12 @@ def _onnx_values(proto: onnx.ModelProto) -> dict[str, _OnnxValue]:
 
 
 def _align(
-    ep: torch.export.ExportedProgram, proto: onnx.ModelProto
+    ep: torch.export.ExportedProgram,
+    proto: onnx.ModelProto,
+    values: dict[str, _OnnxValue],
+    nodes: list[torch.fx.Node],
 ) -> tuple[list[tuple[torch.fx.Node, _OnnxValue, str]], list[str]]:
     """Pairs (torch node, ONNX value, how) in execution order, and the names not aligned."""
-    values = _onnx_values(proto)
-    nodes = _tensor_nodes(ep)
     by_fx: dict[str, list[_OnnxValue]] = {}
     for v in values.values():
         for fx in v.fx_nodes:
@@ -658,7 +659,10 @@ def compare_intermediates(
     if verbose:
         print(f"[compare_intermediates] exported program ready ({timings['export']:.2f}s)")
 
-    pairs, not_aligned = _align(ep, proto)
+    # the ONNX results and the torch nodes producing tensors, read once
+    values = _onnx_values(proto)
+    tensor_nodes = _tensor_nodes(ep)
+    pairs, not_aligned = _align(ep, proto, values, tensor_nodes)
     begin = time.perf_counter()
     flat = _flat_inputs(ep, args, kwargs)
     recorder = _Recorder(ep.graph_module, {n.name for n, _, _ in pairs})
@@ -669,7 +673,6 @@ def compare_intermediates(
     begin = time.perf_counter()
     if method == "auto":
         method = "outputs" if len(proto.graph.node) < 20000 else "nodes"
-    values = _onnx_values(proto)
     feeds = _feeds(proto, ep, flat, model_or_exported_program, args, kwargs)
     got = _run_onnx(proto, feeds, [v.name for _, v, _ in pairs], values, providers, method)
     timings["onnxruntime"] = time.perf_counter() - begin
@@ -722,7 +725,7 @@ def compare_intermediates(
         table=table,
         atol=atol,
         rtol=rtol,
-        n_torch_nodes=len(_tensor_nodes(ep)),
+        n_torch_nodes=len(tensor_nodes),
         not_aligned=not_aligned,
         method=method,
         timings=timings,
