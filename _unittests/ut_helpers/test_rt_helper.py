@@ -340,6 +340,97 @@ class TestOnnxGenerateMechanics(ExtTestCase):
             onnx_generate(model, torch.tensor([[1]]))
 
 
+def _counting_state_model(vocab: int = 12, state_dims: tuple = (1, 12)) -> onnx.ModelProto:
+    """
+    A handmade recurrent model taking one token per call: its state counts the tokens it
+    received (``present.0.recurrent_state[b, 0, t]``), its logits are that state (the next
+    token is the most frequent one so far, the smallest on a tie).
+    """
+    nodes = [
+        oh.make_node("OneHot", ["input_ids", "depth", "values"], ["onehot"], axis=-1),
+        oh.make_node("Add", ["past_key_values.0.recurrent_state", "onehot"], ["new_state"]),
+        oh.make_node("Identity", ["new_state"], ["present.0.recurrent_state"]),
+        oh.make_node("Identity", ["new_state"], ["logits"]),
+    ]
+    inputs = [
+        oh.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", 1]),
+        oh.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"]),
+        oh.make_tensor_value_info(
+            "past_key_values.0.recurrent_state", TensorProto.FLOAT, ["batch", *state_dims]
+        ),
+    ]
+    outputs = [
+        oh.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1, vocab]),
+        oh.make_tensor_value_info(
+            "present.0.recurrent_state", TensorProto.FLOAT, ["batch", *state_dims]
+        ),
+    ]
+    graph = oh.make_graph(
+        nodes,
+        "counting_state",
+        inputs,
+        outputs,
+        [
+            onh.from_array(np.array(vocab, dtype=np.int64), "depth"),
+            onh.from_array(np.array([0, 1], dtype=np.float32), "values"),
+        ],
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=9)
+
+
+class TestOnnxGenerateStates(ExtTestCase):
+    """A model keeping a fixed-size state and taking one token at a time (mamba-like)."""
+
+    @staticmethod
+    def _expected(prompt, mask, new_tokens, vocab=12):
+        counts = torch.zeros((prompt.shape[0], vocab))
+        for t in range(prompt.shape[1]):
+            counts += torch.nn.functional.one_hot(prompt[:, t], vocab) * mask[:, t : t + 1]
+        tokens = [prompt]
+        for _ in range(new_tokens):
+            nxt = counts.argmax(dim=-1, keepdim=True)
+            counts += torch.nn.functional.one_hot(nxt[:, 0], vocab)
+            tokens.append(nxt)
+        return torch.cat(tokens, dim=1), counts
+
+    def test_layout(self):
+        layout = model_layout(make_session(_counting_state_model()))
+        self.assertTrue(layout.one_token)
+        self.assertEqual(["past_key_values.0.recurrent_state"], layout.cache_inputs)
+        self.assertEqual(["present.0.recurrent_state"], layout.cache_outputs)
+        self.assertEqual(["recurrent_state"], layout.cache_kinds)
+        self.assertEqual([(1, 12)], layout.cache_empty_shapes)
+
+    def test_prompt_one_token_at_a_time_padding_leaves_the_state(self):
+        sess = make_session(_counting_state_model())
+        prompt = torch.tensor([[3, 5, 5, 7, 3, 3], [0, 0, 0, 9, 4, 9]])
+        mask = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]])
+        expected, _ = self._expected(prompt, mask, 5)
+        got, _, feeds = onnx_generate(
+            sess, prompt, attention_mask=mask, max_new_tokens=5, return_session=True
+        )
+        self.assertEqualArray(expected, got)
+        # the state fed at the last step (its input_ids: the fourth generated token):
+        # the prompt and the first three generated tokens, the three padding tokens (0)
+        # of the second row left out
+        _, counts = self._expected(prompt, mask, 3)
+        self.assertEqualArray(counts[:, None, :], feeds["past_key_values.0.recurrent_state"])
+        self.assertEqual(0, int(feeds["past_key_values.0.recurrent_state"][1, 0, 0]))
+
+    def test_prompt_of_one_token(self):
+        sess = make_session(_counting_state_model())
+        prompt = torch.tensor([[4]])
+        got = onnx_generate(sess, prompt, max_new_tokens=3)
+        self.assertEqualArray(torch.tensor([[4, 4, 4, 4]]), got)
+
+    def test_state_with_a_dynamic_dimension(self):
+        sess = make_session(_counting_state_model(state_dims=(1, "vocab")))
+        with self.assertRaises(ValueError) as cm:
+            model_layout(sess)
+        self.assertIn("past_key_values.0.recurrent_state", str(cm.exception))
+        self.assertIn("static dimensions after the batch", str(cm.exception))
+
+
 class TestOnnxGenerateTinyLLM(ExtTestCase):
     """onnx_generate reproduces transformers' greedy generation on the untrained Tiny-LLM."""
 

@@ -452,8 +452,12 @@ def to_onnx(
     Inputs are ordered as the forward signature orders them (``kwargs`` are sorted that way)
     and named after the arguments, nested values joined with dots, caches
     ``past_key_values.N.key`` / ``past_key_values.N.value`` (``.N.decoder.key`` /
-    ``.N.encoder.key`` for an encoder-decoder cache). Outputs of a ``ModelOutput`` are named
-    after its fields, its cache ``present.N.key`` / ``present.N.value``; a tensor or a
+    ``.N.encoder.key`` for an encoder-decoder cache), the states of a linear attention, mamba
+    or convolution layer ``past_key_values.N.conv_state`` /
+    ``past_key_values.N.recurrent_state``, the filled length of a static layer
+    ``past_key_values.N.cumulative_length``, N being the index of the layer in the model.
+    Outputs of a ``ModelOutput`` are named after its fields, its cache ``present.N.key``,
+    ``present.N.value``, ``present.N.conv_state``...; a tensor or a
     tuple gives ``output_0``, ``output_1``... Dimensions named in ``dynamic_shapes``
     (strings or ``torch.export.Dim("name")``) keep their names in the ONNX model.
 

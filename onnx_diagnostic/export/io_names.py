@@ -26,7 +26,13 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["align_cache_argument"]
 
-_CACHE_LEAF = re.compile(r"^(?:(?:full|sliding)_)?(key|value)_(\d+)$")
+#: the canonical flattening of a DynamicCache (``key_0``, ``sliding_value_1``,
+#: ``conv_state_2``, ``recurrent_state_2``, ``conv_state_3_1`` for the second state of a layer
+#: holding several, ``indexer_key_4``...), see torch_export_patches.serialization
+_CACHE_LEAF = re.compile(
+    r"^(?:(?:full|sliding|indexed)_)?"
+    r"(key|value|conv_state|recurrent_state|indexer_key|indexer_position_ids)_(\d+)(?:_(\d+))?$"
+)
 _CACHE_LENGTH = re.compile(r"^cumulative_length_(\d+)$")
 
 
@@ -90,7 +96,11 @@ def _path_name(path: Sequence[Any]) -> str:
 def _cache_leaf_names(cache: Any, prefix: str) -> list[str]:
     """Names ``prefix.N.key`` / ``prefix.N.value`` (``prefix.N.decoder.key`` for the
     self-attention part of an encoder-decoder cache, ``.encoder.`` for the cross-attention,
-    ``prefix.N.cumulative_length`` for the filled length of a layer of a StaticCache)."""
+    ``prefix.N.cumulative_length`` for the filled length of a layer of a StaticCache),
+    ``prefix.N.conv_state`` / ``prefix.N.recurrent_state`` for the states of a linear
+    attention, mamba or convolution layer (``prefix.N.conv_state.S`` when a layer holds
+    several), ``prefix.N.indexer_key`` / ``prefix.N.indexer_position_ids`` for an indexed
+    layer. N is always the index of the layer in the model."""
     names = []
     flat, _ = pytree.tree_flatten_with_path(cache)
     for j, (path, _leaf) in enumerate(flat):
@@ -109,7 +119,8 @@ def _cache_leaf_names(cache: Any, prefix: str) -> list[str]:
             part = ".decoder"
         elif "cross_attention_cache" in keys:
             part = ".encoder"
-        names.append(f"{prefix}.{m.group(2)}{part}.{m.group(1)}")
+        state = f".{m.group(3)}" if m.group(3) is not None else ""
+        names.append(f"{prefix}.{m.group(2)}{part}.{m.group(1)}{state}")
     return names
 
 
@@ -145,10 +156,12 @@ def _leaf_names(obj: Any, prefix: str, cache_prefix: str | None) -> list[tuple[s
 def _input_leaf_names(value: Any, name: str) -> list[tuple[str, Any]]:
     """
     Names the leaves of the input ``name``. The cache argument, whatever transformers calls
-    it (``cache`` from 5.24, ``past_key_values`` before), gives ``past_key_values.N.key``:
-    ONNX names do not follow transformers' renames.
+    it (``cache`` from 5.24, ``past_key_values`` before, ``cache_params`` for mamba models
+    before 5.24), gives ``past_key_values.N.key``: ONNX names do not follow transformers'
+    renames.
     """
-    prefix = compat.ONNX_CACHE_INPUT if compat.is_cache_arg_name(name) else None
+    cache_arg = compat.is_cache_arg_name(name) or is_cache(value)
+    prefix = compat.ONNX_CACHE_INPUT if cache_arg else None
     return _leaf_names(value, name, prefix)
 
 

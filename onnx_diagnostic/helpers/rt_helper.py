@@ -2,8 +2,9 @@
 Runs exported LLMs with :epkg:`onnxruntime`: :func:`onnx_generate` generates tokens
 with an ONNX model taking ``input_ids``, optionally ``attention_mask``, ``position_ids``,
 ``cache_position``, and a cache ``past_key_values.N.key`` / ``past_key_values.N.value``
-returned as ``present.N.key`` / ``present.N.value`` (the names
-:func:`onnx_diagnostic.export.api.to_onnx` gives).
+(``.conv_state`` / ``.recurrent_state`` for the states of linear attention and mamba
+layers, ``.cumulative_length`` for a static cache) returned as ``present.N.key``... (the
+names :func:`onnx_diagnostic.export.api.to_onnx` gives).
 
 The cache never leaves onnxruntime between two steps: the outputs of one step are
 bound (:class:`onnxruntime.IOBinding`) as the inputs of the next one, on the device of the
@@ -73,8 +74,23 @@ _TORCH_DTYPES = {
 # transformers), and the names torch gives the placeholders of the cache argument, which
 # follow transformers' renames (past_key_values_key_0, cache_key_0 on transformers>=5.24).
 _PAST = re.compile(
-    rf"^{ONNX_CACHE_INPUT}[._](\d+)[._](?:(decoder|encoder)[._])?(key|value|cumulative_length)$"
+    rf"^{ONNX_CACHE_INPUT}[._](\d+)[._](?:(decoder|encoder)[._])?"
+    r"(key|value|cumulative_length|conv_state|recurrent_state|indexer_key|indexer_position_ids)"
+    r"(?:[._](\d+))?$"
 )
+#: cache inputs of a fixed size the model overwrites at every step (linear attention, mamba,
+#: convolution layers): a padding token of the prompt must leave them as they were
+_STATES = ("conv_state", "recurrent_state")
+#: order of the cache inputs of one layer
+_KIND_ORDER = {
+    "key": 0,
+    "value": 1,
+    "cumulative_length": 2,
+    "indexer_key": 3,
+    "indexer_position_ids": 4,
+    "conv_state": 5,
+    "recurrent_state": 6,
+}
 _PAST_TORCH = re.compile(rf"^(?:{'|'.join(CACHE_ARG_NAMES)})_(key|value)_(\d+)$")
 _FED = ("input_ids", "attention_mask", "position_ids", "cache_position")
 
@@ -92,13 +108,24 @@ class GenerationLayout:
     :param token_type: ONNX element type of ``input_ids``
     :param cache_inputs: names of the cache inputs
     :param cache_outputs: names of the outputs feeding them at the next step
-    :param cache_shapes: ``(heads, head_dim)`` of every cache input, ``(0, 0)`` for the
-        filled length of a static layer (``past_key_values.N.cumulative_length``, 0-d)
+    :param cache_shapes: ``(heads, head_dim)`` of every attention key or value, ``(0, 0)``
+        for the filled length of a static layer (``past_key_values.N.cumulative_length``,
+        0-d), the dimensions after the batch of any other cache input (a ``conv_state``,
+        a ``recurrent_state``, an ``indexer_key``)
     :param cache_types: ONNX element type of every cache input
     :param cache_lengths: the fixed length of every cache input of a static cache (a buffer
         written at the current position), None for a cache which grows
     :param logits: name of the logits output
     :param outputs: names of all outputs, in the model order
+    :param cache_kinds: what every cache input holds: ``key``, ``value``,
+        ``cumulative_length``, ``conv_state``, ``recurrent_state`` (fixed-size states,
+        zeros before the first token), ``indexer_key``, ``indexer_position_ids``
+    :param cache_empty_shapes: the shape after the batch of every cache input before the
+        first token: 0 on the dimension which grows, the whole buffer for a fixed-size
+        one (a state, a static cache), ``()`` for a filled length
+    :param one_token: ``input_ids`` has a static sequence length of 1 (a model exported
+        for the recurrent step of its linear attention or mamba layers): the prompt is fed
+        one token at a time
     """
 
     input_ids: str
@@ -115,6 +142,9 @@ class GenerationLayout:
     cache_lengths: list[int | None] = field(default_factory=list)
     logits: str = "logits"
     outputs: list[str] = field(default_factory=list)
+    cache_kinds: list[str] = field(default_factory=list)
+    cache_empty_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    one_token: bool = False
 
 
 def _elem_type(arg: Any) -> int:
@@ -123,14 +153,46 @@ def _elem_type(arg: Any) -> int:
     return _ORT_ELEM_TYPES[arg.type]
 
 
-def _cache_index(name: str) -> tuple[int, str, str] | None:
+def _cache_index(name: str) -> tuple[int, str, str, int] | None:
+    """``(layer, part, kind, state)`` of a cache input (part: ``decoder``, ``encoder`` or
+    empty; state: the index of a state when a layer holds several, 0 otherwise)."""
     m = _PAST.match(name)
     if m:
-        return int(m.group(1)), m.group(2) or "", m.group(3)
+        return int(m.group(1)), m.group(2) or "", m.group(3), int(m.group(4) or 0)
     m = _PAST_TORCH.match(name)
     if m:
-        return int(m.group(2)), "", m.group(1)
+        return int(m.group(2)), "", m.group(1), 0
     return None
+
+
+def _empty_shape(name: str, kind: str, shape: Sequence[Any]) -> tuple[int, ...]:
+    """The shape after the batch of a cache input before the first token: 0 on the only
+    dimension which is not static (it grows), every dimension when all are static
+    (a fixed-size state or a static cache, zeros)."""
+    if kind == "cumulative_length":
+        return ()
+    rest = list(shape[1:])
+    dynamic = [i for i, d in enumerate(rest) if not isinstance(d, int) or d < 0]
+    if kind in ("key", "value"):
+        if len(shape) != 4 or dynamic not in ([], [1]):
+            raise ValueError(
+                f"onnx_generate: cache input {name!r} has shape {shape}, expected "
+                "(batch, heads, sequence, head_dim) with static heads and head_dim "
+                "to build the empty cache of the first step"
+            )
+    elif kind in _STATES and dynamic:
+        raise ValueError(
+            f"onnx_generate: cache input {name!r} has shape {shape}, a state must have "
+            "static dimensions after the batch to be initialized with zeros"
+        )
+    elif len(dynamic) > 1:
+        raise ValueError(
+            f"onnx_generate: cache input {name!r} has shape {shape}, only one dimension "
+            "after the batch may grow with the sequence"
+        )
+    if dynamic:
+        rest[dynamic[0]] = 0
+    return tuple(rest)
 
 
 def model_layout(session: onnxruntime.InferenceSession) -> GenerationLayout:
@@ -182,16 +244,18 @@ def model_layout(session: onnxruntime.InferenceSession) -> GenerationLayout:
     if unknown:
         raise ValueError(
             f"onnx_generate: the model has inputs it cannot feed: {unknown}; it feeds "
-            f"{list(_FED)} and past_key_values.N.key / past_key_values.N.value"
+            f"{list(_FED)} and a cache past_key_values.N.key / .value / .conv_state / "
+            ".recurrent_state / .cumulative_length / .indexer_key"
         )
-    _order = {"key": 0, "value": 1, "cumulative_length": 2}
-    cache.sort(key=lambda x: (x[0][0], _order[x[0][2]]))
+    cache.sort(key=lambda x: (x[0][0], _KIND_ORDER[x[0][2]], x[0][3]))
     logits = "logits" if "logits" in outputs else outputs[0]
     others = [o for o in outputs if o != logits]
     cache_outputs = []
-    for (layer, part, kind), _name, _ in cache:
+    for (layer, part, kind, state), name, _ in cache:
         sub = f".{part}" if part else ""
         expected = f"present.{layer}{sub}.{kind}"
+        if _PAST.match(name) and _PAST.match(name).group(4) is not None:
+            expected += f".{state}"
         cache_outputs.append(expected if expected in outputs else None)
     if any(c is None for c in cache_outputs):
         if len(others) != len(cache):
@@ -201,25 +265,24 @@ def model_layout(session: onnxruntime.InferenceSession) -> GenerationLayout:
                 "present.N.value or as many outputs after the logits as cache inputs"
             )
         cache_outputs = others
-    shapes, types, lengths = [], [], []
-    for (_, _, kind), name, arg in cache:
+    shapes, types, lengths, kinds, empty = [], [], [], [], []
+    for (_, _, kind, _), name, arg in cache:
         shape = arg.shape
+        kinds.append(kind)
+        empty.append(_empty_shape(name, kind, shape))
+        types.append(_elem_type(arg))
         if kind == "cumulative_length":
             # the filled length of a static layer (transformers >= 5), a 0-d integer
             shapes.append((0, 0))
-            types.append(_elem_type(arg))
             lengths.append(None)
-            continue
-        if len(shape) != 4 or not isinstance(shape[1], int) or not isinstance(shape[3], int):
-            raise ValueError(
-                f"onnx_generate: cache input {name!r} has shape {shape}, expected "
-                "(batch, heads, sequence, head_dim) with static heads and head_dim "
-                "to build the empty cache of the first step"
-            )
-        shapes.append((shape[1], shape[3]))
-        types.append(_elem_type(arg))
-        # a static cache: a buffer of fixed length (StaticCache), zeros where not written
-        lengths.append(shape[2] if isinstance(shape[2], int) and shape[2] > 0 else None)
+        elif kind in ("key", "value"):
+            shapes.append((shape[1], shape[3]))
+            # a static cache: a buffer of fixed length (StaticCache), zeros where not written
+            lengths.append(shape[2] if isinstance(shape[2], int) and shape[2] > 0 else None)
+        else:
+            shapes.append(tuple(shape[1:]))
+            lengths.append(None)
+    ids_shape = inputs["input_ids"].shape
     return GenerationLayout(
         input_ids="input_ids",
         attention_mask="attention_mask" if "attention_mask" in inputs else None,
@@ -235,6 +298,9 @@ def model_layout(session: onnxruntime.InferenceSession) -> GenerationLayout:
         cache_lengths=lengths,
         logits=logits,
         outputs=outputs,
+        cache_kinds=kinds,
+        cache_empty_shapes=empty,
+        one_token=len(ids_shape) == 2 and ids_shape[1] == 1,
     )
 
 
@@ -367,21 +433,27 @@ def run_session(
 
 def _empty_cache(layout: GenerationLayout, batch: int, device: tuple[str, int]) -> list[Any]:
     """The cache of the first step: no position for a cache which grows, zeros for the
-    buffers of a static cache (and a filled length of 0)."""
+    buffers of a static cache, for fixed-size states (and a filled length of 0)."""
     from onnxruntime import OrtValue
 
-    lengths = layout.cache_lengths or [None] * len(layout.cache_shapes)
+    empty = layout.cache_empty_shapes
+    if not empty:  # a layout built by hand with the fields of older versions
+        lengths = layout.cache_lengths or [None] * len(layout.cache_shapes)
+        empty = [
+            () if (h, d) == (0, 0) else (h, 0 if n is None else n, d)
+            for (h, d), n in zip(layout.cache_shapes, lengths)
+        ]
     cache = []
-    for (h, d), t, length in zip(layout.cache_shapes, layout.cache_types, lengths):
-        if (h, d) == (0, 0):
+    for shape, t in zip(empty, layout.cache_types):
+        if shape == ():
             cache.append(_ortvalue(torch.zeros((), dtype=_TORCH_DTYPES[t]), device))
-        elif length is not None:
-            buffer = torch.zeros((batch, h, length, d), dtype=_TORCH_DTYPES[t])
-            cache.append(_ortvalue(buffer, device))
-        else:
+        elif 0 in shape:
             cache.append(
-                OrtValue.ortvalue_from_shape_and_type([batch, h, 0, d], t, device[0], device[1])
+                OrtValue.ortvalue_from_shape_and_type([batch, *shape], t, device[0], device[1])
             )
+        else:
+            buffer = torch.zeros((batch, *shape), dtype=_TORCH_DTYPES[t])
+            cache.append(_ortvalue(buffer, device))
     return cache
 
 
@@ -508,9 +580,14 @@ def onnx_generate(
     Generates tokens with an ONNX model and :epkg:`onnxruntime`.
 
     The prompt is processed once with an empty cache (``batch x heads x 0 x head_dim``, the
-    dimensions and types read from the model inputs), then one token at a time is fed with
-    the cache the previous step returned, which stays in onnxruntime's memory (on the
-    device of the session). It stops after ``max_new_tokens`` or when every row has produced
+    dimensions and types read from the model inputs; zeros for the fixed-size states
+    ``conv_state`` / ``recurrent_state`` of linear attention and mamba layers and for the
+    buffers of a static cache), then one token at a time is fed with the cache the previous
+    step returned, which stays in onnxruntime's memory (on the device of the session).
+    A model whose ``input_ids`` take one token (exported for the recurrent step of its
+    linear attention or mamba layers) receives the prompt one token at a time; a padding
+    token then leaves the states of its row unchanged, as transformers does.
+    It stops after ``max_new_tokens`` or when every row has produced
     one of ``eos_token_id``; a finished row then receives ``pad_token_id`` (``eos_token_id``
     if None), like :meth:`transformers.GenerationMixin.generate`, whose greedy output
     (``do_sample=False``) this function reproduces.
@@ -639,6 +716,7 @@ def _generation_loop(
     ids_buf = torch.empty((batch, 1), dtype=_TORCH_DTYPES[token_type])
     ids_np = ids_buf.numpy()
     tokens_np = tokens.numpy()
+    full_mask = None
     if layout.attention_mask:
         mask_type = layout.mask_type
         # every generated token is attended: the mask of step i is a prefix of this one
@@ -668,24 +746,28 @@ def _generation_loop(
     eos_np = np.array(eos, dtype=np.int64)
     finished_np = np.zeros(batch, dtype=bool)
 
-    # prefill inputs
-    prompt_ids = tokens[:, :seq].to(ids_buf.dtype).contiguous()
+    # prefill inputs: the whole prompt, or its last token when the model takes one token
+    # at a time (the others are fed before, one by one)
+    start = seq - 1 if layout.one_token else 0
+    prompt_ids = tokens[:, start:seq].to(ids_buf.dtype).contiguous()
     prefill: dict[str, torch.Tensor] = {layout.input_ids: prompt_ids}
     if layout.attention_mask:
         prefill[layout.attention_mask] = full_mask[:, :seq].contiguous()
     if layout.position_ids:
-        prefill[layout.position_ids] = _positions(prompt_mask).to(pos_buf.dtype)
+        prefill[layout.position_ids] = _positions(prompt_mask)[:, start:].to(pos_buf.dtype)
         # the position of a new token is the number of attended tokens before it
         attended = prompt_mask.sum(dim=-1, keepdim=True).to(pos_buf.dtype).numpy()
     if layout.cache_position:
-        prefill[layout.cache_position] = torch.arange(seq, dtype=torch.int64)
+        prefill[layout.cache_position] = torch.arange(start, seq, dtype=torch.int64)
     cache = _empty_cache(layout, batch, (dev_type, dev_id))
+    if start > 0:
+        cache = _feed_tokens(session, layout, tokens, full_mask, prompt_mask, start, cache)
     binding = session.io_binding()
     for name, value in prefill.items():
         binding.bind_ortvalue_input(name, _ortvalue(value, ("cpu", 0)))
     logits_index = layout.outputs.index(layout.logits)
     cache_index = [layout.outputs.index(name) for name in layout.cache_outputs]
-    past, length = 0, seq
+    past, length = start, seq - start
     next_np: Any = None
     last_cache = cache
     for step in range(max_new_tokens):
@@ -752,7 +834,7 @@ def _generation_loop(
             # which step failed and what it received: onnxruntime only names the node
             raise RuntimeError(
                 f"onnx_generate: onnxruntime failed at step {step} "
-                f"({'prefill' if past == 0 else 'decoding'}, input_ids {tuple(current.shape)} "
+                f"({'prefill' if step == 0 else 'decoding'}, input_ids {tuple(current.shape)} "
                 f"with ids in [{int(current.min())}, {int(current.max())}], {past} past "
                 f"positions): {e}"
             ) from e
@@ -792,7 +874,7 @@ def _generation_loop(
     # The feeds of the last call: the cache lives in buffers onnxruntime allocated
     # (shared), the small inputs are copied.
     last_feeds: dict[str, torch.Tensor] = {}
-    if past == 0:
+    if step == 0:
         last_feeds.update({k: v.clone() for k, v in prefill.items()})
     else:
         last_feeds[layout.input_ids] = ids_buf.clone()
@@ -805,6 +887,59 @@ def _generation_loop(
     last_feeds.update({k: _to_torch(v) for k, v in zip(layout.cache_inputs, last_cache)})
     done = seq + step + 1
     return (tokens if done == total else tokens[:, :done].contiguous()), last_feeds
+
+
+def _feed_tokens(
+    session: onnxruntime.InferenceSession,
+    layout: GenerationLayout,
+    tokens: torch.Tensor,
+    full_mask: torch.Tensor | None,
+    prompt_mask: torch.Tensor,
+    stop: int,
+    cache: list[Any],
+) -> list[Any]:
+    """
+    Feeds the tokens ``0..stop-1`` of the prompt one at a time to a model taking one token
+    per call (:attr:`GenerationLayout.one_token`) and returns the cache after them. A
+    padding token (mask 0, left padding) leaves the fixed-size states (``conv_state``,
+    ``recurrent_state``) of its row as they were: transformers zeroes the hidden states of
+    padding positions before a linear attention or mamba layer, so that they change
+    nothing (the keys and values of such a position are masked anyway).
+    """
+    device = _session_device(session)
+    positions = _positions(prompt_mask)
+    names = layout.cache_outputs
+    for t in range(stop):
+        feeds = {
+            layout.input_ids: _ortvalue(
+                tokens[:, t : t + 1].to(_TORCH_DTYPES[layout.token_type]), ("cpu", 0)
+            )
+        }
+        if layout.attention_mask:
+            feeds[layout.attention_mask] = _ortvalue(full_mask[:, : t + 1], ("cpu", 0))
+        if layout.position_ids:
+            pos = positions[:, t : t + 1].to(_TORCH_DTYPES[layout.position_type])
+            feeds[layout.position_ids] = _ortvalue(pos, ("cpu", 0))
+        if layout.cache_position:
+            feeds[layout.cache_position] = _ortvalue(torch.tensor([t]), ("cpu", 0))
+        feeds.update(zip(layout.cache_inputs, cache))
+        try:
+            new = session.run_with_ort_values(names, feeds)
+        except Exception as e:
+            raise RuntimeError(
+                f"onnx_generate: onnxruntime failed on the token {t} of the prompt (fed one "
+                f"at a time, {t} past positions): {e}"
+            ) from e
+        padded = prompt_mask[:, t] == 0
+        if padded.any():
+            keep = padded.to(device[0] if device[0] == "cpu" else f"cuda:{device[1]}")
+            for i, kind in enumerate(layout.cache_kinds):
+                if kind in _STATES:
+                    before, after = _to_torch(cache[i]), _to_torch(new[i])
+                    shape = (-1,) + (1,) * (after.dim() - 1)
+                    new[i] = _ortvalue(torch.where(keep.view(shape), before, after), device)
+        cache = list(new)
+    return cache
 
 
 def make_feeds(
