@@ -486,6 +486,33 @@ class TestFuseRotaryEmbedding(ExtTestCase):
                 self.assertEqual(fuse_rotary_embedding(model), 0)
                 self.assertEqual(before, _op_types(model))
 
+    def test_cos_sin_broadcast_on_the_batch_are_expanded(self):
+        # positions computed inside the model: COS and SIN have a batch of 1, torch
+        # broadcasts them, RotaryEmbedding needs the batch of Q
+        for dims in (1, "one"):
+            with self.subTest(cos_batch=dims):
+                b = _Builder(23)
+                q = b.input("Q", F32, ["batch", 4, "seq", 8])
+                k = b.input("K", F32, ["batch", 2, "seq", 8])
+                freqs = b.input("F", F32, [dims, "seq", 4])
+                cos, sin = _cos_sin(b, freqs, 8, scaling=0.9)
+                yq, _ = _rotary(b, q, cos, sin, 8)
+                yk, _ = _rotary(b, k, cos, sin, 8)
+                model = b.model(yq, yk)
+                feeds = {
+                    "Q": np.random.randn(3, 4, 5, 8).astype(np.float32),
+                    "K": np.random.randn(3, 2, 5, 8).astype(np.float32),
+                    "F": np.random.randn(1, 5, 4).astype(np.float32),
+                }
+                before = _run(model, feeds)
+                self.assertEqual(fuse_rotary_embedding(model), 2)
+                ops = _op_types(model)
+                # one Expand for COS, one for SIN, shared by queries and keys
+                self.assertEqual(ops.count("Expand"), 2)
+                self.assertEqual(ops.count("RotaryEmbedding"), 2)
+                for e, g in zip(before, _run(model, feeds)):
+                    self.assertEqualArray(e, g, atol=1e-5)
+
     def test_matches_torch_apply_rotary_pos_emb(self):
         def rotate_half(x):
             x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import onnx_ir as ir
 
 from .folding import _attr
@@ -384,6 +385,38 @@ def _half_cache(
     return current
 
 
+def _same_dim(a: object, b: object) -> bool:
+    """True if two dimensions are provably equal (the same int or the same symbol)."""
+    if a is None or b is None:
+        return False
+    if isinstance(a, int) or isinstance(b, int):
+        return a == b
+    va, vb = getattr(a, "value", a), getattr(b, "value", b)
+    return va is not None and va == vb
+
+
+def _expand_batch(graph: ir.Graph, half: ir.Value, q: ir.Value, before: ir.Node) -> ir.Value:
+    """``Expand(half, [B, 1, 1])`` with B the batch of Q: RotaryEmbedding wants caches of
+    the batch of Q where torch broadcast them (positions computed from ``cache_position``,
+    shared by the batch)."""
+    ones = ir.Value(
+        name=f"{half.name}_ones", const_value=ir.tensor(np.array([1, 1], dtype=np.int64))
+    )
+    graph.register_initializer(ones)
+    batch = _new_node("Shape", [q], start=0, end=1)
+    shape = _new_node("Concat", [batch.outputs[0], ones], axis=0)
+    expand = _new_node("Expand", [half, shape.outputs[0]])
+    q_shape = _shape(q)
+    half_shape = _shape(half)
+    if q_shape is not None and half_shape is not None:
+        expand.outputs[0].shape = ir.Shape([q_shape.dims[0], *half_shape.dims[1:]])
+    expand.outputs[0].dtype = _dtype(half)
+    for node in (batch, shape, expand):
+        node.metadata_props.update(before.metadata_props)
+    graph.insert_before(before, [batch, shape, expand])
+    return expand.outputs[0]
+
+
 def fuse_rotary_embedding(model: ir.Model) -> int:
     """
     Fuses the rotary embedding written by :epkg:`transformers` (``rotate_half``)::
@@ -400,8 +433,10 @@ def fuse_rotary_embedding(model: ir.Model) -> int:
     The chain is built once for all the rotaries sharing COS (queries and keys of
     all layers). With partial rotary (Phi), Q is a slice of the query and only
     that part is fused, the Concat with the pass-through part stays.
-    The operands of Add and Mul may come in any order. Nothing happens when the
-    model's opset is below 23, when an intermediate of the pattern has another
+    The operands of Add and Mul may come in any order. COS and SIN broadcast on the batch
+    by torch (a batch of 1, positions computed inside the model) are expanded to the batch
+    of Q (``Expand``, once per cache), which RotaryEmbedding requires. Nothing happens when
+    the model's opset is below 23, when an intermediate of the pattern has another
     consumer, when Q and COS/SIN types differ.
 
     >>> import onnx_ir as ir
@@ -416,6 +451,7 @@ def fuse_rotary_embedding(model: ir.Model) -> int:
     count = 0
     # first half of COS (SIN), keyed by COS (SIN), shared by all the rotaries using it
     halves: dict[tuple[int, str], ir.Value | None] = {}
+    expanded: dict[tuple[int, str], ir.Value] = {}
     for node in list(graph):
         if node.graph is not graph or node.op_type != "Add" or node.domain != "":
             continue
@@ -430,6 +466,14 @@ def fuse_rotary_embedding(model: ir.Model) -> int:
             caches.append(halves[key])
         if caches[0] is None or caches[1] is None:
             continue
+        q_shape = _shape(match.q)
+        q_batch = q_shape.dims[0] if q_shape is not None else None
+        for k, (cache, trig) in enumerate(((match.cos, "Cos"), (match.sin, "Sin"))):
+            if not _same_dim(cache[1].shape.dims[0], q_batch):
+                key = (id(cache[0]), f"{trig}:batch")
+                if key not in expanded:
+                    expanded[key] = _expand_batch(graph, caches[k], match.q, node)
+                caches[k] = expanded[key]
         fused = _new_node("RotaryEmbedding", [match.q, *caches], interleaved=0)
         graph.insert_before(node, fused)
         _replace_value(node.outputs[0], fused.outputs[0], _dtype(match.q), _shape(match.q))
