@@ -145,6 +145,9 @@ FAMILIES = {
         num_mem_blocks=1,
     ),
     "mamba": dict(num_hidden_layers=2, state_size=8, conv_kernel=4, expand=2, time_step_rank=8),
+    "mamba2": dict(
+        num_hidden_layers=2, num_heads=4, head_dim=32, state_size=16, n_groups=1, chunk_size=16
+    ),
     "falcon_mamba": dict(
         num_hidden_layers=2, state_size=8, conv_kernel=4, expand=2, time_step_rank=8
     ),
