@@ -21,18 +21,26 @@ def known_patches(patch_transformers: bool = True, patch_torch: bool = True) -> 
     installed versions. :epkg:`torch` needs no patch for the supported models with
     torch>=2.9, the list of torch patches is empty.
 
-    >>> [p.library for p in known_patches()]
-    ['transformers', 'transformers', 'transformers', 'transformers', 'transformers']
+    >>> [p.library for p in known_patches()]  # doctest: +NORMALIZE_WHITESPACE
+    ['transformers', 'transformers', 'transformers', 'transformers', 'transformers',
+     'transformers', 'transformers']
     >>> known_patches(patch_transformers=False)
     []
     """
     specs: list[PatchSpec] = []
     if patch_transformers:
-        from .patch_transformers import PATCHES
+        from .patch_transformers import PATCH_DYNAMIC_ROPE, PATCHES
+        from .patch_transformers_complex import PATCHES as COMPLEX_PATCHES
         from .patch_transformers_linear import PATCHES as LINEAR_PATCHES
         from .patch_transformers_moe import PATCHES as MOE_PATCHES
 
-        specs.extend(PATCHES)
+        # The complex rotary embeddings (deepseek_v2, llama4) have a forward decorated with
+        # dynamic_rope_update: their patches come before PATCH_DYNAMIC_ROPE, which then
+        # leaves these forward to them (a target already patched is skipped).
+        at = PATCHES.index(PATCH_DYNAMIC_ROPE)
+        specs.extend(PATCHES[:at])
+        specs.extend(COMPLEX_PATCHES)
+        specs.extend(PATCHES[at:])
         specs.extend(MOE_PATCHES)
         specs.extend(LINEAR_PATCHES)
     return specs
