@@ -65,10 +65,14 @@ class TestRegistry(ExtTestCase):
                 "fill-mask",
                 "image-classification",
                 "image-text-to-text",
+                "mask-generation",
+                "object-detection",
                 "sentence-similarity",
+                "summarization",
                 "text-classification",
                 "text-generation",
                 "text2text-generation",
+                "zero-shot-image-classification",
             ],
         )
         for task in supported_tasks():

@@ -36,7 +36,14 @@ class TestShippedConfigs(ExtTestCase):
         for mid in REQUIRED_IDS:
             self.assertIn(mid, ids)
         tasks = {task_from_id(mid) for mid in ids}
-        self.assertEqual(tasks, set(supported_tasks()))
+        # the vision tasks and summarization have no shipped configuration yet
+        no_config = {
+            "mask-generation",
+            "object-detection",
+            "summarization",
+            "zero-shot-image-classification",
+        }
+        self.assertEqual(tasks, set(supported_tasks()) - no_config)
         self.assertEqual(len(shipped_model_ids("image-text-to-text")), 1)
         self.assertEqual(shipped_model_ids("no-such-task"), [])
 

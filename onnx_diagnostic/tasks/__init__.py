@@ -47,10 +47,14 @@ _TASKS = {
     "fill-mask": "fill_mask",
     "image-classification": "image_classification",
     "image-text-to-text": "image_text_to_text",
+    "mask-generation": "mask_generation",
+    "object-detection": "object_detection",
     "sentence-similarity": "sentence_similarity",
+    "summarization": "summarization",
     "text-classification": "text_classification",
     "text-generation": "text_generation",
     "text2text-generation": "text2text_generation",
+    "zero-shot-image-classification": "zero_shot_image_classification",
 }
 
 
