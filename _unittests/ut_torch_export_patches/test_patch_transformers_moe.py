@@ -13,7 +13,9 @@ from onnx_diagnostic.torch_export_patches import torch_export_patches
 from onnx_diagnostic.torch_export_patches.patches import patch_transformers_moe
 from onnx_diagnostic.torch_export_patches.patches.patch_transformers_moe import (
     PATCH_GROUPED_MM,
+    PATCH_ZERO_EXPERTS,
     grouped_mm_traceable,
+    zero_experts_forward,
 )
 
 try:
@@ -22,6 +24,36 @@ except ImportError:  # transformers < 5
     moe = None
 
 HAS_GROUPED_MM = moe is not None and callable(getattr(moe, "_grouped_mm", None))
+HAS_LONGCAT = bool(PATCH_ZERO_EXPERTS.targets())
+
+
+def _small_longcat():
+    config = transformers.AutoConfig.for_model(
+        "longcat_flash",
+        hidden_size=32,
+        num_layers=1,
+        num_attention_heads=2,
+        ffn_hidden_size=48,
+        expert_ffn_hidden_size=16,
+        n_routed_experts=4,
+        zero_expert_num=2,
+        moe_topk=3,
+        kv_lora_rank=16,
+        q_lora_rank=16,
+        qk_rope_head_dim=8,
+        head_dim=8,
+        qk_nope_head_dim=8,
+        v_head_dim=8,
+        vocab_size=100,
+    )
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        # the router is initialized at zero: random scores, so that every expert is chosen
+        for name, p in model.named_parameters():
+            if "router" in name:
+                p.normal_()
+    return model
 
 
 def _small_moe():
@@ -129,6 +161,66 @@ class TestPatchGroupedMM(ExtTestCase):
         self.assertNotIn("grouped_mm_fallback", names)
         got = run_session(make_session(onx), onnx_feeds(model, kwargs=data["inputs2"]))
         self.assertLess(max_diff(expected, got)["abs"], 1e-4)
+
+
+@unittest.skipIf(not HAS_LONGCAT, "transformers has no LongcatFlashExperts looping over experts")
+class TestPatchZeroExperts(ExtTestCase):
+    def test_matches_the_loop_of_transformers(self):
+        model = _small_longcat()
+        experts = next(m for m in model.modules() if type(m).__name__ == "LongcatFlashExperts")
+        torch.manual_seed(2)
+        x = torch.randn(9, 32)
+        index = torch.randint(0, 6, (9, 3))  # 4 routed experts, 2 zero experts
+        weights = torch.rand(9, 3)
+        with torch.no_grad():
+            expected = type(experts).forward(experts, x, index, weights)
+            got = zero_experts_forward(experts, x, index, weights)
+        self.assertEqualArray(expected, got, atol=1e-6)
+        # no token: zeros, as the original
+        empty = zero_experts_forward(experts, x[:0], index[:0], weights[:0])
+        self.assertEqual((0, 32), tuple(empty.shape))
+
+    def test_bfloat16(self):
+        model = _small_longcat().to(torch.bfloat16)
+        experts = next(m for m in model.modules() if type(m).__name__ == "LongcatFlashExperts")
+        x = torch.randn(5, 32, dtype=torch.bfloat16)
+        index = torch.tensor([[0, 4, 1]] * 5)
+        weights = torch.rand(5, 3, dtype=torch.bfloat16)
+        with torch.no_grad():
+            expected = type(experts).forward(experts, x, index, weights)
+            got = zero_experts_forward(experts, x, index, weights)
+        self.assertEqual(torch.bfloat16, got.dtype)
+        self.assertEqualArray(expected.float(), got.float(), atol=0.1)
+
+    def test_restored_after_an_exception_and_exports(self):
+        from onnx_diagnostic.export.api import onnx_feeds, to_onnx
+        from onnx_diagnostic.helpers.rt_helper import make_session, run_session
+        from onnx_diagnostic.tasks import random_input_kwargs
+
+        model = _small_longcat()
+        cls = PATCH_ZERO_EXPERTS.targets()[0][0]
+        original = cls.forward
+        with self.assertRaises(ZeroDivisionError):
+            with torch_export_patches(patch_transformers=True):
+                self.assertIsNot(cls.forward, original)
+                _ = 1 / 0
+        self.assertIs(cls.forward, original)
+        kwargs, fct = random_input_kwargs(model.config, "text-generation")
+        data = fct(model, model.config, add_second_input=True, **kwargs)
+        with torch.no_grad():
+            expected = model(**copy.deepcopy(data["inputs2"]))
+        for exporter in ("custom", "onnx-dynamo"):
+            with self.subTest(exporter=exporter):
+                with torch_export_patches(patch_transformers=True):
+                    onx = to_onnx(
+                        model,
+                        kwargs=copy.deepcopy(data["inputs"]),
+                        dynamic_shapes=data["dynamic_shapes"],
+                        exporter=exporter,
+                    )
+                got = run_session(make_session(onx), onnx_feeds(model, kwargs=data["inputs2"]))
+                self.assertLess(max_diff(expected, got)["abs"], 1e-4)
+        self.assertIs(cls.forward, original)
 
 
 @unittest.skipIf(HAS_GROUPED_MM, "checked where transformers has no grouped experts")

@@ -10,7 +10,7 @@ operator (a Python loop over ``offs.tolist()``), which torch.export keeps as an 
 
 >>> from onnx_diagnostic.torch_export_patches.patches.patch_transformers_moe import PATCHES
 >>> [p.name for p in PATCHES]
-['transformers:moe._grouped_mm']
+['transformers:moe._grouped_mm', 'transformers:longcat_flash.LongcatFlashExperts.forward']
 """
 
 from __future__ import annotations
@@ -95,4 +95,108 @@ PATCH_GROUPED_MM = PatchSpec(
     make=_make_grouped_mm,
 )
 
-PATCHES: list[PatchSpec] = [PATCH_GROUPED_MM]
+
+def zero_experts_forward(
+    experts: Any,
+    hidden_states: torch.Tensor,
+    top_k_index: torch.Tensor,
+    top_k_weights: torch.Tensor,
+) -> torch.Tensor:
+    """
+    The experts of longcat_flash (routed experts followed by "zero-compute" experts which
+    return their input) without a loop over the experts hit: every (token, choice) pair
+    gathers the weights of its expert, the pairs choosing a zero expert keep the token as it
+    is, the weighted results of the choices of a token are summed. Same result as the loop
+    of transformers (up to the order of the additions).
+
+    :param experts: the ``LongcatFlashExperts`` module (``gate_up_proj``, ``down_proj``,
+        ``num_routed_experts``, ``act_fn``)
+    :param hidden_states: ``(T, H)``
+    :param top_k_index: ``(T, K)`` experts chosen by every token
+    :param top_k_weights: ``(T, K)`` their weights
+    :return: ``(T, H)``
+
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> experts = SimpleNamespace(
+    ...     num_routed_experts=1, act_fn=torch.nn.Identity(),
+    ...     gate_up_proj=torch.ones(2, 2, 1), down_proj=torch.ones(1, 1, 1))
+    >>> x = torch.tensor([[2.0], [3.0]])
+    >>> # token 0 takes expert 0 (gate * up = 4), token 1 the zero expert (itself)
+    >>> zero_experts_forward(experts, x, torch.tensor([[0], [1]]), torch.ones(2, 1)).tolist()
+    [[4.0], [3.0]]
+    """
+    tokens, k = top_k_index.shape
+    hidden = hidden_states.shape[-1]
+    pairs = hidden_states.unsqueeze(1).expand(tokens, k, hidden).reshape(tokens * k, hidden)
+    index = top_k_index.reshape(-1)
+    weights = top_k_weights.reshape(-1, 1)
+    if experts.gate_up_proj is None or experts.num_routed_experts == 0:
+        out = pairs
+    else:
+        routed = index < experts.num_routed_experts
+        safe = index.clamp(max=experts.num_routed_experts - 1)
+        gate_up = torch.bmm(pairs.unsqueeze(1), experts.gate_up_proj[safe].transpose(1, 2))
+        gate, up = gate_up.squeeze(1).chunk(2, dim=-1)
+        current = experts.act_fn(gate) * up
+        current = torch.bmm(current.unsqueeze(1), experts.down_proj[safe].transpose(1, 2))
+        out = torch.where(routed.unsqueeze(1), current.squeeze(1), pairs)
+    out = (out * weights).to(hidden_states.dtype)
+    return out.reshape(tokens, k, hidden).sum(dim=1)
+
+
+def _zero_experts_targets() -> list[tuple[Any, str]]:
+    import inspect
+
+    try:
+        from transformers.models.longcat_flash import modeling_longcat_flash as mod
+    except ImportError:
+        return []
+    cls = getattr(mod, "LongcatFlashExperts", None)
+    forward = getattr(cls, "forward", None)
+    if forward is None:
+        return []
+    try:
+        source = inspect.getsource(forward)
+    except (OSError, TypeError):
+        return []
+    # the loop over the experts hit, with identity (zero-compute) experts past the routed ones
+    if "expert_hit" not in source or "identity_expert" not in source:
+        return []
+    return [(cls, "forward")]
+
+
+def _make_zero_experts(original: Any) -> Any:
+    @functools.wraps(original)
+    def forward(
+        self: Any,
+        hidden_states: torch.Tensor,
+        top_k_index: torch.Tensor,
+        top_k_weights: torch.Tensor,
+    ) -> torch.Tensor:
+        return zero_experts_forward(self, hidden_states, top_k_index, top_k_weights)
+
+    forward.__onnx_diagnostic_patch__ = True
+    return forward
+
+
+PATCH_ZERO_EXPERTS = PatchSpec(
+    name="transformers:longcat_flash.LongcatFlashExperts.forward",
+    library="transformers",
+    reason=(
+        "the experts of longcat_flash loop over the experts hit by the routing "
+        "(nonzero, then .item() per expert): the number of iterations depends on the data, "
+        "torch.export cannot trace it. The replacement gathers the weights of the expert of "
+        "every (token, choice) pair and runs one batched matmul, zero-compute experts "
+        "returning their input."
+    ),
+    fixes=(
+        "torch.export of longcat_flash: 'GuardOnDataDependentSymNode: Could not guard on "
+        "data-dependent expression Eq(u0, 0)' at 'for expert_idx_tensor in expert_hit'"
+    ),
+    versions="transformers with LongcatFlashExperts looping over expert_hit (5.x)",
+    targets=_zero_experts_targets,
+    make=_make_zero_experts,
+)
+
+PATCHES: list[PatchSpec] = [PATCH_GROUPED_MM, PATCH_ZERO_EXPERTS]
