@@ -102,16 +102,311 @@ def _nest(path: tuple[str, ...], over: dict[str, Any]) -> dict[str, Any]:
     return over
 
 
+#: Dictionaries keyed by integers which are no per-layer values (labels of a classifier).
+_NOT_PER_LAYER = ("id2label", "label2id")
+#: Names of the numbers of layers, the first one present is the number of decoder layers.
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+#: The most layers a reduced model keeps to have one layer of every kind.
+MOST_LAYERS = 8
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _index_list(key: str, v: Any, n: int) -> bool:
+    """A list of layer indices (``hybrid_layer_ids``, ``attn_layer_indices``...)."""
+    return (
+        "layer" in key
+        and isinstance(v, list)
+        and 0 < len(v) < n
+        and all(_int(i) and 0 <= i < n for i in v)
+        and all(a < b for a, b in zip(v, v[1:]))
+    )
+
+
+def _per_layer_sequence(key: str, v: Any, n: int) -> bool:
+    """A list of one value per layer, or a pattern string of one character per layer
+    (``hybrid_override_pattern``), not a word which happens to have ``n`` letters."""
+    if isinstance(v, str):
+        return "pattern" in key and len(v) == n > 1
+    return isinstance(v, list) and len(v) == n > 1
+
+
+def _per_layer_values(d: dict[str, Any], n: int) -> dict[str, list[str]]:
+    """
+    What every layer is, one list of ``n`` values per per-layer attribute: the lists (and
+    strings, ``hybrid_override_pattern``) of length ``n``, the lists of layer indices (is the
+    layer in it), the dictionaries keyed by layer indices (the entry of the layer).
+    """
+    from onnx_diagnostic.tasks._reduce import _by_layer_index
+
+    values: dict[str, list[str]] = {}
+    for k, v in d.items():
+        if k in _NOT_PER_LAYER:
+            continue
+        if _per_layer_sequence(k, v, n):
+            values[k] = [repr(x) for x in v]
+        elif _index_list(k, v, n):
+            values[k] = [str(i in v) for i in range(n)]
+        elif _by_layer_index(v, n):
+            # the attributes a layer changes, not their values
+            entries = {int(i): e for i, e in v.items()}
+            values[k] = [
+                repr(sorted(entries[i]) if isinstance(entries.get(i), dict) else entries.get(i))
+                for i in range(n)
+            ]
+    return values
+
+
+def cover_layers(d: dict[str, Any], n: int, least: int = 2, most: int = MOST_LAYERS) -> list[int]:
+    """
+    Chooses the layers a reduced model keeps: for every per-layer attribute
+    (``layer_types``, ``mlp_layer_types``, a list of layer indices...), one layer of each of
+    its values at least (the layer bringing the most missing values first), then the first
+    layers up to ``least``, never more than ``most``.
+
+    >>> cover_layers({"layer_types": ["linear"] * 3 + ["full"] + ["linear"] * 4,
+    ...               "mlp_layer_types": ["dense"] + ["sparse"] * 7}, 8)
+    [0, 3]
+    """
+    values = _per_layer_values(d, n)
+    missing = {(k, v[i]) for k, v in values.items() for i in range(n)}
+    kept: list[int] = []
+    while missing and len(kept) < most:
+        gains = [sum((k, v[i]) in missing for k, v in values.items()) for i in range(n)]
+        best = max(range(n), key=lambda i: (gains[i], -i))
+        if gains[best] == 0:
+            break
+        kept.append(best)
+        missing -= {(k, v[best]) for k, v in values.items()}
+    for i in range(n):
+        if len(kept) >= min(least, n):
+            break
+        if i not in kept:
+            kept.append(i)
+    return sorted(kept)
+
+
+def _layers_overrides(d: dict[str, Any], key: str, least: int = 2) -> dict[str, Any]:
+    """Overrides keeping the layers :func:`cover_layers` chooses, every per-layer value with
+    them (the lists of layer indices and the dictionaries keyed by layer renumbered)."""
+    from onnx_diagnostic.tasks._reduce import Replace, _by_layer_index
+
+    n = d[key]
+    if not _int(n) or n <= least:
+        return {}
+    kept = cover_layers(d, n, least)
+    rank = {old: new for new, old in enumerate(kept)}
+    over: dict[str, Any] = {key: len(kept)}
+    for k, v in d.items():
+        if k in _NOT_PER_LAYER:
+            continue
+        if _per_layer_sequence(k, v, n):
+            picked = [v[i] for i in kept]
+            over[k] = "".join(picked) if isinstance(v, str) else picked
+        elif _index_list(k, v, n):
+            over[k] = [rank[i] for i in v if i in rank]
+        elif _by_layer_index(v, n):
+            as_int = isinstance(next(iter(v)), int)
+            over[k] = Replace(
+                {
+                    (rank[int(i)] if as_int else str(rank[int(i)])): copy.deepcopy(e)
+                    for i, e in v.items()
+                    if int(i) in rank
+                }
+            )
+        elif _int(v) and v == n and k != key and ("layer" in k or "block" in k):
+            # another name of the same number (xlstm's num_blocks, gemma4 assistant's
+            # num_kv_shared_layers: every layer shares its cache)
+            over[k] = len(kept)
+    if _int(d.get("num_kv_shared_layers", None)) and 0 < d["num_kv_shared_layers"] < n:
+        # the last layers reuse the cache of earlier ones: none left with so few layers
+        over["num_kv_shared_layers"] = 0
+    return over
+
+
+def _hidden_sizes(d: dict[str, Any], over: dict[str, Any]) -> dict[int, int]:
+    """``{old hidden size: new hidden size}`` of every sub-configuration."""
+    from onnx_diagnostic.tasks._reduce import _HIDDEN, first_key
+
+    sizes: dict[int, int] = {}
+    for path in _config_dicts(d):
+        sub = _at(d, path)
+        k = first_key(sub, _HIDDEN)
+        try:
+            new = _at(over, path).get(k, None) if k else None
+        except (KeyError, TypeError):
+            new = None
+        if k and _int(sub[k]) and _int(new):
+            sizes.setdefault(sub[k], new)
+    return sizes
+
+
+#: (number of heads, head dimension) of the state-space (mamba) layers
+_MAMBA_HEADS = (
+    ("mamba_n_heads", "mamba_d_head"),
+    ("n_mamba_heads", "mamba_headdim"),
+    ("mamba_num_heads", "mamba_head_dim"),
+    ("num_heads", "head_dim"),
+)
+
+
+#: Words of the names of sizes which are no hidden size even when they are equal to one.
+_NOT_HIDDEN = ("head", "vocab", "patch", "window", "chunk", "kernel", "batch", "position")
+_NOT_HIDDEN += ("intermediate", "group", "sampl", "feature", "hop", "image", "cache")
+
+_MAMBA_KEYS = {k for pair in _MAMBA_HEADS for k in pair}
+
+
+def _consistent(
+    sub: dict[str, Any], over: dict[str, Any], sizes: dict[int, int], vocab: int
+) -> dict[str, Any]:
+    """
+    Completes the overrides of one sub-configuration so that the reduced values stay
+    consistent where the default configuration is: values left to None which the model
+    needs (head dimension, key-value heads, shared experts, the indexer of an
+    ``indexed_attention`` layer, rotary parameters per layer kind), relations which hold
+    in the default configuration (state-space heads x head dimension = expand x hidden,
+    a head dimension computed from the hidden size, sizes equal to a hidden size),
+    vocabularies of the hashed embeddings, one layer of full attention in a hybrid
+    configuration whose layers are all linear (transformers cannot run that).
+    """
+    from onnx_diagnostic.tasks._reduce import _HEADS, _HIDDEN, _SHARED_EXPERTS, first_key
+
+    over = dict(over)
+    k_hidden, k_heads = first_key(sub, _HIDDEN), first_key(sub, _HEADS)
+    old_hidden = sub[k_hidden] if k_hidden else None
+    hidden = over.get(k_hidden, old_hidden) if k_hidden else None
+    old_heads = sub[k_heads] if k_heads else None
+    heads = over.get(k_heads, old_heads) if k_heads else None
+    if not (_int(hidden) and _int(heads) and _int(old_hidden) and _int(old_heads)):
+        return over
+    # values left to None by the default configuration
+    if "head_dim" in sub and sub["head_dim"] is None:
+        over["head_dim"] = hidden // heads
+    if "num_key_value_heads" in sub and sub["num_key_value_heads"] is None:
+        over["num_key_value_heads"] = heads
+    if any(_int(over.get(k, None)) for k in ("n_routed_experts", "num_experts")):
+        for k in _SHARED_EXPERTS:
+            if k in sub and sub[k] is None:
+                over[k] = 1
+    if _int(sub.get("num_dense_layers", None)) and sub["num_dense_layers"] > 1:
+        # a sparse layer among the first ones
+        over["num_dense_layers"] = 1
+    kinds = over.get("layer_types", sub.get("layer_types", None))
+    if isinstance(kinds, list) and "indexed_attention" in kinds:
+        head_dim = over.get("head_dim", sub.get("head_dim", None)) or hidden // heads
+        indexer = dict(
+            indexer_n_heads=heads,
+            indexer_kv_heads=1,
+            indexer_head_dim=head_dim,
+            indexer_budget=8,
+            indexer_compress_ratio=4,
+        )
+        over.update({k: v for k, v in indexer.items() if k in sub and sub[k] is None})
+    if isinstance(kinds, list) and sub.get("rope_parameters", None) == {}:
+        # rotary parameters per layer kind, none given by the default configuration
+        default = {"rope_type": "default", "rope_theta": 10000.0}
+        over["rope_parameters"] = {k: dict(default) for k in dict.fromkeys(kinds)}
+    if isinstance(kinds, list) and kinds and set(kinds) == {"linear_attention"}:
+        # transformers refuses a cache with linear attention layers only
+        over["layer_types"] = [*kinds[:-1], "full_attention"]
+    elif "attn_layer_indices" in sub and sub["attn_layer_indices"] in (None, []):
+        n = over.get("num_hidden_layers", sub.get("num_hidden_layers", 2))
+        over["attn_layer_indices"] = [n - 1]
+    if _int(sub.get("num_expert_group", None)) and sub["num_expert_group"] > 1:
+        over["num_expert_group"] = 1
+    for k, v in over.items():
+        if (
+            isinstance(v, dict)
+            and k not in _NOT_PER_LAYER
+            and all(isinstance(e, dict) for e in v.values())
+        ):
+            # per-layer values (per_layer_config): the reduced value of the same attribute
+            for e in v.values():
+                e.update({a: over[a] for a in e if a in over and not isinstance(over[a], dict)})
+    # relations of the default configuration
+    rope_nope = (sub.get("qk_rope_head_dim", None), sub.get("qk_nope_head_dim", None))
+    per_layer = [e for v in sub.values() if isinstance(v, dict) for e in v.values()]
+    nopes = {rope_nope[1]} | {e.get("qk_nope_head_dim") for e in per_layer if isinstance(e, dict)}
+    if (
+        _int(sub.get("head_dim", None))
+        and _int(rope_nope[0])
+        and any(_int(x) and x + rope_nope[0] == sub["head_dim"] for x in nopes)
+    ):
+        # head_dim is the size of a query head, rotary and non rotary parts together
+        over["head_dim"] = over["qk_rope_head_dim"] + over["qk_nope_head_dim"]
+    for k_n, k_d in _MAMBA_HEADS:
+        n_heads, d_head = sub.get(k_n, None), sub.get(k_d, None)
+        expand = sub.get("mamba_expand", sub.get("expand", None))
+        if (
+            _int(n_heads)
+            and _int(d_head)
+            and _int(expand)
+            and n_heads * d_head == expand * old_hidden
+        ):
+            over[k_n] = min(n_heads, 8)
+            over[k_d] = expand * hidden // over[k_n]
+    if _int(sub.get("mamba_dt_rank", None)) and sub["mamba_dt_rank"] == -(-old_hidden // 16):
+        over["mamba_dt_rank"] = -(-hidden // 16)
+    for k, v in sub.items():
+        if (
+            k not in over
+            and isinstance(v, (list, tuple))
+            and len(v) > 1
+            and all(_int(x) for x in v)
+            and sum(v) == old_hidden
+        ):
+            # sizes adding up to the hidden size (reformer's axial position embeddings)
+            scaled = [max(1, x * hidden // old_hidden) for x in v]
+            scaled[-1] = hidden - sum(scaled[:-1])
+            over[k] = scaled
+    for k, v in sub.items():
+        if k in over or not _int(v) or v <= 1:
+            continue
+        if "vocab" in k and v > min(vocab, 1000):
+            # hashed embeddings (blt), small even when the vocabulary is kept
+            over[k] = min(vocab, 1000)
+
+        elif k.endswith("head_dim") and v * old_heads in (old_hidden, 2 * old_hidden):
+            # zamba: the attention runs on the concatenation of two hidden states
+            over[k] = v * old_heads // old_hidden * hidden // heads
+        elif "hidden_size" in k and v == 2 * old_hidden:
+            # zamba2: the attention runs on the concatenation of two hidden states
+            over[k] = 2 * hidden
+        elif k.endswith(("_num_heads", "_n_heads")) and v > heads and k not in _MAMBA_KEYS:
+            # the heads of another kind of layer (linear attention, indexer)
+            over[k] = heads
+        elif k.endswith("_head_dim") and v > hidden // heads and k not in _MAMBA_KEYS:
+            over[k] = hidden // heads
+        elif (
+            ("dim" in k or k.endswith("_size"))
+            and v in sizes
+            and not any(w in k for w in _NOT_HIDDEN)
+        ):
+            # another name of a hidden size (xlstm's embedding_dim, adapters of dots3)
+            over[k] = sizes[v]
+    return over
+
+
 def small_overrides(d: dict[str, Any], vocab: int = 1000) -> dict[str, Any]:
     """
     Overrides making a configuration (as a dictionary) small: every sub-configuration
-    (text, vision, audio...) gets 2 layers, hidden size 64, 4 heads, feed-forward 128,
-    at most 4 experts, and the vocabularies larger than ``vocab`` become ``vocab``
-    (the token ids are moved inside), see :mod:`onnx_diagnostic.tasks._reduce`.
+    (text, vision, audio...) gets hidden size 64, 4 heads, feed-forward 128, at most 4
+    experts, 2 layers or the few more needed to keep one layer of every kind
+    (:func:`cover_layers`), and the vocabularies larger than ``vocab`` become ``vocab``
+    (the token ids are moved inside), see :mod:`onnx_diagnostic.tasks._reduce`, then
+    :func:`_consistent` keeps the values consistent.
 
     >>> small_overrides({"vocab_size": 32000, "hidden_size": 4096, "num_attention_heads": 32,
     ...                  "num_hidden_layers": 32, "num_local_experts": 8})["num_local_experts"]
     4
+    >>> over = small_overrides({"hidden_size": 2048, "num_attention_heads": 16,
+    ...     "num_hidden_layers": 6, "mamba_n_heads": 64, "mamba_d_head": 64, "mamba_expand": 2,
+    ...     "layer_types": ["linear_attention"] * 5 + ["full_attention"]})
+    >>> over["layer_types"], over["mamba_n_heads"], over["mamba_d_head"]
+    (['linear_attention', 'full_attention'], 8, 16)
     """
     from onnx_diagnostic.tasks._reduce import (
         merge_overrides,
@@ -123,13 +418,98 @@ def small_overrides(d: dict[str, Any], vocab: int = 1000) -> dict[str, Any]:
     over: dict[str, Any] = {}
     for path in _config_dicts(d):
         sub = _at(d, path)
-        over = merge_overrides(over, _nest(path, {**reduce_sizes(sub), **reduce_experts(sub)}))
-        if isinstance(sub.get("vocab_size", None), int):
+        sizes = reduce_sizes(sub)
+        key = next((k for k in _LAYER_KEYS if _int(sub.get(k, None))), None)
+        if key is not None:
+            # the layers of every kind, not the 2 first ones
+            for k in (*_NOT_PER_LAYER, "num_kv_shared_layers"):
+                sizes.pop(k, None)
+            sizes.update(_layers_overrides(sub, key))
+        over = merge_overrides(over, _nest(path, {**sizes, **reduce_experts(sub)}))
+        if _int(sub.get("vocab_size", None)):
             over = merge_overrides(
                 over,
                 reduce_vocabulary(d, (*path, "vocab_size"), max_vocab=vocab, reduced_vocab=vocab),
             )
+    hidden = _hidden_sizes(d, over)
+    for path in _config_dicts(d):
+        sub = _at(d, path)
+        try:
+            mine = _at(over, path)
+        except KeyError:
+            continue
+        full = _consistent(sub, {k: v for k, v in mine.items()}, hidden, vocab)
+        over = merge_overrides(over, _nest(path, full))
     return over
+
+
+#: Fixes a generic rule cannot guess, applied to every candidate configuration (``init``:
+#: arguments of the configuration class when its defaults do not even validate).
+PER_ARCHITECTURE: dict[str, dict[str, Any]] = {
+    # the model raises an error unless it is declared a decoder
+    "reformer": {"is_decoder": True},
+    # the adapters are chosen by a language the configuration leaves to None
+    "xmod": {"default_language": "en_XX"},
+    # the modeling reads attn_config.rope_theta, the attention sub-configuration has none,
+    # and clamps the projections with clip_qkv, None by default
+    "dbrx": {"attn_config": {"rope_theta": 10000.0, "clip_qkv": 8.0}},
+    # the shared transformer block is tied between the hybrid layers: two of them at least
+    "zamba": {
+        "num_hidden_layers": 4,
+        "layers_block_type": ["linear_attention", "hybrid"] * 2,
+    },
+    # input_ids holds batch x num_codebooks rows: one codebook, any batch size is valid
+    "musicgen": {"decoder": {"num_codebooks": 1}},
+    "musicgen_melody": {"decoder": {"num_codebooks": 1}},
+    # the cache rounds the query/key dimension (hidden x qk_dim_factor) up to a multiple of
+    # 64, the layers do not: both agree when the hidden size is a multiple of 128
+    "xlstm": {"hidden_size": 128, "embedding_dim": 128},
+    # the layer kinds default to None and lfm2_moe (unlike lfm2) does not compute them
+    "lfm2_moe": {"layer_types": ["conv", "full_attention"]},
+    # num_hidden_layers counts the slots of the recurrence (layers per stack x H_cycles x
+    # (L_cycles + 1)), the model holds num_layers_per_stack layers
+    "hrm_text": {"num_layers_per_stack": 1, "num_hidden_layers": 8},
+    # to_dict interleaves an "mlp" block after every layer and doubles every count, the
+    # input, recurrent and output layers must add up to the number of layers
+    "dory": {
+        "num_hidden_layers": 6,
+        "n_input_layers": 2,
+        "n_recurrent_layers": 2,
+        "n_output_layers": 2,
+        "layer_types": ["sliding_attention", "mlp", "full_attention", "mlp"] * 1
+        + ["sliding_attention", "mlp"],
+    },
+    # a draft model: its default text configuration does not validate (every layer shares
+    # the cache of the main model, no per-layer inputs)
+    "gemma4_assistant": {
+        "init": {
+            "text_config": {
+                "hidden_size_per_layer_input": 0,
+                "vocab_size_per_layer_input": 0,
+                "enable_moe_block": False,
+                "use_double_wide_mlp": False,
+            }
+        }
+    },
+}
+
+
+def _causal_config(config: Any, model_type: str) -> Any:
+    """The sub-configuration the causal language model expects when it is not the whole
+    configuration (``Qwen3_5ForCausalLM`` takes the text configuration of ``Qwen3_5Config``,
+    ``MusicgenForCausalLM`` its decoder)."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_cls = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type, ""), None)
+    expected = getattr(model_cls, "config_class", None)
+    if not isinstance(expected, type) or isinstance(config, expected):
+        return config
+    for name in getattr(config, "sub_configs", None) or {}:
+        sub = getattr(config, name, None)
+        if isinstance(sub, expected):
+            return sub
+    return config
 
 
 def small_configs(model_type: str) -> list[tuple[str, Any]]:
@@ -140,32 +520,40 @@ def small_configs(model_type: str) -> list[tuple[str, Any]]:
     ``small-set`` (the same values set on the default configuration, for the classes which
     do not survive ``to_dict`` / ``from_dict``), ``small-no-vocab`` (vocabulary kept),
     ``layers-only`` (only the number of layers reduced). A candidate whose class
-    refuses the values is replaced by its error (a string).
+    refuses the values is replaced by its error (a string). The fixes of
+    :data:`PER_ARCHITECTURE` are applied to every candidate. When the causal language
+    model takes a sub-configuration (the text configuration of a multimodal model), the
+    candidate is that sub-configuration.
 
     >>> how, config = small_configs("llama")[0]
     >>> config.hidden_size, config.num_hidden_layers, config.vocab_size, how
     (64, 2, 1000, 'small')
+    >>> how, config = small_configs("qwen3_5")[0]
+    >>> type(config).__name__, config.layer_types
+    ('Qwen3_5TextConfig', ['linear_attention', 'full_attention'])
     """
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     from onnx_diagnostic.helpers.config_helper import update_config
-    from onnx_diagnostic.tasks._reduce import merge_overrides, reduce_layers
+    from onnx_diagnostic.tasks._reduce import merge_overrides
 
     if model_type not in CONFIG_MAPPING:
         raise ValueError(f"model_type={model_type!r} is unknown to the installed transformers")
     cls = CONFIG_MAPPING[model_type]
-    d = cls().to_dict()
-    small = small_overrides(d)
+    fix = dict(PER_ARCHITECTURE.get(model_type, {}))
+    init = fix.pop("init", {})
+    d = cls(**copy.deepcopy(init)).to_dict()
+    small = merge_overrides(small_overrides(d), fix)
     layers: dict[str, Any] = {}
     for path in _config_dicts(d):
         sub = _at(d, path)
-        for key in ("num_hidden_layers", "n_layer", "num_layers"):
-            if isinstance(sub.get(key, None), int):
-                layers = merge_overrides(layers, _nest(path, reduce_layers(sub, key)))
-                break
+        key = next((k for k in _LAYER_KEYS if _int(sub.get(k, None))), None)
+        if key is not None:
+            layers = merge_overrides(layers, _nest(path, _layers_overrides(sub, key)))
+    layers = merge_overrides(layers, fix)
 
     def _set(over: dict[str, Any]) -> Any:
-        config = cls()
+        config = cls(**copy.deepcopy(init))
         update_config(config, over)
         return config
 
@@ -175,7 +563,7 @@ def small_configs(model_type: str) -> list[tuple[str, Any]]:
         ("small-set", small, _set),
         (
             "small-no-vocab",
-            small_overrides(d, 10**9),
+            merge_overrides(small_overrides(d, 10**9), fix),
             lambda o: cls.from_dict(merge_overrides(d, o)),
         ),
         ("layers-only", layers, lambda o: cls.from_dict(merge_overrides(d, o))),
@@ -185,7 +573,8 @@ def small_configs(model_type: str) -> list[tuple[str, Any]]:
         except Exception as e:
             candidates.append((how, f"{type(e).__name__}: {_first_line(e)}"))
             continue
-        candidates.append((how, _keep_layer_kinds(cls, d, over, config)))
+        config = _keep_layer_kinds(cls, d, over, config, init)
+        candidates.append((how, _causal_config(config, model_type)))
     return candidates
 
 
@@ -205,7 +594,9 @@ def _layer_kinds(config: Any) -> list[str] | None:
     return None
 
 
-def _keep_layer_kinds(cls: type, d: dict, over: dict, config: Any, most: int = 8) -> Any:
+def _keep_layer_kinds(
+    cls: type, d: dict, over: dict, config: Any, init: dict | None = None, most: int = MOST_LAYERS
+) -> Any:
     """
     With 2 layers, a hybrid model whose layer kinds are computed from a pattern (an
     attention layer every 8 layers...) may lose a kind: takes the smallest number of
@@ -213,19 +604,49 @@ def _keep_layer_kinds(cls: type, d: dict, over: dict, config: Any, most: int = 8
     """
     from onnx_diagnostic.tasks._reduce import merge_overrides
 
-    default = _layer_kinds(cls())
+    default = _layer_kinds(cls(**copy.deepcopy(init or {})))
     small = _layer_kinds(config)
     if not default or not small or set(default) <= set(small):
         return config
     wanted = set(default)
     n = next((i for i in range(2, most + 1) if set(default[:i]) == wanted), None)
-    key = next((k for k in ("num_hidden_layers", "n_layer", "num_layers") if k in d), None)
+    key = next((k for k in _LAYER_KEYS if k in d), None)
     if n is None or key is None:
         return config
     try:
         return cls.from_dict(merge_overrides(d, {**over, key: n}))
     except Exception:
         return config
+
+
+#: A candidate configuration whose main weights exceed this number is not built.
+MAX_PARAMETERS = 5 * 10**7
+
+
+def _too_large(config: Any) -> bool:
+    """
+    Tells if the text model of a configuration has more than :data:`MAX_PARAMETERS`
+    weights, a rough count: embeddings, attention and feed-forward of every layer, True
+    when the configuration does not tell its hidden size and number of layers.
+
+    >>> import transformers
+    >>> _too_large(transformers.LlamaConfig()), _too_large(small_configs("llama")[0][1])
+    (True, False)
+    """
+    try:
+        cfg = config.get_text_config(decoder=True)
+    except Exception:
+        cfg = config
+    hidden = getattr(cfg, "hidden_size", None)
+    layers = getattr(cfg, "num_hidden_layers", None)
+    if not (_int(hidden) and _int(layers)):
+        # no way to tell (blt has no number of layers at its top level)
+        return True
+    vocab = getattr(cfg, "vocab_size", None)
+    inter = getattr(cfg, "intermediate_size", None)
+    per_layer = 4 * hidden * hidden + 3 * hidden * (inter if _int(inter) else 4 * hidden)
+    size = layers * per_layer + 2 * hidden * (vocab if _int(vocab) else 0)
+    return size > MAX_PARAMETERS
 
 
 def _first_line(e: BaseException) -> str:
@@ -297,6 +718,10 @@ class _Worker:
         for how, config in candidates:
             if isinstance(config, str):
                 errors.append(f"FAIL: {config}")
+                continue
+            if how == "layers-only" and _too_large(config):
+                # the default sizes may take minutes, or all the memory
+                errors.append(f"FAIL: candidate {how!r} too large (> {MAX_PARAMETERS} weights)")
                 continue
             try:
                 cls = getattr(transformers, self.record["model_class"])
