@@ -512,6 +512,34 @@ def _causal_config(config: Any, model_type: str) -> Any:
     return config
 
 
+def randomize_zero_routers(model: Any, std: float = 0.02) -> list[str]:
+    """
+    Draws random values for the weights of routers initialized at zero (afmoe,
+    longcat_flash): an untrained router then gives every expert the same score, the choice
+    among equal scores is left to the implementation of top-k, and torch and onnxruntime
+    pick different experts, a difference a trained model never shows. Returns the names
+    of the weights changed.
+
+    >>> import torch
+    >>> m = torch.nn.Module()
+    >>> m.router = torch.nn.Linear(4, 2, bias=False)
+    >>> _ = torch.nn.init.zeros_(m.router.weight)
+    >>> randomize_zero_routers(m)
+    ['router.weight']
+    """
+    import torch
+
+    changed = []
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "router" not in name or param.dim() != 2 or param.numel() == 0:
+                continue
+            if bool((param == 0).all()):
+                param.normal_(0.0, std)
+                changed.append(name)
+    return changed
+
+
 def small_configs(model_type: str) -> list[tuple[str, Any]]:
     """
     Returns the candidate small configurations of ``model_type``, built from the defaults
@@ -727,6 +755,7 @@ class _Worker:
                 cls = getattr(transformers, self.record["model_class"])
                 torch.manual_seed(0)
                 model = cls(config).eval()
+                randomize_zero_routers(model)
                 vocab = int(config.get_text_config(decoder=True).vocab_size)
                 with torch.no_grad():
                     model(input_ids=torch.randint(0, vocab, (2, 5)))

@@ -9,6 +9,8 @@ import os
 import tempfile
 import unittest
 
+import pytest
+
 from onnx_diagnostic.ext_test_case import ExtTestCase
 from onnx_diagnostic.helpers.compat import cache_class
 
@@ -155,13 +157,14 @@ class TestBenchTasksPieces(ExtTestCase):
         self.assertGreater(res.attempted, 4)
 
 
+@pytest.mark.slow
 @unittest.skipIf(
     cache_class("LinearAttentionLayer") is None, "figures measured on transformers >= 5"
 )
 class TestBenchTasksSubset(ExtTestCase):
     def test_subset_does_not_regress(self):
         with tempfile.TemporaryDirectory() as tmp:
-            args = ["--subset", "--stages", TEST_STAGES, "--timeout", "170", "--jobs", "3"]
+            args = ["--subset", "--stages", TEST_STAGES, "--timeout", "170", "--jobs", "2"]
             args += ["--out", tmp]
             self.assertEqual(bench.main(args), 0)
             with open(os.path.join(tmp, "tasks.csv"), newline="") as f:
