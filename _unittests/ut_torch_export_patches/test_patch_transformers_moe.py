@@ -12,8 +12,10 @@ from onnx_diagnostic.helpers import max_diff
 from onnx_diagnostic.torch_export_patches import torch_export_patches
 from onnx_diagnostic.torch_export_patches.patches import patch_transformers_moe
 from onnx_diagnostic.torch_export_patches.patches.patch_transformers_moe import (
+    PATCH_DBRX_EXPERTS,
     PATCH_GROUPED_MM,
     PATCH_ZERO_EXPERTS,
+    dbrx_experts_forward,
     grouped_mm_traceable,
     zero_experts_forward,
 )
@@ -25,6 +27,7 @@ except ImportError:  # transformers < 5
 
 HAS_GROUPED_MM = moe is not None and callable(getattr(moe, "_grouped_mm", None))
 HAS_LONGCAT = bool(PATCH_ZERO_EXPERTS.targets())
+HAS_DBRX = bool(PATCH_DBRX_EXPERTS.targets())
 
 
 def _small_longcat():
@@ -221,6 +224,70 @@ class TestPatchZeroExperts(ExtTestCase):
                 got = run_session(make_session(onx), onnx_feeds(model, kwargs=data["inputs2"]))
                 self.assertLess(max_diff(expected, got)["abs"], 1e-4)
         self.assertIs(cls.forward, original)
+
+
+@unittest.skipIf(not HAS_DBRX, "transformers has no DbrxExperts looping over experts")
+class TestPatchDbrxExperts(ExtTestCase):
+    def _experts(self, dtype=torch.float32):
+        cls = PATCH_DBRX_EXPERTS.targets()[0][0]
+        config = transformers.DbrxConfig(
+            d_model=16, ffn_config=dict(ffn_hidden_size=8, moe_num_experts=4, moe_top_k=2)
+        )
+        torch.manual_seed(0)
+        experts = cls(config.ffn_config).to(dtype)
+        with torch.no_grad():
+            for p in experts.parameters():
+                p.normal_()
+        return experts
+
+    def test_matches_the_loop_of_transformers(self):
+        experts = self._experts()
+        x = torch.randn(2, 5, 16)
+        index = torch.randint(0, 4, (10, 2))
+        weights = torch.rand(10, 2)
+        with torch.no_grad():
+            expected = type(experts).forward(experts, x, index, weights)
+            got = dbrx_experts_forward(experts, x, index, weights)
+        self.assertEqual(expected.shape, got.shape)
+        self.assertEqualArray(expected, got, atol=1e-4)
+
+    def test_bfloat16(self):
+        experts = self._experts(torch.bfloat16)
+        x = torch.randn(1, 3, 16, dtype=torch.bfloat16)
+        index = torch.tensor([[0, 3], [1, 2], [3, 3]])
+        weights = torch.rand(3, 2, dtype=torch.bfloat16)
+        with torch.no_grad():
+            expected = type(experts).forward(experts, x, index, weights)
+            got = dbrx_experts_forward(experts, x, index, weights)
+        self.assertEqual(torch.bfloat16, got.dtype)
+        self.assertEqualArray(expected.float(), got.float(), atol=1.0, rtol=0.05)
+
+    def test_restored_after_an_exception(self):
+        cls = PATCH_DBRX_EXPERTS.targets()[0][0]
+        original = cls.forward
+        with self.assertRaises(ZeroDivisionError):
+            with torch_export_patches(patch_transformers=True):
+                self.assertTrue(getattr(cls.forward, "__onnx_diagnostic_patch__", False))
+                _ = 1 / 0
+        self.assertIs(cls.forward, original)
+
+    def test_exports(self):
+        experts = self._experts()
+        x = torch.randn(2, 5, 16)
+        index = torch.randint(0, 4, (10, 2))
+        weights = torch.rand(10, 2)
+        ds = ({0: "batch", 1: "seq"}, {0: "tokens"}, {0: "tokens"})
+        from onnx_diagnostic.torch_export_patches.patch_inputs import use_dyn_not_str
+
+        with torch_export_patches(patch_transformers=True):
+            ep = torch.export.export(
+                experts, (x, index, weights), dynamic_shapes=use_dyn_not_str(ds), strict=False
+            )
+        x2, index2 = torch.randn(3, 4, 16), torch.randint(0, 4, (12, 2))
+        weights2 = torch.rand(12, 2)
+        with torch.no_grad():
+            expected = type(experts).forward(experts, x2, index2, weights2)
+        self.assertEqualArray(expected, ep.module()(x2, index2, weights2), atol=1e-4)
 
 
 @unittest.skipIf(HAS_GROUPED_MM, "checked where transformers has no grouped experts")

@@ -23,7 +23,7 @@ def known_patches(patch_transformers: bool = True, patch_torch: bool = True) -> 
 
     >>> [p.library for p in known_patches()]  # doctest: +NORMALIZE_WHITESPACE
     ['transformers', 'transformers', 'transformers', 'transformers', 'transformers',
-     'transformers', 'transformers', 'transformers']
+     'transformers', 'transformers', 'transformers', 'transformers']
     >>> known_patches(patch_transformers=False)
     []
     """

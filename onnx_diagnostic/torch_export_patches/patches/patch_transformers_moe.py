@@ -9,8 +9,9 @@ bfloat16, while exporting it calls ``torch.ops.transformers.grouped_mm_fallback`
 operator (a Python loop over ``offs.tolist()``), which torch.export keeps as an opaque node.
 
 >>> from onnx_diagnostic.torch_export_patches.patches.patch_transformers_moe import PATCHES
->>> [p.name for p in PATCHES]
-['transformers:moe._grouped_mm', 'transformers:longcat_flash.LongcatFlashExperts.forward']
+>>> [p.name for p in PATCHES]  # doctest: +NORMALIZE_WHITESPACE
+['transformers:moe._grouped_mm', 'transformers:longcat_flash.LongcatFlashExperts.forward',
+ 'transformers:dbrx.DbrxExperts.forward']
 """
 
 from __future__ import annotations
@@ -96,6 +97,44 @@ PATCH_GROUPED_MM = PatchSpec(
 )
 
 
+def _experts_loop_targets(module: str, cls_name: str, *markers: str) -> list[tuple[Any, str]]:
+    """``[(cls, "forward")]`` if ``transformers.models.<module>`` defines ``cls_name`` whose
+    forward still holds every marker (the loop the patch replaces), ``[]`` otherwise."""
+    import importlib
+    import inspect
+
+    try:
+        mod = importlib.import_module(f"transformers.models.{module}")
+    except ImportError:
+        return []
+    cls = getattr(mod, cls_name, None)
+    forward = getattr(cls, "forward", None)
+    if forward is None:
+        return []
+    try:
+        source = inspect.getsource(forward)
+    except (OSError, TypeError):
+        return []
+    return [(cls, "forward")] if all(m in source for m in markers) else []
+
+
+def _make_experts_forward(fct: Any) -> Any:
+    def make(original: Any) -> Any:
+        @functools.wraps(original)
+        def forward(
+            self: Any,
+            hidden_states: torch.Tensor,
+            top_k_index: torch.Tensor,
+            top_k_weights: torch.Tensor,
+        ) -> torch.Tensor:
+            return fct(self, hidden_states, top_k_index, top_k_weights)
+
+        forward.__onnx_diagnostic_patch__ = True
+        return forward
+
+    return make
+
+
 def zero_experts_forward(
     experts: Any,
     hidden_states: torch.Tensor,
@@ -145,41 +184,6 @@ def zero_experts_forward(
     return out.reshape(tokens, k, hidden).sum(dim=1)
 
 
-def _zero_experts_targets() -> list[tuple[Any, str]]:
-    import inspect
-
-    try:
-        from transformers.models.longcat_flash import modeling_longcat_flash as mod
-    except ImportError:
-        return []
-    cls = getattr(mod, "LongcatFlashExperts", None)
-    forward = getattr(cls, "forward", None)
-    if forward is None:
-        return []
-    try:
-        source = inspect.getsource(forward)
-    except (OSError, TypeError):
-        return []
-    # the loop over the experts hit, with identity (zero-compute) experts past the routed ones
-    if "expert_hit" not in source or "identity_expert" not in source:
-        return []
-    return [(cls, "forward")]
-
-
-def _make_zero_experts(original: Any) -> Any:
-    @functools.wraps(original)
-    def forward(
-        self: Any,
-        hidden_states: torch.Tensor,
-        top_k_index: torch.Tensor,
-        top_k_weights: torch.Tensor,
-    ) -> torch.Tensor:
-        return zero_experts_forward(self, hidden_states, top_k_index, top_k_weights)
-
-    forward.__onnx_diagnostic_patch__ = True
-    return forward
-
-
 PATCH_ZERO_EXPERTS = PatchSpec(
     name="transformers:longcat_flash.LongcatFlashExperts.forward",
     library="transformers",
@@ -195,8 +199,83 @@ PATCH_ZERO_EXPERTS = PatchSpec(
         "data-dependent expression Eq(u0, 0)' at 'for expert_idx_tensor in expert_hit'"
     ),
     versions="transformers with LongcatFlashExperts looping over expert_hit (5.x)",
-    targets=_zero_experts_targets,
-    make=_make_zero_experts,
+    targets=lambda: _experts_loop_targets(
+        "longcat_flash.modeling_longcat_flash",
+        "LongcatFlashExperts",
+        "expert_hit",
+        "identity_expert",
+    ),
+    make=_make_experts_forward(zero_experts_forward),
 )
 
-PATCHES: list[PatchSpec] = [PATCH_GROUPED_MM, PATCH_ZERO_EXPERTS]
+
+def dbrx_experts_forward(
+    experts: Any,
+    hidden_states: torch.Tensor,
+    top_k_index: torch.Tensor,
+    top_k_weights: torch.Tensor,
+) -> torch.Tensor:
+    """
+    The experts of dbrx (a GLU per expert whose weights ``w1``, ``v1``, ``w2`` are stacked
+    in matrices of ``num_experts * ffn_hidden_size`` rows) without a loop over the experts
+    hit: every (token, choice) pair gathers the weights of its expert, the weighted results
+    of the choices of a token are summed. Same result as the loop of transformers (up to the
+    order of the additions).
+
+    :param experts: the ``DbrxExperts`` module (``mlp.w1``, ``mlp.v1``, ``mlp.w2``,
+        ``mlp.activation_fn``, ``hidden_size``, ``ffn_hidden_size``)
+    :param hidden_states: ``(batch, seq, hidden)`` or ``(tokens, hidden)``
+    :param top_k_index: ``(tokens, K)`` experts chosen by every token
+    :param top_k_weights: ``(tokens, K)`` their weights
+    :return: ``(batch, tokens / batch, hidden)``, as transformers returns it
+
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> mlp = SimpleNamespace(
+    ...     w1=torch.ones(2, 1), v1=torch.tensor([[1.0], [2.0]]), w2=torch.ones(2, 1),
+    ...     activation_fn=torch.nn.Identity())
+    >>> experts = SimpleNamespace(mlp=mlp, hidden_size=1, ffn_hidden_size=1)
+    >>> # expert 1: (x * 1) * (x * 2) * 1
+    >>> dbrx_experts_forward(experts, torch.tensor([[3.0]]), torch.tensor([[1]]),
+    ...                      torch.ones(1, 1)).tolist()
+    [[[18.0]]]
+    """
+    batch = hidden_states.shape[0]
+    hidden = experts.hidden_size
+    x = hidden_states.reshape(-1, hidden)
+    tokens, k = top_k_index.shape
+    pairs = x.unsqueeze(1).expand(tokens, k, hidden).reshape(tokens * k, 1, hidden)
+    index = top_k_index.reshape(-1)
+    mlp = experts.mlp
+    split = (-1, experts.ffn_hidden_size, hidden)
+    w1 = mlp.w1.view(split)[index]
+    v1 = mlp.v1.view(split)[index]
+    w2 = mlp.w2.view(split)[index]
+    gate = mlp.activation_fn(torch.bmm(pairs, w1.transpose(1, 2)))
+    up = torch.bmm(pairs, v1.transpose(1, 2))
+    down = torch.bmm(gate * up, w2).reshape(tokens * k, hidden)
+    out = (down * top_k_weights.reshape(-1, 1)).to(hidden_states.dtype)
+    return out.reshape(tokens, k, hidden).sum(dim=1).view(batch, -1, hidden)
+
+
+PATCH_DBRX_EXPERTS = PatchSpec(
+    name="transformers:dbrx.DbrxExperts.forward",
+    library="transformers",
+    reason=(
+        "the experts of dbrx loop over the experts hit by the routing (nonzero): the number "
+        "of iterations depends on the data, torch.export cannot trace it. The replacement "
+        "gathers the weights of the expert of every (token, choice) pair and runs batched "
+        "matmuls."
+    ),
+    fixes=(
+        "torch.export of dbrx: 'GuardOnDataDependentSymNode: Could not guard on "
+        "data-dependent expression Eq(u0, 0)' at 'for expert_idx in expert_hit'"
+    ),
+    versions="transformers with DbrxExperts looping over expert_hit (5.x)",
+    targets=lambda: _experts_loop_targets(
+        "dbrx.modeling_dbrx", "DbrxExperts", "expert_hit", "split_expert_shape"
+    ),
+    make=_make_experts_forward(dbrx_experts_forward),
+)
+
+PATCHES: list[PatchSpec] = [PATCH_GROUPED_MM, PATCH_ZERO_EXPERTS, PATCH_DBRX_EXPERTS]
