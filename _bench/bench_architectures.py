@@ -48,6 +48,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from collections.abc import Callable
 
 #: A fast fixed subset covering the main cases (rotary, learned positions, no position_ids,
 #: sliding layers, mixture of experts), the one continuous integration runs.
@@ -1074,34 +1075,77 @@ def versions_line() -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--subset", action="store_true", help=f"only {', '.join(SUBSET)}")
-    parser.add_argument("--archs", default="", help="comma separated model types")
-    parser.add_argument("--timeout", type=float, default=180, help="seconds per architecture")
+def add_sweep_arguments(parser: Any, out: str, timeout: float, begin: str, end: str) -> None:
+    """The options every sweep shares (``bench_architectures``, ``bench_tasks``)."""
+    parser.add_argument("--timeout", type=float, default=timeout, help="seconds per architecture")
     parser.add_argument("--jobs", type=int, default=1, help="architectures run in parallel")
-    parser.add_argument("--out", default="bench_architectures", help="output folder")
+    parser.add_argument("--out", default=out, help="output folder")
     parser.add_argument("--merge", action="store_true", help="keeps the rows of a previous run")
     parser.add_argument("--stages", default=",".join(STAGES), help="stages to run")
     parser.add_argument(
-        "--doc", default="", help=f"a page whose part between {BEGIN!r} and {END!r} gets the tables"
+        "--doc", default="", help=f"a page whose part between {begin!r} and {end!r} gets the tables"
     )
     parser.add_argument(
         "--report-only", action="store_true", help="runs nothing, rewrites the tables (--merge)"
     )
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--result", default="", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    stages = tuple(s for s in args.stages.split(",") if s)
+
+
+def parse_stages(parser: Any, text: str) -> tuple[str, ...]:
+    """The stages of ``--stages``, an error of the parser for an unknown one."""
+    stages = tuple(s for s in text.split(",") if s)
     unknown = set(stages) - set(STAGES)
     if unknown:
         parser.error(f"--stages: unknown stages {sorted(unknown)}, expected {STAGES}")
-    if args.worker:
-        import logging
-        import warnings
+    return stages
 
-        warnings.filterwarnings("ignore")
-        logging.disable(logging.WARNING)
+
+def quiet_worker() -> None:
+    """A worker prints its result only: warnings and logs of transformers are silenced."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+
+
+def run_sweep(
+    items: list[Any],
+    run: Callable[[Any], dict[str, Any]],
+    records: dict[Any, dict[str, Any]],
+    csv_file: str,
+    write: Callable[[dict[Any, dict[str, Any]], str], None],
+    label: Callable[[Any], str],
+    jobs: int,
+) -> None:
+    """
+    Runs ``run(item)`` for every item, ``jobs`` at a time, stores every record in
+    ``records`` (key: the item) and writes the CSV after each one, so that an interrupted
+    sweep keeps what it measured; prints one line per item.
+    """
+    lock = threading.Lock()
+
+    def _one(item: Any) -> None:
+        record = run(item)
+        with lock:
+            records[item] = record
+            write(records, csv_file)
+        print(f"{label(item)}: {first_error(record) or 'ok'} ({record['seconds']}s)", flush=True)
+
+    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+        list(pool.map(_one, items))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subset", action="store_true", help=f"only {', '.join(SUBSET)}")
+    parser.add_argument("--archs", default="", help="comma separated model types")
+    add_sweep_arguments(parser, "bench_architectures", 180, BEGIN, END)
+    args = parser.parse_args(argv)
+    stages = parse_stages(parser, args.stages)
+    if args.worker:
+        quiet_worker()
         _Worker(args.worker, args.result, stages).run()
         return 0
     known = list_architectures()
@@ -1116,18 +1160,16 @@ def main(argv: list[str] | None = None) -> int:
     csv_file = os.path.join(args.out, "architectures.csv")
     records = read_csv(csv_file) if args.merge else {}
     versions = versions_line()
-    lock = threading.Lock()
-
-    def _one(arch: str) -> None:
-        record = run_architecture(arch, args.timeout, stages)
-        with lock:
-            records[arch] = record
-            write_csv(records, csv_file)
-        print(f"{arch}: {first_error(record) or 'ok'} ({record['seconds']}s)", flush=True)
-
     if not args.report_only:
-        with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
-            list(pool.map(_one, archs))
+        run_sweep(
+            archs,
+            lambda arch: run_architecture(arch, args.timeout, stages),
+            records,
+            csv_file,
+            write_csv,
+            str,
+            args.jobs,
+        )
     with open(os.path.join(args.out, "architectures.md"), "w") as f:
         f.write(markdown(records, versions))
     with open(os.path.join(args.out, "architectures.rst"), "w") as f:

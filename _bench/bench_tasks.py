@@ -51,9 +51,7 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -579,31 +577,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archs", default="", help="comma separated model types")
     parser.add_argument("--subset", action="store_true", help=f"only {SUBSET}")
     parser.add_argument("--limit", type=int, default=0, help="the first N architectures per task")
-    parser.add_argument("--timeout", type=float, default=120, help="seconds per architecture")
-    parser.add_argument("--jobs", type=int, default=1, help="architectures run in parallel")
-    parser.add_argument("--out", default="bench_tasks", help="output folder")
-    parser.add_argument("--merge", action="store_true", help="keeps the rows of a previous run")
-    parser.add_argument("--stages", default=",".join(STAGES), help="stages to run")
-    parser.add_argument(
-        "--doc", default="", help=f"a page whose part between {BEGIN!r} and {END!r} gets the tables"
-    )
-    parser.add_argument(
-        "--report-only", action="store_true", help="runs nothing, rewrites the tables (--merge)"
-    )
-    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    ba.add_sweep_arguments(parser, "bench_tasks", 120, BEGIN, END)
     parser.add_argument("--task", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--result", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    stages = tuple(s for s in args.stages.split(",") if s)
-    unknown = set(stages) - set(STAGES)
-    if unknown:
-        parser.error(f"--stages: unknown stages {sorted(unknown)}, expected {STAGES}")
+    stages = ba.parse_stages(parser, args.stages)
     if args.worker:
-        import logging
-        import warnings
-
-        warnings.filterwarnings("ignore")
-        logging.disable(logging.WARNING)
+        ba.quiet_worker()
         _TaskWorker(args.task, args.worker, args.result, stages).run()
         return 0
     known = known_tasks()
@@ -625,19 +604,16 @@ def main(argv: list[str] | None = None) -> int:
     csv_file = os.path.join(args.out, "tasks.csv")
     records = read_csv(csv_file) if args.merge else {}
     versions = ba.versions_line()
-    lock = threading.Lock()
-
-    def _one(pair: tuple[str, str]) -> None:
-        record = run_one(*pair, args.timeout, stages)
-        with lock:
-            records[pair] = record
-            write_csv(records, csv_file)
-        error = ba.first_error(record) or "ok"
-        print(f"{pair[0]} {pair[1]}: {error} ({record['seconds']}s)", flush=True)
-
     if not args.report_only:
-        with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
-            list(pool.map(_one, pairs))
+        ba.run_sweep(
+            pairs,
+            lambda pair: run_one(*pair, args.timeout, stages),
+            records,
+            csv_file,
+            write_csv,
+            " ".join,
+            args.jobs,
+        )
     with open(os.path.join(args.out, "tasks.md"), "w") as f:
         f.write(markdown(records, versions))
     with open(os.path.join(args.out, "tasks.rst"), "w") as f:

@@ -6,6 +6,7 @@ The causal-LM sweep ``_bench/bench_architectures.py``: its pieces, and its fixed
 import csv
 import importlib.util
 import os
+import sys
 import tempfile
 import unittest
 
@@ -19,7 +20,12 @@ _BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "_bench", "bench_ar
 
 def _load_bench():
     spec = importlib.util.spec_from_file_location("bench_architectures", _BENCH)
+    # one module object under its name: bench_tasks imports bench_architectures, doctest
+    # looks the module up in sys.modules by name
+    if "bench_architectures" in sys.modules:
+        return sys.modules["bench_architectures"]
     module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_architectures"] = module
     spec.loader.exec_module(module)
     return module
 
