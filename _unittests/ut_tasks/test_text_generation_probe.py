@@ -229,6 +229,33 @@ class TestProbedCache(ExtTestCase):
 
         self.assertRaise(lambda: _inputs(Model(), NoHeads()), TaskInputError, "OwnCache")
 
+    def test_model_refusing_the_cache_of_the_configuration_names_its_class(self):
+        # zamba2 on transformers 4.57: the model makes its own cache class and fails on the
+        # DynamicCache built from the configuration (silently wrong inputs before)
+        class OwnCache:
+            states_by_layer = {}
+
+        class Model(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear = torch.nn.Linear(2, 2)
+
+            def forward(
+                self, input_ids, attention_mask=None, position_ids=None, cache=None, **kwargs
+            ):
+                if cache is not None:
+                    _ = cache.states_by_layer
+                return {"cache": OwnCache()}
+
+        config = transformers.LlamaConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=100
+        )
+        with self.assertRaises(TaskInputError) as cm:
+            _inputs(Model(), config)
+        self.assertIn("OwnCache", str(cm.exception))
+        self.assertIn("does not fit it either", str(cm.exception))
+        self.assertIn("states_by_layer", str(cm.exception))
+
     def test_probe_cache_bad_model(self):
         self.assertRaise(lambda: probe_cache("model", 2, 3, 10), TaskInputError, "nn.Module")
 

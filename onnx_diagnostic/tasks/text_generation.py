@@ -351,7 +351,26 @@ def get_inputs(
             cache_name=cache_name,
             cache=caches[1],
         )
+    if probe_error is not None and isinstance(model, torch.nn.Module):
+        # the model makes a cache of its own class: the DynamicCache built from the
+        # configuration is only right if the model takes it
+        _check_model_takes(model, res["inputs"], probe_error)
     return res
+
+
+def _check_model_takes(model: torch.nn.Module, inputs: dict[str, Any], error: Exception) -> None:
+    """Runs ``model`` on a copy of ``inputs``, raises ``error`` (the model's own cache class
+    cannot be flattened) if it fails on the cache built from the configuration."""
+    from ..helpers.torch_helper import torch_deepcopy
+
+    try:
+        with torch.no_grad():
+            model(**torch_deepcopy(inputs))
+    except Exception as e:
+        raise TaskInputError(
+            f"{error}; the DynamicCache built from the configuration does not fit it either: "
+            f"{type(e).__name__}: {e}"
+        ) from e
 
 
 def _probe(
