@@ -1,6 +1,7 @@
 """Custom exporter: translations the architecture sweep found missing, aten.log_sigmoid
 (inkling), aten.linalg_vector_norm, aten.unfold and aten.flip (inkling2), aten.eye and aten.einsum
-(xlnet)."""
+(xlnet), aten.roll (donut-swin), aten.upsample_nearest2d (DETR family) and aten.prelu (dab-detr),
+found by the sweep of the other tasks."""
 
 import unittest
 
@@ -183,6 +184,75 @@ class TestFlip(ExtTestCase):
         onx = to_onnx(M(), (torch.randn(3, 5),), exporter="custom")
         x = torch.randn(3, 5)
         self.assertEqual(M()(x).tolist(), _run(onx, x=x)[0].tolist())
+
+
+class TestRoll(ExtTestCase):
+    def test_roll_dims_dynamic_and_static(self):
+        class M(torch.nn.Module):
+            def forward(self, x):
+                return torch.roll(x, shifts=(2, -1), dims=(1, 2)) + torch.roll(x, 3, 0)
+
+        x = torch.randn(4, 5, 6)
+        onx = to_onnx(M(), (x,), dynamic_shapes=({0: DYN, 1: DYN},), exporter="custom")
+        for x in [torch.randn(4, 5, 6), torch.randn(7, 3, 6), torch.randn(2, 1, 6)]:
+            with self.subTest(shape=tuple(x.shape)):
+                self.assertEqualArray(M()(x), _run(onx, x=x)[0])
+
+    def test_roll_without_dims_and_shift_of_the_size(self):
+        class M(torch.nn.Module):
+            def forward(self, x):
+                return torch.roll(x, 5) + torch.roll(x, shifts=4, dims=1)
+
+        x = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+        onx = to_onnx(M(), (x,), exporter="custom")
+        self.assertEqualArray(M()(x), _run(onx, x=x)[0])
+
+
+class TestUpsampleNearest(ExtTestCase):
+    def test_scale_factor_and_size(self):
+        class M(torch.nn.Module):
+            def forward(self, x, y):
+                a = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+                b = torch.nn.functional.interpolate(x, size=y.shape[-2:], mode="nearest")
+                return a, b
+
+        x, y = torch.randn(2, 3, 4, 5), torch.randn(1, 1, 7, 3)
+        onx = to_onnx(
+            M(),
+            (x, y),
+            dynamic_shapes=({0: DYN, 2: DYN, 3: DYN}, {2: DYN, 3: DYN}),
+            exporter="custom",
+        )
+        for x, y in [
+            (torch.randn(2, 3, 4, 5), torch.randn(1, 1, 7, 3)),
+            (torch.randn(1, 3, 6, 2), torch.randn(1, 1, 12, 9)),
+        ]:
+            with self.subTest(x=tuple(x.shape), y=tuple(y.shape)):
+                expected = M()(x, y)
+                got = _run(onx, x=x, y=y)
+                self.assertEqualArray(expected[0], got[0])
+                self.assertEqualArray(expected[1], got[1])
+
+
+class TestPrelu(ExtTestCase):
+    def test_prelu_per_channel_and_single(self):
+        class M(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.channels = torch.nn.PReLU(3, init=0.1)
+                self.single = torch.nn.PReLU(init=0.3)
+
+            def forward(self, x, y):
+                return self.channels(x), self.single(y), self.channels(y)
+
+        m = M()
+        with torch.no_grad():
+            m.channels.weight.copy_(torch.tensor([0.1, 0.2, 0.5]))
+        x, y = torch.randn(2, 3, 4, 5), torch.randn(4, 3)
+        onx = to_onnx(m, (x, y), dynamic_shapes=({0: DYN}, {0: DYN}), exporter="custom")
+        x, y = torch.randn(3, 3, 4, 5), torch.randn(6, 3)
+        for e, g in zip(m(x, y), _run(onx, x=x, y=y)):
+            self.assertEqualArray(e, g, atol=1e-6)
 
 
 if __name__ == "__main__":

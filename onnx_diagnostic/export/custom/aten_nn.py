@@ -420,3 +420,38 @@ def _sdpa(
             attn_mask = g.op("Where", attn_mask, g.const(0.0, dtype), g.const(-float("inf"), dtype))
         scores = g.op("Add", scores, attn_mask)
     return g.op("MatMul", g.op("Softmax", scores, axis=-1), v)
+
+
+@register(aten.upsample_nearest2d.vec, aten.upsample_nearest2d.default)
+def _upsample_nearest2d(
+    g: GraphBuilder,
+    node: torch.fx.Node,
+    x: ir.Value,
+    output_size: Sequence[Any] | None = None,
+    scales: Any = None,
+    scales_w: Any = None,
+) -> ir.Value:
+    # torch's "nearest": source index floor(dst * in / out), ONNX Resize asymmetric + floor
+    attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    if node.target == aten.upsample_nearest2d.default and scales_w is not None:
+        # (input, output_size, scales_h, scales_w): the output size decides
+        scales = None
+    if output_size is not None:
+        sizes = g.shape_tensor([g.size(x, 0), g.size(x, 1), *output_size])
+        return g.op("Resize", x, None, None, sizes, **attrs)
+    if scales is None or len(scales) != 2:
+        raise NotImplementedError(f"upsample_nearest2d with scales={scales!r}")
+    factors = g.const(
+        np.array([1.0, 1.0, *[float(s) for s in scales]], dtype=np.float32), ir.DataType.FLOAT
+    )
+    return g.op("Resize", x, None, factors, **attrs)
+
+
+@register(aten.prelu.default, aten._prelu_kernel.default)
+def _prelu(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, weight: ir.Value) -> ir.Value:
+    # torch applies one slope per channel (dimension 1), ONNX broadcasts from the last one
+    rank = _rank(node.args[0])
+    w_shape = _static_shape(node.args[1])
+    if rank > 2 and (w_shape is None or w_shape != [1]):
+        weight = g.op("Reshape", weight, g.ints([-1] + [1] * (rank - 2)))
+    return g.op("PRelu", x, weight)

@@ -763,3 +763,43 @@ def _broadcast_tensors(g: GraphBuilder, node: torch.fx.Node, tensors: Sequence[i
                 shape = g.op("Shape", dummy)
         res.append(g.op("Expand", t, shape))
     return tuple(res)
+
+
+@register(aten.roll.default)
+def _roll(
+    g: GraphBuilder,
+    node: torch.fx.Node,
+    x: ir.Value,
+    shifts: Sequence[Any],
+    dims: Sequence[int] = (),
+) -> ir.Value:
+    # every shift is a Concat of the last elements and the first ones along its dimension
+    shifts = [shifts] if not isinstance(shifts, (list, tuple)) else list(shifts)
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    rank = _rank(node.args[0])
+    if not dims:
+        # no dimension: the flattened tensor is rolled, then reshaped back
+        shape = g.op("Shape", x)
+        flat = g.op("Reshape", x, g.ints([-1]))
+        return g.op("Reshape", _roll_axis(g, flat, shifts[0], 0), shape)
+    if len(shifts) != len(dims):
+        raise NotImplementedError(f"roll with {len(shifts)} shifts and {len(dims)} dims")
+    for shift, dim in zip(shifts, dims):
+        x = _roll_axis(g, x, shift, _norm_axis(dim, rank))
+    return x
+
+
+def _roll_axis(g: GraphBuilder, x: ir.Value, shift: Any, axis: int) -> ir.Value:
+    size = g.size(x, axis)
+    if isinstance(size, int) and not isinstance(shift, ir.Value):
+        if size == 0 or shift % size == 0:
+            return x
+        split: Any = g.ints([size - shift % size])
+    else:
+        # Mod follows the sign of the divisor (fmod=0): a negative shift rolls backwards
+        mod = g.op("Mod", g.scalar(shift), g.scalar(size), fmod=0)
+        split = g.as_1d(g.op("Sub", g.scalar(size), mod))
+    axes = g.ints([axis])
+    tail = g.op("Slice", x, split, g.ints([2**63 - 1]), axes)
+    head = g.op("Slice", x, g.ints([0]), split, axes)
+    return g.op("Concat", tail, head, axis=axis)
