@@ -153,15 +153,16 @@ def _elem_type(arg: Any) -> int:
     return _ORT_ELEM_TYPES[arg.type]
 
 
-def _cache_index(name: str) -> tuple[int, str, str, int] | None:
+def _cache_index(name: str) -> tuple[int, str, str, int | None] | None:
     """``(layer, part, kind, state)`` of a cache input (part: ``decoder``, ``encoder`` or
-    empty; state: the index of a state when a layer holds several, 0 otherwise)."""
+    empty; state: the index of a state when a layer holds several, None otherwise)."""
     m = _PAST.match(name)
     if m:
-        return int(m.group(1)), m.group(2) or "", m.group(3), int(m.group(4) or 0)
+        state = None if m.group(4) is None else int(m.group(4))
+        return int(m.group(1)), m.group(2) or "", m.group(3), state
     m = _PAST_TORCH.match(name)
     if m:
-        return int(m.group(2)), "", m.group(1), 0
+        return int(m.group(2)), "", m.group(1), None
     return None
 
 
@@ -247,14 +248,14 @@ def model_layout(session: onnxruntime.InferenceSession) -> GenerationLayout:
             f"{list(_FED)} and a cache past_key_values.N.key / .value / .conv_state / "
             ".recurrent_state / .cumulative_length / .indexer_key"
         )
-    cache.sort(key=lambda x: (x[0][0], _KIND_ORDER[x[0][2]], x[0][3]))
+    cache.sort(key=lambda x: (x[0][0], _KIND_ORDER[x[0][2]], x[0][3] or 0))
     logits = "logits" if "logits" in outputs else outputs[0]
     others = [o for o in outputs if o != logits]
     cache_outputs = []
-    for (layer, part, kind, state), name, _ in cache:
+    for (layer, part, kind, state), _name, _ in cache:
         sub = f".{part}" if part else ""
         expected = f"present.{layer}{sub}.{kind}"
-        if _PAST.match(name) and _PAST.match(name).group(4) is not None:
+        if state is not None:
             expected += f".{state}"
         cache_outputs.append(expected if expected in outputs else None)
     if any(c is None for c in cache_outputs):
