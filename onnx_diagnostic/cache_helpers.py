@@ -557,6 +557,10 @@ def get_cache_layer_types(cache: Any) -> list[str]:
     the canonical flattening raises. For a StaticCache, a layer is ``"sliding_attention"``
     if it is a sliding window layer, ``"full_attention"`` otherwise.
     An ``EncoderDecoderCache`` has no layers of its own, the result is empty.
+    The cache classes of transformers 4.x models keeping states (``MambaCache``,
+    ``HybridMambaAttentionDynamicCache``...) give, for each layer, ``"full_attention"``
+    (keys and values), ``"linear_attention"`` (states), ``"hybrid"`` (both) or ``"dummy"``
+    (nothing), from the tensors each layer holds.
 
     >>> import torch
     >>> kv = (torch.rand(1, 2, 3, 4), torch.rand(1, 2, 3, 4))
@@ -566,6 +570,10 @@ def get_cache_layer_types(cache: Any) -> list[str]:
     >>> get_cache_layer_types(cache)
     ['sliding_attention', 'full_attention']
     """
+    from .torch_export_patches._legacy_caches import is_legacy_cache, legacy_layer_types
+
+    if is_legacy_cache(cache):
+        return legacy_layer_types(cache)
     layers = getattr(cache, "layers", [])
     if not _is_dynamic_cache(cache):
         return [

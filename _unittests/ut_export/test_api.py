@@ -66,6 +66,31 @@ class TestToOnnxSmall(ExtTestCase):
         got = _run(onx, {"input_ids": other})[0]
         self.assertEqualArray(model(other).detach(), got, atol=1e-5)
 
+    def test_buffer_registered_as_parameter(self):
+        # falcon_mamba (transformers 4.x): register_buffer(name, nn.Parameter(...)), persistent
+        # or not; run_decompositions failed with "attribute 'b_c_rms' already exists"
+        class Model(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                ones = torch.nn.Parameter(torch.ones(4), requires_grad=False)
+                self.register_buffer("b_c_rms", ones, persistent=False)
+                twos = torch.nn.Parameter(torch.full((4,), 2.0), requires_grad=False)
+                self.register_buffer("kept", twos)
+
+            def forward(self, x):
+                return x * self.b_c_rms + self.kept
+
+        model, x = Model(), torch.rand(3, 4)
+        for exporter in ("custom", "onnx-dynamo"):
+            with self.subTest(exporter=exporter):
+                onx = to_onnx(
+                    model, (x,), dynamic_shapes=({0: "batch"},), exporter=exporter, optimize=False
+                )
+                self.assertEqualArray(model(x), _run(onx, {"x": x})[0], atol=1e-6)
+                # the model is not modified
+                self.assertIsInstance(model.b_c_rms, torch.nn.Parameter)
+                self.assertIsInstance(model.kept, torch.nn.Parameter)
+
     def test_zero_dim_and_none_and_constant_inputs(self):
         onx = to_onnx(_Tiny(), (torch.tensor(3.0),), kwargs=dict(y=None, scale=4))
         self.assertEqual(["x"], [i.name for i in onx.graph.input])

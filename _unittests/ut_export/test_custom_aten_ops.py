@@ -466,6 +466,19 @@ class TestElementwise(_AtenTestCase):
             ("aten.maximum", "aten.minimum", "aten.where", "aten.masked_fill"),
         )
 
+    def test_booleans_in_mul_add(self):
+        # jamba's padding mask in transformers 4.x: mask.eq(0.0) * attention_mask.eq(0.0)
+        def fn(a, b, x):
+            return a * b, a + b, (x > 0) * (x < 1), a * x
+
+        self.check(
+            fn,
+            (_b(3, 4), _b(3, 4), _f(3, 4)),
+            (_b(5, 4), _b(5, 4), _f(5, 4)),
+            ({0: DYN}, {0: DYN}, {0: DYN}),
+            ("aten.mul", "aten.add"),
+        )
+
     def test_bfloat16_types_in_translated_graph(self):
         # onnxruntime has no CPU kernel for most bfloat16 operators: the types only
         def fn(x, y):
@@ -1179,6 +1192,16 @@ class TestCreation(_AtenTestCase):
             D0,
             ("aten.zeros", "aten.full", "aten.new_ones", "aten.new_full", "aten.zeros_like"),
         )
+
+    def test_zero_in_place(self):
+        # MambaCache.update_ssm_state of transformers 4.x: state.zero_(); state += new
+        def fn(x, y):
+            z = x.clone()
+            z.zero_()
+            z += y
+            return z, x.clone().zero_() - 1
+
+        self.check(fn, (_f(3, 4), _f(3, 4)), (_f(5, 4), _f(5, 4)), D00, ("aten.zero_",))
 
     def test_arange(self):
         def fn(x):

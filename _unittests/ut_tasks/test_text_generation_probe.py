@@ -12,7 +12,13 @@ import transformers
 
 from onnx_diagnostic.ext_test_case import ExtTestCase
 from onnx_diagnostic.helpers import max_diff
-from onnx_diagnostic.helpers.compat import CACHE_ARG_NAMES, cache_class, declared_cache_arg_name
+from onnx_diagnostic.helpers.compat import (
+    CACHE_ARG_NAMES,
+    cache_class,
+    declared_cache_arg_name,
+    transformers_version,
+    version_at_least,
+)
 from onnx_diagnostic.tasks import TaskInputError, check_inputs2, random_input_kwargs
 from onnx_diagnostic.tasks import _cache_probe
 from onnx_diagnostic.tasks._cache_probe import (
@@ -152,16 +158,17 @@ class TestProbedCache(ExtTestCase):
         config = _small(transformers.MambaConfig)
         model = transformers.MambaForCausalLM(config).eval()
         res = _inputs(model, config)
-        if declared_cache_arg_name(model) is None:
-            # transformers < 5.24 names mamba's argument cache_params, a name this library
-            # does not take for a cache: the forward takes no cache
-            self.assertEqual(_cache_keys(res["inputs"]), [])
-            model(**copy.deepcopy(res["inputs2"]))
-            return
+        # transformers < 5.24 names mamba's argument cache_params
+        name = declared_cache_arg_name(model)
+        self.assertIn(name, (*CACHE_ARG_NAMES, "cache_params"))
         self.assertNotIn("attention_mask", res["inputs"])
         self.assertEqual(res["inputs"]["input_ids"].shape, (2, 1))
         self.assertEqual(res["dynamic_shapes"]["input_ids"], {0: "batch"})
-        self.assertTrue(has_recurrent_states(res["inputs"][_cache_keys(res["inputs"])[0]]))
+        self.assertTrue(has_recurrent_states(res["inputs"][name]))
+        if not version_at_least(transformers_version(), "5"):
+            # MambaCache of transformers 4.x: the model requires cache_position with it
+            self.assertEqual(res["inputs"]["cache_position"].tolist(), [30])
+            self.assertEqual(res["dynamic_shapes"]["cache_position"], {})
         self.assertEqual(check_inputs2(res["inputs"], res["inputs2"], res["dynamic_shapes"]), [])
         model(**copy.deepcopy(res["inputs2"]))
 

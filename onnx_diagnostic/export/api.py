@@ -539,6 +539,20 @@ def _check_genai_config(model: torch.nn.Module, filename: Any) -> None:
         )
 
 
+def _plain_buffers(ep: torch.export.ExportedProgram) -> None:
+    """
+    Replaces the buffers registered as :class:`torch.nn.Parameter` (``register_buffer(name,
+    nn.Parameter(...))``, the ``b_c_rms`` of falcon_mamba in transformers 4.x) by plain tensors
+    in the exported program: ``run_decompositions`` fails on them with
+    ``KeyError: "attribute 'b_c_rms' already exists"``. The model is not modified.
+    """
+    buffers = set(ep.graph_signature.buffers)
+    for store in (ep.state_dict, ep.constants):
+        for name, value in list(store.items()):
+            if name in buffers and isinstance(value, torch.nn.Parameter):
+                store[name] = value.detach()
+
+
 def _to_onnx(
     model: torch.nn.Module,
     args: tuple,
@@ -564,6 +578,7 @@ def _to_onnx(
             model, args, kwargs=kwargs, dynamic_shapes=export_ds, strict=False
         ),
     )
+    _plain_buffers(ep)
     translator = EXPORTERS[exporter]
     program = steps.run("translation", lambda: translator.translate(ep, target_opset, verbose))
     input_map = _default_input_names(ep, arg_names, args, kwargs)

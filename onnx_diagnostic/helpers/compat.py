@@ -107,12 +107,31 @@ def is_cache(obj: Any) -> bool:
     """
     Tells if ``obj`` is a :epkg:`transformers` cache, without importing transformers:
     an object cannot be a cache if ``transformers.cache_utils`` was never loaded.
+    The cache classes models of transformers 4.x define for their states (``MambaCache``,
+    ``HybridMambaAttentionDynamicCache``...) are caches too; the first one seen gets its
+    class registered for :mod:`torch.utils._pytree`.
 
     >>> is_cache(None)
     False
     """
     mod = loaded_cache_module()
-    return mod is not None and isinstance(obj, mod.Cache)
+    if mod is None:
+        return False
+    if isinstance(obj, mod.Cache):
+        return True
+    from ..torch_export_patches import _legacy_caches
+
+    if not _legacy_caches.is_legacy_cache(obj):
+        return False
+    # a cache class of a model of transformers 4.x (MambaCache...): registered for
+    # torch.utils._pytree the first time one is seen, its module is loaded by then
+    import torch.utils._pytree as pytree
+
+    if type(obj) not in pytree.SUPPORTED_NODES:
+        from ..torch_export_patches.serialization import register_cache_serialization
+
+        register_cache_serialization()
+    return True
 
 
 def is_model_output(obj: Any) -> bool:
@@ -283,6 +302,11 @@ def rope_original_max_position(config: Any, layer_type: str | None = None) -> in
 #: Names transformers gave to the cache argument of ``forward``, newest first.
 CACHE_ARG_NAMES: tuple[str, ...] = ("cache", "past_key_values")
 
+#: Other names of the cache argument: ``cache_params``, the cache of the state-space models
+#: (mamba, mamba2, falcon_mamba) before transformers 5.24. A model declaring one of
+#: :data:`CACHE_ARG_NAMES` gets that one; these names are never renamed into another.
+OTHER_CACHE_ARG_NAMES: tuple[str, ...] = ("cache_params",)
+
 #: Prefix of the cache inputs of an exported ONNX model (``past_key_values.0.key``...),
 #: the convention onnxruntime-genai and optimum read; it never follows transformers' renames.
 ONNX_CACHE_INPUT = "past_key_values"
@@ -319,6 +343,14 @@ def _first_cache_name(names: Any) -> str | None:
     if not names:
         return None
     return next((name for name in CACHE_ARG_NAMES if name in names), None)
+
+
+def _declared_cache_name(names: Any) -> str | None:
+    """:func:`_first_cache_name`, or the first of :data:`OTHER_CACHE_ARG_NAMES`."""
+    name = _first_cache_name(names)
+    if name is None and names:
+        name = next((n for n in OTHER_CACHE_ARG_NAMES if n in names), None)
+    return name
 
 
 @functools.cache
@@ -358,14 +390,18 @@ def cache_arg_name(model: Any = None) -> str:
 def declared_cache_arg_name(model: Any) -> str | None:
     """
     Returns the name of :data:`CACHE_ARG_NAMES` that ``model.forward`` (a model, a function
-    or an :class:`inspect.Signature`) declares, None if it declares none.
+    or an :class:`inspect.Signature`) declares, otherwise the one of
+    :data:`OTHER_CACHE_ARG_NAMES` (``cache_params`` of mamba models before transformers 5.24),
+    None if it declares none.
 
     >>> declared_cache_arg_name(lambda input_ids, cache=None: None)
     'cache'
+    >>> declared_cache_arg_name(lambda input_ids, cache_params=None: None)
+    'cache_params'
     >>> declared_cache_arg_name(lambda x: x) is None
     True
     """
-    return _first_cache_name(forward_parameters(model))
+    return _declared_cache_name(forward_parameters(model))
 
 
 def cache_name_of_inputs(model: Any, mappings: Any) -> str | None:

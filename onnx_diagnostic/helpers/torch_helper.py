@@ -81,6 +81,15 @@ def _map_cache(cache: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
         return cache_helpers.make_encoder_decoder_cache(
             _map_cache(cache.self_attention_cache, fn), _map_cache(cache.cross_attention_cache, fn)
         )
+    from ..torch_export_patches._legacy_caches import is_legacy_cache
+
+    if is_legacy_cache(cache):
+        # a cache class of a transformers 4.x model (MambaCache...): lists, dictionaries or
+        # tensors of tensors, every other attribute kept
+        new_cache = copy.copy(cache)
+        for name, value in vars(cache).items():
+            setattr(new_cache, name, _map_tensors(value, fn, _keep))
+        return new_cache
     if _is_dynamic_cache(cache):
         layers = _map_dynamic_layers(cache, fn)
         new_cache = copy.copy(cache)

@@ -85,7 +85,7 @@ def forward_arguments(model: Any, config: Any = None) -> set[str] | None:
 
 
 def _output_cache(outputs: Any) -> Any:
-    for name in ("cache", "past_key_values"):
+    for name in ("cache", "past_key_values", "cache_params"):
         value = getattr(outputs, name, None)
         if value is None and isinstance(outputs, dict):
             value = outputs.get(name, None)
@@ -124,12 +124,42 @@ def probe_cache(
     try:
         with torch.no_grad():
             outputs = model(input_ids=ids, use_cache=True)
+            cache = _output_cache(outputs)
+            if cache is None:
+                cache = _generation_cache(model, ids)
     except Exception as e:
         raise TaskInputError(
             f"probe_cache: {type(model).__name__} fails on input_ids of shape "
             f"{tuple(ids.shape)} with use_cache=True: {type(e).__name__}: {e}"
         ) from e
-    return _output_cache(outputs)
+    return cache
+
+
+def _generation_cache(model: torch.nn.Module, ids: torch.Tensor) -> Any:
+    """
+    The cache ``generate`` gives a model returning none when it is given none (jamba,
+    bamba, falcon_h1... before transformers 5 return a cache only if one was created
+    beforehand, by ``prepare_inputs_for_generation``), after the model ran on ``ids``;
+    None if ``prepare_inputs_for_generation`` makes no cache.
+    """
+    from ..helpers.compat import is_cache
+
+    prepare = getattr(model, "prepare_inputs_for_generation", None)
+    if not callable(prepare):
+        return None
+    try:
+        prepared = prepare(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            use_cache=True,
+            cache_position=torch.arange(ids.shape[1], device=ids.device),
+        )
+    except (TypeError, ValueError, AttributeError) as e:
+        logger.info("probe_cache: prepare_inputs_for_generation fails: %s", e)
+        return None
+    if not isinstance(prepared, dict) or not any(is_cache(v) for v in prepared.values()):
+        return None
+    return _output_cache(model(**prepared))
 
 
 def cache_leaves(cache: Any, where: str) -> list[torch.Tensor]:
@@ -170,6 +200,11 @@ def has_recurrent_states(cache: Any) -> bool:
     >>> has_recurrent_states(make_dynamic_cache([(torch.zeros(1, 1, 2, 4),) * 2]))
     False
     """
+    from ..torch_export_patches._legacy_caches import is_legacy_cache
+
+    if is_legacy_cache(cache):
+        # the cache classes of transformers 4.x models: all of them hold states
+        return True
     return any(
         hasattr(layer, "recurrent_states") or hasattr(layer, "conv_states")
         for layer in getattr(cache, "layers", None) or []

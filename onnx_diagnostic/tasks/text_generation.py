@@ -37,7 +37,14 @@ from typing import Any
 import torch
 
 from . import _common
-from ..helpers.compat import CACHE_ARG_NAMES, cache_alias_dict, cache_arg_name
+from ..helpers.compat import (
+    CACHE_ARG_NAMES,
+    OTHER_CACHE_ARG_NAMES,
+    cache_alias_dict,
+    cache_arg_name,
+)
+from ..helpers.torch_helper import torch_deepcopy
+from ..torch_export_patches._legacy_caches import is_legacy_cache
 from ._cache_probe import (
     causal_lm_class,
     forward_arguments,
@@ -183,6 +190,9 @@ def _make_inputs(
         inputs["position_ids"] = position_ids.unsqueeze(0).expand((batch_size, -1)).contiguous()
     if cache_name is not None:
         inputs[cache_name] = cache
+        if is_legacy_cache(cache) and arguments is not None and "cache_position" in arguments:
+            # the models of transformers 4.x keeping states (mamba...) require it with a cache
+            inputs["cache_position"] = torch.arange(past_length, total, dtype=torch.int64)
     return cache_alias_dict(inputs)
 
 
@@ -192,6 +202,8 @@ def _dynamic_shapes(inputs: dict[str, Any], cache_name: str | None, cache_ds: An
         ds["attention_mask"] = {0: BATCH, 1: CACHE_SEQ if cache_name else SEQ}
     if "position_ids" in inputs:
         ds["position_ids"] = {0: BATCH, 1: SEQ}
+    if "cache_position" in inputs:
+        ds["cache_position"] = {0: SEQ}
     if cache_name is not None:
         ds[cache_name] = cache_ds
     return ds
@@ -269,7 +281,9 @@ def get_inputs(
         float_dtype(None, dtype)
     cls = model if model is not None else causal_lm_class(config)
     arguments = forward_arguments(model, config)
-    if arguments is not None and not any(n in arguments for n in CACHE_ARG_NAMES):
+    if arguments is not None and not any(
+        n in arguments for n in CACHE_ARG_NAMES + OTHER_CACHE_ARG_NAMES
+    ):
         # a model without a cache (openai-gpt, xlm...): the new tokens only
         sizes["past_length"] = 0
         return _inputs_without_cache(sizes, dummy_max_token_id, arguments, add_second_input)
@@ -343,6 +357,8 @@ def get_inputs(
         res["dynamic_shapes"]["input_ids"] = {0: BATCH}
         if "position_ids" in res["dynamic_shapes"]:
             res["dynamic_shapes"]["position_ids"] = {0: BATCH}
+        if "cache_position" in res["dynamic_shapes"]:
+            res["dynamic_shapes"]["cache_position"] = {}
     if add_second_input:
         res["inputs2"] = _make_inputs(
             **second,
@@ -361,7 +377,6 @@ def get_inputs(
 def _check_model_takes(model: torch.nn.Module, inputs: dict[str, Any], error: Exception) -> None:
     """Runs ``model`` on a copy of ``inputs``, raises ``error`` (the model's own cache class
     cannot be flattened) if it fails on the cache built from the configuration."""
-    from ..helpers.torch_helper import torch_deepcopy
 
     try:
         with torch.no_grad():
@@ -391,6 +406,9 @@ def _probe(
     except TaskInputError as e:
         logger.info("get_inputs: the cache is built from the configuration, %s", e)
         return None
+    # copies: the tensors of the model's cache may be views (a transposed projection), as
+    # inputs of torch.export their sizes would be tied to those of their base
+    cache1, cache2 = torch_deepcopy(cache1), torch_deepcopy(cache2)
     return cache1, cache2, probe_dynamic_shapes(cache1, cache2, (b, p), (b + 1, p + 1))
 
 

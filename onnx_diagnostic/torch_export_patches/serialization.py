@@ -68,6 +68,12 @@ holds (``cumulative_length``, exact at every length), as many as it keeps itself
 cache has no full layer (exact until the window is full: an int growing at every step cannot
 be in the context).
 
+The cache classes models of transformers 4.x define for their states (``MambaCache``,
+``HybridMambaAttentionDynamicCache``, ``Qwen3NextDynamicCache``...) flatten into the same
+names, see :mod:`onnx_diagnostic.torch_export_patches._legacy_caches`; they are registered
+once their model module is loaded (:func:`register_cache_serialization`, or the first time
+:func:`onnx_diagnostic.cache_helpers.is_cache` sees one).
+
 ``MtpCache`` (multi-token prediction in ``generate``) flattens like a DynamicCache.
 ``DFlashCache`` is left unregistered: it keeps the number of tokens accepted at the
 previous step, a Python int the masks depend on. So is minimax's ``MiniMaxCache``
@@ -106,6 +112,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from ..helpers import compat
+from . import _legacy_caches
 from ._reusable import reusable_context
 
 logger = logging.getLogger(__name__)
@@ -606,6 +613,8 @@ def serialization_entries() -> list[SerializationEntry]:
                 _unflatten_encoder_decoder_cache,
             )
         )
+    # the cache classes models of transformers 4.x define (MambaCache...), once loaded
+    entries.extend(SerializationEntry(*e) for e in _legacy_caches.legacy_entries())
     return entries
 
 

@@ -306,7 +306,7 @@ def _new_full(g, node, x, size, value, **kw):
     return _constant_of_shape(g, node, _shape_arg(g, node, size), value)
 
 
-@register(aten.zeros_like.default, aten.empty_like.default)
+@register(aten.zeros_like.default, aten.empty_like.default, aten.zero.default, aten.zero_.default)
 def _zeros_like(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, **kw: Any) -> ir.Value:
     return _constant_of_shape(g, node, g.op("Shape", x), 0)
 

@@ -227,11 +227,18 @@ def _binary(op_type: str) -> Callable:
     def fct(g: GraphBuilder, node: torch.fx.Node, a: Any, b: Any, alpha: Any = 1) -> ir.Value:
         dtype = _promoted(node)
         ta, tb = _tensor(g, a, dtype), _tensor(g, b, dtype)
+        if dtype == ir.DataType.BOOL and op_type in _BOOL_BINARY:
+            # onnx Mul and Add have no boolean version: torch's bool * bool is a logical and,
+            # bool + bool a logical or (jamba's padding mask in transformers 4.x)
+            return g.op(_BOOL_BINARY[op_type], ta, tb)
         if alpha != 1:
             tb = g.op("Mul", tb, _tensor(g, alpha, dtype))
         return g.cast(g.op(op_type, ta, tb), _out_dtype(node))
 
     return fct
+
+
+_BOOL_BINARY = {"Mul": "And", "Add": "Or"}
 
 
 register(aten.add, aten.add_)(_binary("Add"))
