@@ -1,7 +1,8 @@
 """
-Models with sliding-window layers (gemma2, gemma3) exported by both exporters, then run by
-onnx_generate well past the window: the tokens must be those of transformers' generate.
-The window is reduced to 8 so that 3 windows are 24 tokens.
+Models with sliding-window layers next to full attention layers (gemma2, gemma3 from their
+configurations, qwen2 with use_sliding_window, cohere2, gpt_oss from small ones) exported by
+both exporters, then run by onnx_generate well past the window: the tokens must be those of
+transformers' generate. The window is reduced to 8 so that 3 windows are 24 tokens.
 """
 
 import os
@@ -12,6 +13,7 @@ import torch
 
 from onnx_diagnostic.ext_test_case import ExtTestCase
 from onnx_diagnostic.helpers.compat import CACHE_ARG_NAMES as CACHE_NAMES
+from onnx_diagnostic.helpers.compat import transformers_version, version_at_least
 from onnx_diagnostic.helpers.rt_helper import make_session, onnx_generate
 
 WINDOW = 8
@@ -40,15 +42,79 @@ def _export(model_id: str, exporter: str, folder: str, window: int = WINDOW):
     return model, data, filename
 
 
+#: small configurations of other families with sliding layers next to full layers (the
+#: configurations of the hub are used for gemma2 and gemma3)
+_SMALL = dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=96,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=512,
+    pad_token_id=0,
+    eos_token_id=1,
+    bos_token_id=2,
+    sliding_window=WINDOW,
+    num_hidden_layers=2,
+)
+CONFIGS = {
+    "qwen2": dict(
+        use_sliding_window=True,
+        max_window_layers=1,
+        layer_types=["full_attention", "sliding_attention"],
+    ),
+    "cohere2": dict(layer_types=["sliding_attention", "full_attention"]),
+    "gpt_oss": dict(
+        layer_types=["sliding_attention", "full_attention"],
+        num_local_experts=4,
+        num_experts_per_tok=2,
+    ),
+}
+
+
+def _export_config(family: str, exporter: str, folder: str):
+    """Exports a small untrained model of ``family`` (:data:`CONFIGS`)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from onnx_diagnostic.export.api import to_onnx
+    from onnx_diagnostic.tasks import random_input_kwargs
+    from onnx_diagnostic.torch_export_patches import torch_export_patches
+
+    config = AutoConfig.for_model(family, **_SMALL, **CONFIGS[family])
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = None
+    kwargs, fct = random_input_kwargs(config, "text-generation")
+    data = fct(model, config, **kwargs)
+    data["configuration"] = config
+    filename = os.path.join(folder, f"{family}_{exporter}.onnx")
+    with torch_export_patches(patch_transformers=True):
+        to_onnx(
+            model,
+            (),
+            kwargs=data["inputs"],
+            dynamic_shapes=data["dynamic_shapes"],
+            filename=filename,
+            exporter=exporter,
+        )
+    return model, data, filename
+
+
 class _SlidingWindowGeneration:
     model_id = ""
+    family = ""
 
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.exported = {}
         for exporter in ("custom", "onnx-dynamo"):
-            model, data, filename = _export(cls.model_id, exporter, cls.tmp.name)
+            if cls.family:
+                model, data, filename = _export_config(cls.family, exporter, cls.tmp.name)
+            else:
+                model, data, filename = _export(cls.model_id, exporter, cls.tmp.name)
             cls.exported[exporter] = make_session(filename)
         cls.model, cls.data = model, data
         cls.vocab = model.config.vocab_size
@@ -135,6 +201,23 @@ class TestGemma3SlidingWindow(_SlidingWindowGeneration, ExtTestCase):
 
 class TestGemma2SlidingWindow(_SlidingWindowGeneration, ExtTestCase):
     model_id = "google/gemma-2-2b"
+
+
+class TestQwen2SlidingWindow(_SlidingWindowGeneration, ExtTestCase):
+    family = "qwen2"
+
+
+class TestCohere2SlidingWindow(_SlidingWindowGeneration, ExtTestCase):
+    family = "cohere2"
+
+
+@unittest.skipUnless(
+    version_at_least(transformers_version(), "5"),
+    "gpt_oss on transformers 4.x loops over the experts hit by the tokens on CPU, "
+    "a data-dependent loop torch.export cannot trace (not patched for 4.x)",
+)
+class TestGptOssSlidingWindow(_SlidingWindowGeneration, ExtTestCase):
+    family = "gpt_oss"
 
 
 class TestExportedBeforeTheWindow(ExtTestCase):
