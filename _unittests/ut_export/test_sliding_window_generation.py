@@ -220,6 +220,85 @@ class TestGptOssSlidingWindow(_SlidingWindowGeneration, ExtTestCase):
     family = "gpt_oss"
 
 
+class TestEveryLayerSliding(ExtTestCase):
+    """mistral: every layer slides. A cache of sliding layers only does not tell how many
+    tokens were seen (the masks need it past the window): the inputs get a past shorter than
+    the window, their cache keeps every position, the export is exact at every length."""
+
+    @classmethod
+    def setUpClass(cls):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from onnx_diagnostic.export.api import to_onnx
+        from onnx_diagnostic.tasks import random_input_kwargs
+        from onnx_diagnostic.torch_export_patches import torch_export_patches
+
+        config = AutoConfig.for_model("mistral", **_SMALL)
+        torch.manual_seed(0)
+        cls.model = AutoModelForCausalLM.from_config(config).eval()
+        cls.model.generation_config.eos_token_id = None
+        kwargs, fct = random_input_kwargs(config, "text-generation")
+        cls.data = fct(cls.model, config, **kwargs)
+        cls.past_length = kwargs["past_length"]
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.sessions = {}
+        for exporter in ("custom", "onnx-dynamo"):
+            filename = os.path.join(cls.tmp.name, f"mistral_{exporter}.onnx")
+            with torch_export_patches(patch_transformers=True):
+                to_onnx(
+                    cls.model,
+                    (),
+                    kwargs=cls.data["inputs"],
+                    dynamic_shapes=cls.data["dynamic_shapes"],
+                    filename=filename,
+                    exporter=exporter,
+                )
+            cls.sessions[exporter] = make_session(filename)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_inputs_are_shorter_than_the_window(self):
+        self.assertGreaterEqual(self.past_length, WINDOW)
+        inputs = self.data["inputs"]
+        cache = inputs[next(k for k in inputs if k in CACHE_NAMES)]
+        self.assertIn("attention_mask", inputs)
+        for layer in cache.layers:
+            self.assertLess(layer.keys.shape[2], WINDOW - 1)
+        ds = self.data["dynamic_shapes"][next(k for k in inputs if k in CACHE_NAMES)]
+        self.assertTrue(all(d.get(2) == "cache_length" for d in ds))
+
+    def test_past_the_window_left_padding(self):
+        gen = torch.Generator().manual_seed(1)
+        for batch, length in ((1, 5), (2, 2 * WINDOW + 3)):
+            prompt = torch.randint(3, 256, (batch, length), generator=gen)
+            mask = torch.ones_like(prompt)
+            if batch == 2:
+                mask[1, :4] = 0
+                prompt[1, :4] = 0
+            with torch.no_grad():
+                expected = self.model.generate(
+                    prompt,
+                    attention_mask=mask,
+                    max_new_tokens=3 * WINDOW,
+                    min_new_tokens=3 * WINDOW,
+                    do_sample=False,
+                    eos_token_id=None,
+                    pad_token_id=0,
+                )
+            for exporter, sess in self.sessions.items():
+                with self.subTest(exporter=exporter, batch=batch):
+                    got = onnx_generate(
+                        sess,
+                        prompt,
+                        attention_mask=mask,
+                        eos_token_id=None,
+                        max_new_tokens=3 * WINDOW,
+                    )
+                    self.assertEqualArray(expected, got)
+
+
 class TestExportedBeforeTheWindow(ExtTestCase):
     """The example inputs (30 past positions) are shorter than the window (40): sliding and
     full layers hold as many positions when exported, the model must still be right past the

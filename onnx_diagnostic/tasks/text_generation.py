@@ -228,6 +228,11 @@ def get_inputs(
     """
     Builds random inputs for a decoder-only model called with a cache.
 
+    A model whose layers all slide (mistral with ``sliding_window``) gets a past shorter
+    than its window (``past_length`` is lowered): a cache of sliding layers only does not
+    tell how many tokens were seen, a model exported from it would be wrong past the window;
+    the cache built from the configuration keeps every position.
+
     :param model: the model (may be None): its ``forward`` tells which arguments to give
         (the class ``config`` maps to when it is None), it makes the cache when the one
         built from the configuration differs (see the module's documentation), and
@@ -300,6 +305,19 @@ def get_inputs(
             # the model makes no cache: the new tokens only
             sizes["past_length"] = 0
             return _inputs_without_cache(sizes, dummy_max_token_id, arguments, add_second_input)
+        window = None if cfg is None else getattr(cfg, "sliding_window", None)
+        if probed is not None and _capped_by_a_window(probed) and isinstance(window, int):
+            # Every layer slides (mistral): a cache of sliding layers only does not tell how
+            # many tokens were seen, an export from it is wrong past the window. A past
+            # shorter than the window gives the cache built from the configuration, which
+            # keeps every position: exact at every length, it grows past the window.
+            sizes["past_length"] = min(sizes["past_length"], max(window - 3, 1))
+            logger.info(
+                "get_inputs: every layer of the cache slides (window %d), past_length=%d",
+                window,
+                sizes["past_length"],
+            )
+            probed = _probe(model, sizes, dummy_max_token_id)
     try:
         built = _from_configuration(
             cfg,
@@ -372,6 +390,16 @@ def get_inputs(
         # configuration is only right if the model takes it
         _check_model_takes(model, res["inputs"], probe_error)
     return res
+
+
+def _capped_by_a_window(probed: tuple[Any, Any, Any]) -> bool:
+    """The probed caches hold attention layers only, none of them grew with the past."""
+    caches, cache_ds = probed[:2], probed[2]
+    return (
+        bool(cache_ds)
+        and not any(CACHE in ds.values() for ds in cache_ds)
+        and not has_recurrent_states(caches[0])
+    )
 
 
 def _check_model_takes(model: torch.nn.Module, inputs: dict[str, Any], error: Exception) -> None:
