@@ -466,6 +466,26 @@ class TestElementwise(_AtenTestCase):
             ("aten.maximum", "aten.minimum", "aten.where", "aten.masked_fill"),
         )
 
+    def test_outer_and_comparison_aliases(self):
+        # phimoe's rotary (outer), mixtral's router (torch.greater) in transformers 4.x
+        def fn(x, y):
+            n = torch.arange(x.shape[0], dtype=torch.float32)
+            return (
+                torch.outer(n, y[0]),
+                torch.ger(x[:, 0], y[0]),
+                torch.greater(x, 0.5),
+                torch.less_equal(x, y[:1]),
+                torch.not_equal(x, 0),
+            )
+
+        self.check(
+            fn,
+            (_f(3, 4), _f(2, 4)),
+            (_f(5, 4), _f(2, 4)),
+            ({0: DYN}, {}),
+            ("aten.outer", "aten.greater", "aten.less_equal", "aten.not_equal"),
+        )
+
     def test_booleans_in_mul_add(self):
         # jamba's padding mask in transformers 4.x: mask.eq(0.0) * attention_mask.eq(0.0)
         def fn(a, b, x):

@@ -22,11 +22,7 @@ import warnings
 import torch
 
 from onnx_diagnostic.ext_test_case import ExtTestCase
-from onnx_diagnostic.helpers.compat import (
-    declared_cache_arg_name,
-    transformers_version,
-    version_at_least,
-)
+from onnx_diagnostic.helpers.compat import declared_cache_arg_name
 from onnx_diagnostic.helpers.rt_helper import make_session, model_layout, onnx_generate
 
 NEW_TOKENS = 24
@@ -158,10 +154,6 @@ FAMILIES = {
     ),
 }
 
-#: on transformers 4.x, the experts of jamba and qwen3_next loop over the experts hit by the
-#: tokens (data-dependent, not patched for 4.x): dense layers there, the caches are the same
-_V4_DENSE = {"jamba": dict(num_experts=1), "qwen3_next": dict(mlp_only_layers=[0, 1])}
-
 _CACHE_NAME = re.compile(r"^past_key_values\.(\d+)\.(key|value|conv_state|recurrent_state)$")
 _STATE_LAYERS = {"linear_attention", "hybrid", "hybrid_sliding"}
 
@@ -172,8 +164,6 @@ def _build(family: str):
     from onnx_diagnostic.tasks import random_input_kwargs
 
     kwargs = {**_COMMON, **FAMILIES[family]}
-    if not version_at_least(transformers_version(), "5"):
-        kwargs.update(_V4_DENSE.get(family, {}))
     try:
         config = AutoConfig.for_model(family, **kwargs)
     except ValueError as e:

@@ -13,23 +13,16 @@ import torch
 
 from onnx_diagnostic.ext_test_case import ExtTestCase
 from onnx_diagnostic.helpers.compat import CACHE_ARG_NAMES as CACHE_NAMES
-from onnx_diagnostic.helpers.compat import transformers_version, version_at_least
 from onnx_diagnostic.helpers.rt_helper import make_session, onnx_generate
 
 WINDOW = 8
 
 
-def _export(model_id: str, exporter: str, folder: str, window: int = WINDOW):
+def _save(model, data: dict, exporter: str, filename: str) -> None:
+    """Exports ``model`` on the inputs of ``data`` with the patches into ``filename``."""
     from onnx_diagnostic.export.api import to_onnx
     from onnx_diagnostic.torch_export_patches import torch_export_patches
-    from onnx_diagnostic.torch_models.hghub import get_untrained_model_with_inputs
 
-    torch.manual_seed(0)
-    data = get_untrained_model_with_inputs(model_id, model_kwargs=dict(sliding_window=window))
-    model = data["model"]
-    model.generation_config.eos_token_id = None
-    model.generation_config.pad_token_id = None
-    filename = os.path.join(folder, f"{model_id.replace('/', '_')}_{exporter}.onnx")
     with torch_export_patches(patch_transformers=True):
         to_onnx(
             model,
@@ -39,6 +32,18 @@ def _export(model_id: str, exporter: str, folder: str, window: int = WINDOW):
             filename=filename,
             exporter=exporter,
         )
+
+
+def _export(model_id: str, exporter: str, folder: str, window: int = WINDOW):
+    from onnx_diagnostic.torch_models.hghub import get_untrained_model_with_inputs
+
+    torch.manual_seed(0)
+    data = get_untrained_model_with_inputs(model_id, model_kwargs=dict(sliding_window=window))
+    model = data["model"]
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = None
+    filename = os.path.join(folder, f"{model_id.replace('/', '_')}_{exporter}.onnx")
+    _save(model, data, exporter, filename)
     return model, data, filename
 
 
@@ -73,32 +78,29 @@ CONFIGS = {
 }
 
 
-def _export_config(family: str, exporter: str, folder: str):
-    """Exports a small untrained model of ``family`` (:data:`CONFIGS`)."""
+def _small_model(family: str, **kwargs):
+    """A small untrained model of ``family`` (:data:`CONFIGS`) and its inputs."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from onnx_diagnostic.export.api import to_onnx
     from onnx_diagnostic.tasks import random_input_kwargs
-    from onnx_diagnostic.torch_export_patches import torch_export_patches
 
-    config = AutoConfig.for_model(family, **_SMALL, **CONFIGS[family])
+    config = AutoConfig.for_model(family, **_SMALL, **kwargs)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).eval()
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = None
-    kwargs, fct = random_input_kwargs(config, "text-generation")
-    data = fct(model, config, **kwargs)
+    input_kwargs, fct = random_input_kwargs(config, "text-generation")
+    data = fct(model, config, **input_kwargs)
     data["configuration"] = config
+    data["past_length"] = input_kwargs["past_length"]
+    return model, data
+
+
+def _export_config(family: str, exporter: str, folder: str):
+    """Exports a small untrained model of ``family`` (:data:`CONFIGS`)."""
+    model, data = _small_model(family, **CONFIGS[family])
     filename = os.path.join(folder, f"{family}_{exporter}.onnx")
-    with torch_export_patches(patch_transformers=True):
-        to_onnx(
-            model,
-            (),
-            kwargs=data["inputs"],
-            dynamic_shapes=data["dynamic_shapes"],
-            filename=filename,
-            exporter=exporter,
-        )
+    _save(model, data, exporter, filename)
     return model, data, filename
 
 
@@ -211,11 +213,6 @@ class TestCohere2SlidingWindow(_SlidingWindowGeneration, ExtTestCase):
     family = "cohere2"
 
 
-@unittest.skipUnless(
-    version_at_least(transformers_version(), "5"),
-    "gpt_oss on transformers 4.x loops over the experts hit by the tokens on CPU, "
-    "a data-dependent loop torch.export cannot trace (not patched for 4.x)",
-)
 class TestGptOssSlidingWindow(_SlidingWindowGeneration, ExtTestCase):
     family = "gpt_oss"
 
@@ -227,32 +224,13 @@ class TestEveryLayerSliding(ExtTestCase):
 
     @classmethod
     def setUpClass(cls):
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        from onnx_diagnostic.export.api import to_onnx
-        from onnx_diagnostic.tasks import random_input_kwargs
-        from onnx_diagnostic.torch_export_patches import torch_export_patches
-
-        config = AutoConfig.for_model("mistral", **_SMALL)
-        torch.manual_seed(0)
-        cls.model = AutoModelForCausalLM.from_config(config).eval()
-        cls.model.generation_config.eos_token_id = None
-        kwargs, fct = random_input_kwargs(config, "text-generation")
-        cls.data = fct(cls.model, config, **kwargs)
-        cls.past_length = kwargs["past_length"]
+        cls.model, cls.data = _small_model("mistral")
+        cls.past_length = cls.data["past_length"]
         cls.tmp = tempfile.TemporaryDirectory()
         cls.sessions = {}
         for exporter in ("custom", "onnx-dynamo"):
             filename = os.path.join(cls.tmp.name, f"mistral_{exporter}.onnx")
-            with torch_export_patches(patch_transformers=True):
-                to_onnx(
-                    cls.model,
-                    (),
-                    kwargs=cls.data["inputs"],
-                    dynamic_shapes=cls.data["dynamic_shapes"],
-                    filename=filename,
-                    exporter=exporter,
-                )
+            _save(cls.model, cls.data, exporter, filename)
             cls.sessions[exporter] = make_session(filename)
 
     @classmethod

@@ -14,6 +14,7 @@ MODULES = [
     "onnx_diagnostic.torch_export_patches.patches.registry",
     "onnx_diagnostic.torch_export_patches.patches.patch_transformers",
     "onnx_diagnostic.torch_export_patches.patches.patch_transformers_states",
+    "onnx_diagnostic.torch_export_patches.patches._rewrite",
     "onnx_diagnostic.torch_export_patches._legacy_caches",
     "onnx_diagnostic.tasks._cache_probe",
 ]

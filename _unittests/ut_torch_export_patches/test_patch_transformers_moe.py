@@ -13,6 +13,7 @@ from onnx_diagnostic.torch_export_patches import torch_export_patches
 from onnx_diagnostic.torch_export_patches.patches import patch_transformers_moe
 from onnx_diagnostic.torch_export_patches.patches.patch_transformers_moe import (
     PATCH_DBRX_EXPERTS,
+    PATCH_EXPERTS_LOOP_V4,
     PATCH_GROUPED_MM,
     PATCH_ZERO_EXPERTS,
     dbrx_experts_forward,
@@ -288,6 +289,102 @@ class TestPatchDbrxExperts(ExtTestCase):
         with torch.no_grad():
             expected = type(experts).forward(experts, x2, index2, weights2)
         self.assertEqualArray(expected, ep.module()(x2, index2, weights2), atol=1e-4)
+
+
+_V4_MOE = {
+    "mixtral": dict(num_local_experts=4, num_experts_per_tok=2),
+    "qwen2_moe": dict(
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+    ),
+    "olmoe": dict(num_experts=4, num_experts_per_tok=2),
+    "phimoe": dict(num_local_experts=4, num_experts_per_tok=2),
+    "gpt_oss": dict(num_local_experts=4, num_experts_per_tok=2, head_dim=16),
+}
+
+
+class TestExpertsLoopHelpers(ExtTestCase):
+    def test_eager_and_traced(self):
+        hit = torch.tensor([[0], [2]])
+        self.assertEqualArray(patch_transformers_moe.experts_to_run(hit, 4), hit)
+        self.assertEqualArray(patch_transformers_moe.expert_rows(hit, 4), hit)
+        self.assertTrue(patch_transformers_moe.no_rows(torch.zeros(0, dtype=torch.int64)))
+
+        class Model(torch.nn.Module):
+            def forward(self, x):
+                hit = (x > 0).nonzero()
+                n = len(list(patch_transformers_moe.experts_to_run(hit, 3)))
+                rows = patch_transformers_moe.expert_rows(hit, 3)
+                empty = patch_transformers_moe.no_rows(hit[:, 0])
+                return x + n + len(rows) + int(empty)
+
+        ep = torch.export.export(Model(), (torch.tensor([1.0, -1.0, 2.0]),), strict=False)
+        # traced: every expert (3), never skipped
+        self.assertEqualArray(ep.module()(torch.tensor([0.0, 0.0, 0.0])), torch.full((3,), 6.0))
+
+
+@unittest.skipIf(
+    PATCH_EXPERTS_LOOP_V4.applies(), "transformers 4.x (the loops are gone in transformers 5)"
+)
+class TestPatchExpertsLoopV5(ExtTestCase):
+    def test_no_target_on_transformers_5(self):
+        self.assertEqual(PATCH_EXPERTS_LOOP_V4.targets(), [])
+
+
+@unittest.skipUnless(PATCH_EXPERTS_LOOP_V4.applies(), "the experts loops of transformers 4.x")
+class TestPatchExpertsLoopV4(ExtTestCase):
+    def _model(self, family):
+        config = transformers.AutoConfig.for_model(
+            family,
+            vocab_size=99,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            **_V4_MOE[family],
+        )
+        torch.manual_seed(0)
+        return transformers.AutoModelForCausalLM.from_config(config).eval()
+
+    def test_exported_program_equals_eager(self):
+        for family in _V4_MOE:
+            with self.subTest(family=family):
+                model = self._model(family)
+                ids = torch.randint(0, 99, (2, 7))
+                expected = model(ids, use_cache=False).logits
+                with torch_export_patches(patch_transformers=True):
+                    dim = torch.export.Dim.DYNAMIC
+                    ep = torch.export.export(
+                        model,
+                        (),
+                        kwargs=dict(input_ids=ids, use_cache=False),
+                        dynamic_shapes=dict(input_ids={0: dim, 1: dim}, use_cache=None),
+                        strict=False,
+                    )
+                got = ep.module()(input_ids=ids, use_cache=False).logits
+                self.assertEqualArray(expected, got, atol=1e-5)
+                other = torch.randint(0, 99, (3, 4))
+                self.assertEqualArray(
+                    model(other, use_cache=False).logits,
+                    ep.module()(input_ids=other, use_cache=False).logits,
+                    atol=1e-5,
+                )
+
+    def test_restored_and_eager_unchanged(self):
+        model = self._model("mixtral")
+        cls = type(model.model.layers[0].block_sparse_moe)
+        original = cls.forward
+        ids = torch.randint(0, 99, (2, 5))
+        expected = model(ids).logits
+        with self.assertRaises(ValueError):
+            with torch_export_patches(patch_transformers=True):
+                self.assertIsNot(cls.forward, original)
+                self.assertEqualArray(expected, model(ids).logits)
+                raise ValueError("escapes")
+        self.assertIs(cls.forward, original)
 
 
 @unittest.skipIf(HAS_GROUPED_MM, "checked where transformers has no grouped experts")

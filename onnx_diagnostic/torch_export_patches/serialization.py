@@ -70,7 +70,7 @@ be in the context).
 
 The cache classes models of transformers 4.x define for their states (``MambaCache``,
 ``HybridMambaAttentionDynamicCache``, ``Qwen3NextDynamicCache``...) flatten into the same
-names, see :mod:`onnx_diagnostic.torch_export_patches._legacy_caches`; they are registered
+names, see ``onnx_diagnostic.torch_export_patches._legacy_caches``; they are registered
 once their model module is loaded (:func:`register_cache_serialization`, or the first time
 :func:`onnx_diagnostic.cache_helpers.is_cache` sees one).
 

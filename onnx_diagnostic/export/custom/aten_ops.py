@@ -333,12 +333,13 @@ def _compare(op_type: str, negate: bool = False) -> Callable:
     return fct
 
 
+# with the aliases torch keeps in some programs (torch.greater in mixtral of transformers 4.x)
 register(aten.eq)(_compare("Equal"))
-register(aten.ne)(_compare("Equal", negate=True))
-register(aten.lt)(_compare("Less"))
-register(aten.le)(_compare("LessOrEqual"))
-register(aten.gt)(_compare("Greater"))
-register(aten.ge)(_compare("GreaterOrEqual"))
+register(aten.ne, aten.not_equal)(_compare("Equal", negate=True))
+register(aten.lt, aten.less)(_compare("Less"))
+register(aten.le, aten.less_equal)(_compare("LessOrEqual"))
+register(aten.gt, aten.greater)(_compare("Greater"))
+register(aten.ge, aten.greater_equal)(_compare("GreaterOrEqual"))
 
 
 def _logical(bool_op: str, int_op: str | None) -> Callable:

@@ -99,6 +99,15 @@ def _unsqueeze(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: int) -> i
     return g.op("Unsqueeze", x, g.ints([_norm_axis(dim, rank + 1)]))
 
 
+@register(aten.outer, aten.ger)
+def _outer(g: GraphBuilder, node: torch.fx.Node, a: ir.Value, b: ir.Value) -> ir.Value:
+    # a[:, None] * b[None, :] (phimoe's rotary embedding in transformers 4.x)
+    dtype = _out_dtype(node)
+    col = g.op("Unsqueeze", g.cast(a, dtype), g.ints([1]))
+    row = g.op("Unsqueeze", g.cast(b, dtype), g.ints([0]))
+    return g.op("Mul", col, row)
+
+
 @register(aten.squeeze)
 def _squeeze(g: GraphBuilder, node: torch.fx.Node, x: ir.Value, dim: Any = None) -> ir.Value:
     inp = _meta(node.args[0])

@@ -11,16 +11,19 @@ operator (a Python loop over ``offs.tolist()``), which torch.export keeps as an 
 >>> from onnx_diagnostic.torch_export_patches.patches.patch_transformers_moe import PATCHES
 >>> [p.name for p in PATCHES]  # doctest: +NORMALIZE_WHITESPACE
 ['transformers:moe._grouped_mm', 'transformers:longcat_flash.LongcatFlashExperts.forward',
- 'transformers:dbrx.DbrxExperts.forward']
+ 'transformers:dbrx.DbrxExperts.forward', 'transformers:moe.experts_loop_v4']
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import torch
 
+from ...helpers import compat
+from ._rewrite import Rewrites, loaded_model_modules, tracing
 from .registry import PatchSpec
 
 
@@ -278,4 +281,120 @@ PATCH_DBRX_EXPERTS = PatchSpec(
     make=_make_experts_forward(dbrx_experts_forward),
 )
 
-PATCHES: list[PatchSpec] = [PATCH_GROUPED_MM, PATCH_ZERO_EXPERTS, PATCH_DBRX_EXPERTS]
+# transformers 4.x: the loop over the experts hit by the tokens
+
+_EXPERTS = "__onnx_diagnostic_experts_to_run__"
+_NO_ROWS = "__onnx_diagnostic_no_rows__"
+_ROWS = "__onnx_diagnostic_expert_rows__"
+
+
+def experts_to_run(expert_hit: torch.Tensor, num_experts: int) -> Any:
+    """
+    The experts the loop of a mixture-of-experts block of transformers 4.x runs: the rows of
+    ``expert_hit`` (``nonzero()`` of the experts a token chose) in eager mode, every expert
+    while torch.export traces (an int each): it cannot loop over a tensor whose length
+    depends on the data. An expert no token chose gets no row and adds nothing.
+
+    >>> import torch
+    >>> experts_to_run(torch.tensor([[1], [3]]), 4).tolist()
+    [[1], [3]]
+    """
+    if tracing(expert_hit):
+        return range(num_experts)
+    return expert_hit
+
+
+def expert_rows(expert_hit: torch.Tensor, num_experts: int) -> Any:
+    """
+    :func:`experts_to_run` for the loops reading ``expert_idx[0]`` (gpt_oss of
+    transformers 4.x): the rows of ``expert_hit`` in eager mode, ``[e]`` for every expert
+    while torch.export traces.
+
+    >>> import torch
+    >>> expert_rows(torch.tensor([[2]]), 3).tolist()
+    [[2]]
+    """
+    if tracing(expert_hit):
+        return [[e] for e in range(num_experts)]
+    return expert_hit[:]
+
+
+def no_rows(top_x: torch.Tensor) -> bool:
+    """
+    ``top_x.shape[0] == 0`` (an expert no token chose, skipped) in eager mode, False while
+    torch.export traces (the size is data-dependent; running the expert on no row adds
+    nothing).
+
+    >>> import torch
+    >>> no_rows(torch.zeros(0)), no_rows(torch.zeros(2))
+    (True, False)
+    """
+    if tracing(top_x):
+        return False
+    return top_x.shape[0] == 0
+
+
+_EXPERTS_LOOP_V4 = Rewrites(
+    "experts_loop_v4",
+    (
+        (
+            re.compile(r"for expert_idx in expert_hit:"),
+            f"for expert_idx in {_EXPERTS}(expert_hit, len(self.experts)):",
+        ),
+        # a row of nonzero() is a 1-element tensor, the traced loop gives an int: same rows
+        (
+            re.compile(r"expert_mask\[expert_idx\]\.squeeze\(0\)"),
+            "expert_mask[expert_idx].reshape(expert_mask.shape[1:])",
+        ),
+        (re.compile(r"if top_x\.shape\[0\] == 0:"), f"if {_NO_ROWS}(top_x):"),
+        # gpt_oss (num_experts, a local variable, is the number of experts)
+        (
+            re.compile(r"for expert_idx in expert_hit\[:\]:"),
+            f"for expert_idx in {_ROWS}(expert_hit, num_experts):",
+        ),
+    ),
+    {_EXPERTS: experts_to_run, _NO_ROWS: no_rows, _ROWS: expert_rows},
+)
+
+
+def _transformers_4() -> bool:
+    return not compat.version_at_least(compat.transformers_version(), "5")
+
+
+def _experts_loop_v4_targets() -> list[tuple[Any, str]]:
+    if not _transformers_4():
+        return []
+    return [
+        (cls, name)
+        for cls, name in _EXPERTS_LOOP_V4.targets(loaded_model_modules())
+        if name == "forward"
+    ]
+
+
+PATCH_EXPERTS_LOOP_V4 = PatchSpec(
+    name="transformers:moe.experts_loop_v4",
+    library="transformers",
+    reason=(
+        "the sparse mixture-of-experts blocks of transformers 4.x (mixtral, qwen2_moe, "
+        "qwen3_moe, qwen3_next, jamba, olmoe, phimoe, gpt_oss, minimax, ernie4_5_moe, "
+        "hunyuan_v1_moe...) loop over the experts hit by the tokens (a tensor from "
+        "nonzero()) or skip an expert without rows (top_x.shape[0] == 0): the patched "
+        "forward, the original recompiled, loops over every expert while exporting; an "
+        "expert no token chose adds nothing"
+    ),
+    fixes=(
+        "torch.export: GuardOnDataDependentSymNode: Could not guard on data-dependent "
+        "expression Eq(u0, 0) (for expert_idx in expert_hit / if top_x.shape[0] == 0)"
+    ),
+    versions="transformers<5",
+    targets=_experts_loop_v4_targets,
+    make=_EXPERTS_LOOP_V4.recompile,
+    applies=_transformers_4,
+)
+
+PATCHES: list[PatchSpec] = [
+    PATCH_GROUPED_MM,
+    PATCH_ZERO_EXPERTS,
+    PATCH_DBRX_EXPERTS,
+    PATCH_EXPERTS_LOOP_V4,
+]

@@ -18,16 +18,14 @@ one token at a time from zero states gives what the prefill gives, which is how
 
 from __future__ import annotations
 
-import functools
-import inspect
 import re
-import sys
-import textwrap
 from typing import Any
 
 import torch
 
 from ...helpers import compat
+from ._rewrite import Rewrites, loaded_model_modules
+from ._rewrite import tracing as _tracing
 from .registry import PatchSpec
 
 #: model types of transformers 4.x whose mixers test ``cache_position[0] > 0``
@@ -61,19 +59,6 @@ _REWRITES = (
         f"{_SLOT}(cache_position, self.conv_kernel_size)",
     ),
 )
-
-
-def _rewritten(source: str) -> bool:
-    return any(pattern.search(source) for pattern, _ in _REWRITES)
-
-
-def _tracing(tensor: torch.Tensor) -> bool:
-    """True while torch.export or torch.compile traces (``tensor`` is then a fake tensor)."""
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-        return True
-    from torch._guards import detect_fake_mode
-
-    return detect_fake_mode(tensor) is not None
 
 
 def past_started(cache_position: torch.Tensor) -> bool:
@@ -144,57 +129,21 @@ def _transformers_5() -> bool:
     return compat.version_at_least(compat.transformers_version(), "5")
 
 
-def _loaded_modules() -> list[Any]:
-    mods = (sys.modules.get(f"transformers.models.{t}.modeling_{t}") for t in _MODEL_TYPES)
-    return [m for m in mods if m is not None]
-
-
-def _source(fct: Any) -> str | None:
-    try:
-        return textwrap.dedent(inspect.getsource(fct))
-    except (OSError, TypeError):
-        return None
+_STATES = Rewrites(
+    "legacy_states",
+    _REWRITES,
+    {_HELPER: past_started, _LENGTH: target_length, _EMPTY: empty_entry, _SLOT: conv_slot},
+)
 
 
 def _state_targets() -> list[tuple[Any, str]]:
     if _transformers_5():
         return []
-    targets = []
-    for mod in _loaded_modules():
-        for cls in vars(mod).values():
-            if not isinstance(cls, type) or cls.__module__ != mod.__name__:
-                continue
-            for name, fct in vars(cls).items():
-                if inspect.isfunction(fct) and _rewritten(_source(fct) or ""):
-                    targets.append((cls, name))
-    return targets
+    return _STATES.targets(loaded_model_modules(_MODEL_TYPES))
 
 
 def _recompile(original: Any) -> Any:
-    source = _source(original)
-    if source is None or not _rewritten(source):  # pragma: no cover
-        return original
-    for pattern, replacement in _REWRITES:
-        source = pattern.sub(replacement, source)
-    module = sys.modules[original.__module__]
-    namespace = dict(vars(module))
-    namespace[_HELPER] = past_started
-    namespace[_LENGTH] = target_length
-    namespace[_EMPTY] = empty_entry
-    namespace[_SLOT] = conv_slot
-    # a closure holding __class__: the zero-argument super() of the method keeps working
-    owner = namespace.get(original.__qualname__.split(".")[0], None)
-    # blank lines first: the line numbers of a traceback are those of the original file
-    first = original.__code__.co_firstlineno
-    decorators = source.count("\n", 0, source.index("def "))
-    wrapper = "\n" * max(first - 2 - decorators, 0)
-    wrapper += "def __make__(__class__):\n" + textwrap.indent(source, "    ")
-    wrapper += f"\n    return {original.__name__}\n"
-    exec(compile(wrapper, inspect.getsourcefile(original) or "<patch>", "exec"), namespace)
-    patched = namespace["__make__"](owner)
-    functools.update_wrapper(patched, original)
-    patched.__onnx_diagnostic_patch__ = True
-    return patched
+    return _STATES.recompile(original)
 
 
 PATCH_PAST_STARTED = PatchSpec(
