@@ -181,6 +181,16 @@ class TestLegacyFlattening(ExtTestCase):
             lc._flatten(cache)
         self.assertIn("MambaCache.conv_states[1]", str(cm.exception))
 
+    def test_string_type(self):
+        from onnx_diagnostic.helpers import string_type
+
+        cache = HybridMambaAttentionDynamicCache(2, ["mamba", "attention"])
+        self.assertEqual(
+            string_type(dict(cache=cache), with_shape=True),
+            "dict(cache:HybridMambaAttentionDynamicCache(conv_state_0:T1s2x8x4, "
+            "recurrent_state_0:T1s2x2x4x3, key_1:T1s2x2x5x4, value_1:T1s2x2x5x4))",
+        )
+
     def test_deepcopy(self):
         cache = HybridMambaAttentionDynamicCache(2, ["mamba", "attention"])
         copied = torch_deepcopy(dict(cache=cache))["cache"]

@@ -369,9 +369,19 @@ def _fmt_cache(obj: Any, with_shape: bool, with_min_max: bool) -> str:
         return f"{name}(self_attention_cache={sa}, cross_attention_cache={ca})"
     if _is_dynamic_cache(obj):
         return _fmt_dynamic_cache(obj, with_shape, with_min_max)
+    from ..torch_export_patches import _legacy_caches
+
+    if _legacy_caches.is_legacy_cache(obj):
+        # the cache classes of transformers 4.x models (MambaCache...): their tensors, named
+        # as their flattening names them
+        leaves, context = _legacy_caches._flatten(obj)
+        items = [
+            f"{n}:{_string_type(t, with_shape, with_min_max)}" for n, t in zip(context[3], leaves)
+        ]
+        return f"{name}({', '.join(items)})"
     layers = getattr(obj, "layers", None)
     if layers is None:
-        # Caches which are not made of layers (older MambaCache...): only the class name.
+        # another cache which is not made of layers: only the class name.
         return name
     keys, values, kinds = [], [], []
     for layer in layers:
