@@ -302,6 +302,13 @@ _V4_MOE = {
     "olmoe": dict(num_experts=4, num_experts_per_tok=2),
     "phimoe": dict(num_local_experts=4, num_experts_per_tok=2),
     "gpt_oss": dict(num_local_experts=4, num_experts_per_tok=2, head_dim=16),
+    "aria_text": dict(
+        moe_num_experts=4,
+        moe_topk=2,
+        moe_num_shared_experts=1,
+        moe_intermediate_size=16,
+        head_dim=16,
+    ),
 }
 
 
@@ -372,6 +379,22 @@ class TestPatchExpertsLoopV4(ExtTestCase):
                     ep.module()(input_ids=other, use_cache=False).logits,
                     atol=1e-5,
                 )
+
+    def test_sequential_experts_gemm(self):
+        from transformers.models.aria import modeling_aria
+
+        original = modeling_aria.sequential_experts_gemm
+        patched = patch_transformers_moe._make_sequential_gemm(original)
+        weights = torch.randn(4, 8, 5)
+        # an expert without tokens, a bfloat16 case
+        for counts, dtype in (([3, 0, 2, 1], torch.float32), ([1, 1, 1, 1], torch.bfloat16)):
+            with self.subTest(counts=counts, dtype=dtype):
+                tokens = torch.randn(sum(counts), 8).to(dtype)
+                per_expert = torch.tensor(counts)
+                expected = original(tokens, weights.to(dtype), per_expert)
+                got = patched(tokens, weights.to(dtype), per_expert)
+                self.assertEqual(got.dtype, expected.dtype)
+                self.assertEqualArray(expected.float(), got.float(), atol=1e-2)
 
     def test_restored_and_eager_unchanged(self):
         model = self._model("mixtral")

@@ -11,7 +11,8 @@ operator (a Python loop over ``offs.tolist()``), which torch.export keeps as an 
 >>> from onnx_diagnostic.torch_export_patches.patches.patch_transformers_moe import PATCHES
 >>> [p.name for p in PATCHES]  # doctest: +NORMALIZE_WHITESPACE
 ['transformers:moe._grouped_mm', 'transformers:longcat_flash.LongcatFlashExperts.forward',
- 'transformers:dbrx.DbrxExperts.forward', 'transformers:moe.experts_loop_v4']
+ 'transformers:dbrx.DbrxExperts.forward', 'transformers:moe.experts_loop_v4',
+ 'transformers:aria.sequential_experts_gemm']
 """
 
 from __future__ import annotations
@@ -97,6 +98,47 @@ PATCH_GROUPED_MM = PatchSpec(
     versions="transformers>=5 (transformers.integrations.moe._grouped_mm)",
     targets=_grouped_mm_targets,
     make=_make_grouped_mm,
+)
+
+
+def _sequential_gemm_targets() -> list[tuple[Any, str]]:
+    import sys
+
+    mod = sys.modules.get("transformers.models.aria.modeling_aria", None)
+    fct = getattr(mod, "sequential_experts_gemm", None)
+    return [(mod, "sequential_experts_gemm")] if callable(fct) else []
+
+
+def _make_sequential_gemm(original: Any) -> Any:
+    @functools.wraps(original)
+    def sequential_experts_gemm(
+        token_states: torch.Tensor, expert_weights: torch.Tensor, tokens_per_expert: torch.Tensor
+    ) -> torch.Tensor:
+        # rows sorted by expert, tokens_per_expert rows each: the grouped product of offsets
+        # cumsum(tokens_per_expert), in the dtype of the tokens as the original returns it
+        offs = torch.cumsum(tokens_per_expert, dim=0)
+        out = grouped_mm_traceable(token_states, expert_weights, offs)
+        return out.to(token_states.dtype)
+
+    sequential_experts_gemm.__onnx_diagnostic_patch__ = True
+    return sequential_experts_gemm
+
+
+PATCH_SEQUENTIAL_GEMM = PatchSpec(
+    name="transformers:aria.sequential_experts_gemm",
+    library="transformers",
+    reason=(
+        "aria's experts (transformers 4.x) slice the rows of every expert with bounds read "
+        "from a tensor (cumsum of tokens_per_expert): the same grouped product as "
+        "grouped_mm_traceable, which gathers the weights of every row's expert instead"
+    ),
+    fixes=(
+        "torch.export of aria_text: GuardOnDataDependentSymNode: Could not extract "
+        "specialized integer from data-dependent expression u0"
+    ),
+    versions="transformers with aria's sequential_experts_gemm (4.x)",
+    targets=_sequential_gemm_targets,
+    make=_make_sequential_gemm,
 )
 
 
@@ -397,4 +439,5 @@ PATCHES: list[PatchSpec] = [
     PATCH_ZERO_EXPERTS,
     PATCH_DBRX_EXPERTS,
     PATCH_EXPERTS_LOOP_V4,
+    PATCH_SEQUENTIAL_GEMM,
 ]
