@@ -427,6 +427,15 @@ def small_overrides(d: dict[str, Any], vocab: int = 1000) -> dict[str, Any]:
                 sizes.pop(k, None)
             sizes.update(_layers_overrides(sub, key))
         over = merge_overrides(over, _nest(path, {**sizes, **reduce_experts(sub)}))
+        if sub.get("use_mamba_kernels", None):
+            # the CUDA kernels of mamba (jamba of transformers 4.x raises on CPU without them)
+            over = merge_overrides(over, _nest(path, {"use_mamba_kernels": False}))
+        for key in ("mamba_chunk_size", "chunk_size"):
+            value = sub.get(key, None)
+            if _int(value) and value > 16:
+                # the chunked scan of mamba2 layers builds (chunk x chunk) blocks per head: the
+                # default 256 made falcon_h1 of transformers 4.x allocate 25 GB for 31 tokens
+                over = merge_overrides(over, _nest(path, {key: 16}))
         if _int(sub.get("vocab_size", None)):
             over = merge_overrides(
                 over,

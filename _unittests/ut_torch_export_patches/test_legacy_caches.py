@@ -191,6 +191,21 @@ class TestLegacyFlattening(ExtTestCase):
             "recurrent_state_0:T1s2x2x4x3, key_1:T1s2x2x5x4, value_1:T1s2x2x5x4))",
         )
 
+    def test_compare_and_flatten_object(self):
+        from onnx_diagnostic.helpers import max_diff
+        from onnx_diagnostic.helpers.helper import flatten_object
+
+        cache = HybridMambaAttentionDynamicCache(2, ["mamba", "attention"])
+        copied = torch_deepcopy(cache)
+        self.assertEqualAny(cache, copied)
+        self.assertEqual(len(flatten_object(dict(cache=cache))), 4)
+        self.assertEqual(max_diff(cache, copied)["abs"], 0)
+        copied.ssm_states[0] = copied.ssm_states[0] + 1
+        with self.assertRaises(AssertionError) as cm:
+            self.assertEqualAny(cache, copied)
+        self.assertIn("recurrent_state_0", str(cm.exception))
+        self.assertAlmostEqual(max_diff(cache, copied)["abs"], 1, places=5)
+
     def test_deepcopy(self):
         cache = HybridMambaAttentionDynamicCache(2, ["mamba", "attention"])
         copied = torch_deepcopy(dict(cache=cache))["cache"]

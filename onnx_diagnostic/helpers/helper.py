@@ -613,6 +613,12 @@ def _cache_named_tensors(cache: Any, path: str) -> list[tuple[str, Any]]:
         return _cache_named_tensors(
             cache.self_attention_cache, f"{path}.self_attention_cache"
         ) + _cache_named_tensors(cache.cross_attention_cache, f"{path}.cross_attention_cache")
+    from ..torch_export_patches import _legacy_caches
+
+    if _legacy_caches.is_legacy_cache(cache):
+        # a cache class of a transformers 4.x model (MambaCache...): its flattening names
+        leaves, context = _legacy_caches._flatten(cache)
+        return [(f"{path}.{name}", t) for name, t in zip(context[3], leaves)]
     if _is_dynamic_cache(cache):
         from ..torch_export_patches.serialization import CacheSerializationError
 
