@@ -302,6 +302,13 @@ _V4_MOE = {
     "olmoe": dict(num_experts=4, num_experts_per_tok=2),
     "phimoe": dict(num_local_experts=4, num_experts_per_tok=2),
     "gpt_oss": dict(num_local_experts=4, num_experts_per_tok=2, head_dim=16),
+    "dbrx": dict(
+        d_model=32,
+        n_heads=2,
+        n_layers=1,
+        ffn_config=dict(moe_num_experts=4, moe_top_k=2, ffn_hidden_size=16),
+        attn_config=dict(kv_n_heads=1),
+    ),
     "aria_text": dict(
         moe_num_experts=4,
         moe_topk=2,

@@ -388,7 +388,16 @@ _EXPERTS_LOOP_V4 = Rewrites(
             re.compile(r"expert_mask\[expert_idx\]\.squeeze\(0\)"),
             "expert_mask[expert_idx].reshape(expert_mask.shape[1:])",
         ),
-        (re.compile(r"if top_x\.shape\[0\] == 0:"), f"if {_NO_ROWS}(top_x):"),
+        # mixtral-like (top_x), dbrx (token_idx)
+        (
+            re.compile(r"if (top_x|token_idx)\.shape\[0\] == 0:"),
+            rf"if {_NO_ROWS}(\1):",
+        ),
+        # deepseek_v3, glm4_moe, dots1, longcat_flash: the expert runs when it has rows
+        (
+            re.compile(r"if token_indices\.numel\(\) > 0:"),
+            f"if not {_NO_ROWS}(token_indices):",
+        ),
         # gpt_oss (num_experts, a local variable, is the number of experts)
         (
             re.compile(r"for expert_idx in expert_hit\[:\]:"),
@@ -406,11 +415,8 @@ def _transformers_4() -> bool:
 def _experts_loop_v4_targets() -> list[tuple[Any, str]]:
     if not _transformers_4():
         return []
-    return [
-        (cls, name)
-        for cls, name in _EXPERTS_LOOP_V4.targets(loaded_model_modules())
-        if name == "forward"
-    ]
+    # forward, or the method running the experts (DeepseekV3MoE.moe)
+    return _EXPERTS_LOOP_V4.targets(loaded_model_modules())
 
 
 PATCH_EXPERTS_LOOP_V4 = PatchSpec(
@@ -419,8 +425,9 @@ PATCH_EXPERTS_LOOP_V4 = PatchSpec(
     reason=(
         "the sparse mixture-of-experts blocks of transformers 4.x (mixtral, qwen2_moe, "
         "qwen3_moe, qwen3_next, jamba, olmoe, phimoe, gpt_oss, minimax, ernie4_5_moe, "
-        "hunyuan_v1_moe...) loop over the experts hit by the tokens (a tensor from "
-        "nonzero()) or skip an expert without rows (top_x.shape[0] == 0): the patched "
+        "hunyuan_v1_moe, dbrx, deepseek_v3, glm4_moe, dots1...) loop over the experts hit "
+        "by the tokens (a tensor from nonzero()) or skip an expert without rows "
+        "(top_x.shape[0] == 0, token_indices.numel() > 0): the patched "
         "forward, the original recompiled, loops over every expert while exporting; an "
         "expert no token chose adds nothing"
     ),
