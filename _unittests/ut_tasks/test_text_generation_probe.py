@@ -4,7 +4,6 @@ creates (latent attention, hybrid and recurrent models, models without a cache).
 """
 
 import copy
-import inspect
 import doctest
 import unittest
 
@@ -290,49 +289,6 @@ class TestProbedCache(ExtTestCase):
         res = doctest.testmod(_cache_probe, optionflags=doctest.ELLIPSIS, verbose=False)
         self.assertEqual(res.failed, 0)
         self.assertGreater(res.attempted, 5)
-
-
-class _NeedsACache(transformers.LlamaForCausalLM):
-    """Fails on a prompt alone (no cache given): the probe fails, the cache built from the
-    configuration fits."""
-
-    def forward(self, input_ids=None, **kwargs):
-        if not any(kwargs.get(n, None) is not None for n in CACHE_ARG_NAMES):
-            raise ValueError("give me a cache")
-        return super().forward(input_ids=input_ids, **kwargs)
-
-    # the arguments of LlamaForCausalLM.forward, the cache included
-    forward.__signature__ = inspect.signature(transformers.LlamaForCausalLM.forward)
-
-
-class _AlwaysFails(transformers.LlamaForCausalLM):
-    def forward(self, input_ids=None, **kwargs):
-        raise ValueError("this model never runs")
-
-    forward.__signature__ = inspect.signature(transformers.LlamaForCausalLM.forward)
-
-
-class TestProbeFailure(ExtTestCase):
-    def _config(self):
-        return _small(transformers.LlamaConfig)
-
-    def test_probe_fails_config_cache_fits(self):
-        config = self._config()
-        model = _NeedsACache(config).eval()
-        res = _inputs(model, config)
-        name = _cache_keys(res["inputs"])[0]
-        self.assertEqual(res["inputs"][name].layers[0].keys.shape[2], 30)
-        model(**copy.deepcopy(res["inputs"]))
-
-    def test_probe_fails_config_cache_fails_too(self):
-        config = self._config()
-        model = _AlwaysFails(config).eval()
-        with self.assertRaises(TaskInputError) as cm:
-            _inputs(model, config)
-        # both failures: the probe's and the model's on the cache built from the configuration
-        self.assertIn("fails on input_ids of shape", str(cm.exception))
-        self.assertIn("does not fit it either", str(cm.exception))
-        self.assertIn("this model never runs", str(cm.exception))
 
 
 class TestReduceExperts(ExtTestCase):

@@ -298,10 +298,8 @@ def get_inputs(
         try:
             probed = _probe(model, sizes, dummy_max_token_id)
         except TaskInputError as e:
-            # the model does not run on a prompt alone, or makes a cache this library cannot
-            # flatten: the one built from the configuration may still do, the model runs
-            # on it once, this error is raised (with the second one) if it does not
-            logger.info("get_inputs: the cache is built from the configuration, %s", e)
+            # the model makes a cache this library cannot flatten: the one built from the
+            # configuration may still do, this error is raised if it does not
             probe_error = e
         if probed is not None and probed[0] is None:
             # the model makes no cache: the new tokens only
@@ -319,10 +317,7 @@ def get_inputs(
                 window,
                 sizes["past_length"],
             )
-            try:
-                probed = _probe(model, sizes, dummy_max_token_id)
-            except TaskInputError as e:
-                probed, probe_error = None, e
+            probed = _probe(model, sizes, dummy_max_token_id)
     try:
         built = _from_configuration(
             cfg,
@@ -391,8 +386,8 @@ def get_inputs(
             cache=caches[1],
         )
     if probe_error is not None and isinstance(model, torch.nn.Module):
-        # the model failed on a prompt or makes a cache of its own class: the DynamicCache
-        # built from the configuration is only right if the model takes it
+        # the model makes a cache of its own class: the DynamicCache built from the
+        # configuration is only right if the model takes it
         _check_model_takes(model, res["inputs"], probe_error)
     return res
 
@@ -425,18 +420,20 @@ def _probe(
     model: torch.nn.Module, sizes: dict[str, int], max_token_id: int
 ) -> tuple[Any, Any, Any] | None:
     """
-    The caches the model makes for both input sets and their dynamic shapes,
-    ``(None, None, None)`` if it makes no cache.
+    The caches the model makes for both input sets and their dynamic shapes, None if
+    the model does not run on a prompt alone, ``(None, None, None)`` if it makes no cache.
 
-    :raises TaskInputError: when the model does not run on a prompt alone or its cache
-        cannot be flattened (a cache class of one model); the caller then checks that the
-        model takes the cache built from the configuration
+    :raises TaskInputError: when the cache cannot be flattened (a cache class of one model)
     """
     b, p = sizes["batch_size"], sizes["past_length"]
-    cache1 = probe_cache(model, b, p, max_token_id)
-    if cache1 is None:
-        return None, None, None
-    cache2 = probe_cache(model, b + 1, p + 1, max_token_id)
+    try:
+        cache1 = probe_cache(model, b, p, max_token_id)
+        if cache1 is None:
+            return None, None, None
+        cache2 = probe_cache(model, b + 1, p + 1, max_token_id)
+    except TaskInputError as e:
+        logger.info("get_inputs: the cache is built from the configuration, %s", e)
+        return None
     # copies: the tensors of the model's cache may be views (a transposed projection), as
     # inputs of torch.export their sizes would be tied to those of their base
     cache1, cache2 = torch_deepcopy(cache1), torch_deepcopy(cache2)
