@@ -374,9 +374,9 @@ def _fmt_cache(obj: Any, with_shape: bool, with_min_max: bool) -> str:
     if _legacy_caches.is_legacy_cache(obj):
         # the cache classes of transformers 4.x models (MambaCache...): their tensors, named
         # as their flattening names them
-        leaves, context = _legacy_caches._flatten(obj)
         items = [
-            f"{n}:{_string_type(t, with_shape, with_min_max)}" for n, t in zip(context[3], leaves)
+            f"{n}:{_string_type(t, with_shape, with_min_max)}"
+            for n, t in _legacy_caches.named_tensors(obj)
         ]
         return f"{name}({', '.join(items)})"
     layers = getattr(obj, "layers", None)
@@ -617,8 +617,7 @@ def _cache_named_tensors(cache: Any, path: str) -> list[tuple[str, Any]]:
 
     if _legacy_caches.is_legacy_cache(cache):
         # a cache class of a transformers 4.x model (MambaCache...): its flattening names
-        leaves, context = _legacy_caches._flatten(cache)
-        return [(f"{path}.{name}", t) for name, t in zip(context[3], leaves)]
+        return [(f"{path}.{name}", t) for name, t in _legacy_caches.named_tensors(cache)]
     if _is_dynamic_cache(cache):
         from ..torch_export_patches.serialization import CacheSerializationError
 

@@ -85,14 +85,6 @@ def _cpu_copy_partial(obj: Any, where: str, active: frozenset[int] = frozenset()
     return Unstored(type(obj).__name__, reason)
 
 
-def _is_exporting() -> bool:
-    comp = torch.compiler
-    return bool(
-        (hasattr(comp, "is_exporting") and comp.is_exporting())
-        or (hasattr(comp, "is_compiling") and comp.is_compiling())
-    )
-
-
 @dataclass
 class _Storage:
     """Copies of the inputs and outputs, up to ``limit`` bytes."""
@@ -160,9 +152,12 @@ def _make_wrapper(
 ) -> Callable:
     cls_name = type(module).__name__
 
+    # imported here: torch_helper imports this module at its end
+    from .torch_helper import is_tracing
+
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if _is_exporting():
+        if is_tracing():
             return original(*args, **kwargs)
         iteration = counters.get(name, 0)
         counters[name] = iteration + 1

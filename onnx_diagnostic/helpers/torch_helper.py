@@ -479,4 +479,29 @@ def is_torchdynamo_exporting() -> bool:
         return False
 
 
+def is_tracing(tensor: Any = None) -> bool:
+    """
+    Tells if :func:`torch.export.export` or :func:`torch.compile` is tracing the code calling
+    this function: ``torch.compiler.is_exporting()`` or ``is_compiling()``, or ``tensor``
+    (optional) is a fake tensor (the non-strict export traces on fake tensors).
+
+    :param tensor: a value the caller is about to read, None to check the tracer only
+    :return: a boolean
+
+    >>> import torch
+    >>> is_tracing(), is_tracing(torch.zeros(1))
+    (False, False)
+    """
+    comp = torch.compiler
+    if (hasattr(comp, "is_exporting") and comp.is_exporting()) or (
+        hasattr(comp, "is_compiling") and comp.is_compiling()
+    ):
+        return True
+    if not isinstance(tensor, torch.Tensor):
+        return False
+    from torch._guards import detect_fake_mode
+
+    return detect_fake_mode(tensor) is not None
+
+
 from .steal import steal_forward  # noqa: E402, F401

@@ -46,6 +46,7 @@ from ..export.dynamic_shapes import (
 from ..helpers import compat
 from ..helpers.helper import max_diff, string_type
 from ..helpers.rt_helper import make_session
+from ..helpers.torch_helper import is_tracing
 
 logger = logging.getLogger(__name__)
 
@@ -213,14 +214,6 @@ def _copy(obj: Any) -> Any:
     return torch_deepcopy(obj)
 
 
-def _is_exporting() -> bool:
-    comp = torch.compiler
-    return bool(
-        (hasattr(comp, "is_exporting") and comp.is_exporting())
-        or (hasattr(comp, "is_compiling") and comp.is_compiling())
-    )
-
-
 class InputObserver:
     """
     Replaces a method of a model (``forward`` by default) to record the arguments and
@@ -366,7 +359,7 @@ class InputObserver:
         limit = len(self._calls) + (store_n_calls or self.store_n_calls)
 
         def observed(*args: Any, **kwargs: Any) -> Any:
-            if _is_exporting() or len(self._calls) >= limit:
+            if is_tracing() or len(self._calls) >= limit:
                 return original(*args, **kwargs)
             try:
                 values, constants, positional = self._bind(args, kwargs)

@@ -133,12 +133,18 @@ def legacy_cache_classes(import_modules: bool = False) -> list[type]:
             continue
         for cls_name in LEGACY_CACHE_CLASSES:
             cls = vars(mod).get(cls_name, None)
-            if not isinstance(cls, type) or cls.__module__ != mod.__name__:
-                continue
-            if any(b.__name__ == "Cache" for b in cls.__mro__[1:]):
-                continue
-            found.append(cls)
+            if isinstance(cls, type) and cls.__module__ == mod.__name__ and _is_legacy_class(cls):
+                found.append(cls)
     return found
+
+
+def _is_legacy_class(cls: type) -> bool:
+    """One of :data:`LEGACY_CACHE_CLASSES`, defined by transformers, not a ``Cache``."""
+    return (
+        cls.__name__ in LEGACY_CACHE_CLASSES
+        and cls.__module__.startswith("transformers.models.")
+        and not any(b.__name__ == "Cache" for b in cls.__mro__[1:])
+    )
 
 
 def is_legacy_cache(obj: Any) -> bool:
@@ -149,22 +155,22 @@ def is_legacy_cache(obj: Any) -> bool:
     >>> is_legacy_cache(None)
     False
     """
-    cls = type(obj)
-    return (
-        cls.__name__ in LEGACY_CACHE_CLASSES
-        and cls.__module__.startswith("transformers.models.")
-        and not any(b.__name__ == "Cache" for b in cls.__mro__[1:])
-    )
+    return _is_legacy_class(type(obj))
 
 
 # non-tensor attributes
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    """``float32`` for ``torch.float32``, ``getattr(torch, name)`` gives it back."""
+    return str(dtype).replace("torch.", "")
 
 
 def _encode(value: Any, where: str) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return ("v", value)
     if isinstance(value, torch.dtype):
-        return ("dtype", str(value).replace("torch.", ""))
+        return ("dtype", _dtype_name(value))
     if isinstance(value, torch.device):
         return ("device", str(value))
     if isinstance(value, (list, tuple)):
@@ -228,7 +234,7 @@ def _entry_context(cache: Any, attr: str, index: int, value: Any, where: str) ->
         return _LIST
     if not isinstance(value, torch.Tensor):
         raise LegacyCacheError(f"{where} is a {type(value).__name__}, not a tensor")
-    dtype = str(value.dtype).replace("torch.", "")
+    dtype = _dtype_name(value.dtype)
     # only static dimensions are read: the batch and the sequence may be symbolic
     if value.dim() <= 2 and value.shape[-1] == 0:
         return (_EMPTY, dtype, value.dim() == 2)
@@ -263,6 +269,16 @@ def _flatten(cache: Any) -> tuple[list[torch.Tensor], tuple]:
 def _flatten_with_keys(cache: Any):
     leaves, context = _flatten(cache)
     return [(pytree.MappingKey(n), t) for n, t in zip(context[3], leaves)], context
+
+
+def named_tensors(cache: Any) -> list[tuple[str, torch.Tensor]]:
+    """
+    The tensors of a legacy cache with their names, in the order of its flattening
+    (``conv_state_0``, ``recurrent_state_0``, ``key_1``...): what ``string_type``,
+    ``flatten_object`` and the comparisons of tests show.
+    """
+    leaves, context = _flatten(cache)
+    return list(zip(context[3], leaves))
 
 
 def _rebuild_entry(context: Any, leaf: torch.Tensor | None, like: torch.Tensor | None) -> Any:
@@ -329,18 +345,20 @@ def legacy_layer_types(cache: Any) -> list[str]:
     (both), ``dummy`` (nothing flattened for that layer).
     """
     _, context = _flatten(cache)
+    names = set(context[3])
     n = max((len(c[3]) for c in context[2]), default=0)
     kinds = []
     for i in range(n):
-        has_kv = f"key_{i}" in context[3]
-        has_state = f"conv_state_{i}" in context[3] or f"recurrent_state_{i}" in context[3]
-        kinds.append(
-            "hybrid"
-            if has_kv and has_state
-            else "full_attention"
-            if has_kv
-            else "linear_attention"
-            if has_state
-            else "dummy"
-        )
+        has_kv = f"key_{i}" in names
+        has_state = f"conv_state_{i}" in names or f"recurrent_state_{i}" in names
+        kinds.append(_LAYER_TYPES[has_kv, has_state])
     return kinds
+
+
+#: (keys and values, states) -> the layer type of transformers 5
+_LAYER_TYPES = {
+    (True, True): "hybrid",
+    (True, False): "full_attention",
+    (False, True): "linear_attention",
+    (False, False): "dummy",
+}

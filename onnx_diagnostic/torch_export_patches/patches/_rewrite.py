@@ -23,22 +23,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
+from ...helpers import compat
 
 
-def tracing(tensor: Any) -> bool:
+def transformers_4() -> bool:
     """
-    True while torch.export or torch.compile traces (``tensor`` is then a fake tensor).
+    Tells if the installed :epkg:`transformers` is a 4.x, whose model modules the
+    rewriting patches target.
 
-    >>> import torch
-    >>> tracing(torch.zeros(1))
-    False
+    >>> isinstance(transformers_4(), bool)
+    True
     """
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-        return True
-    from torch._guards import detect_fake_mode
-
-    return isinstance(tensor, torch.Tensor) and detect_fake_mode(tensor) is not None
+    return not compat.version_at_least(compat.transformers_version(), "5")
 
 
 def source_of(fct: Any) -> str | None:

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from ...helpers import compat
-from ._rewrite import Rewrites, loaded_model_modules, tracing
+from ...helpers.torch_helper import is_tracing
+from ._rewrite import Rewrites, loaded_model_modules, transformers_4
 from .registry import PatchSpec
 
 
@@ -102,11 +102,11 @@ PATCH_GROUPED_MM = PatchSpec(
 
 
 def _sequential_gemm_targets() -> list[tuple[Any, str]]:
-    import sys
-
-    mod = sys.modules.get("transformers.models.aria.modeling_aria", None)
-    fct = getattr(mod, "sequential_experts_gemm", None)
-    return [(mod, "sequential_experts_gemm")] if callable(fct) else []
+    return [
+        (mod, "sequential_experts_gemm")
+        for mod in loaded_model_modules(["aria"])
+        if callable(getattr(mod, "sequential_experts_gemm", None))
+    ]
 
 
 def _make_sequential_gemm(original: Any) -> Any:
@@ -341,7 +341,7 @@ def experts_to_run(expert_hit: torch.Tensor, num_experts: int) -> Any:
     >>> experts_to_run(torch.tensor([[1], [3]]), 4).tolist()
     [[1], [3]]
     """
-    if tracing(expert_hit):
+    if is_tracing(expert_hit):
         return range(num_experts)
     return expert_hit
 
@@ -356,7 +356,7 @@ def expert_rows(expert_hit: torch.Tensor, num_experts: int) -> Any:
     >>> expert_rows(torch.tensor([[2]]), 3).tolist()
     [[2]]
     """
-    if tracing(expert_hit):
+    if is_tracing(expert_hit):
         return [[e] for e in range(num_experts)]
     return expert_hit[:]
 
@@ -371,7 +371,7 @@ def no_rows(top_x: torch.Tensor) -> bool:
     >>> no_rows(torch.zeros(0)), no_rows(torch.zeros(2))
     (True, False)
     """
-    if tracing(top_x):
+    if is_tracing(top_x):
         return False
     return top_x.shape[0] == 0
 
@@ -408,12 +408,8 @@ _EXPERTS_LOOP_V4 = Rewrites(
 )
 
 
-def _transformers_4() -> bool:
-    return not compat.version_at_least(compat.transformers_version(), "5")
-
-
 def _experts_loop_v4_targets() -> list[tuple[Any, str]]:
-    if not _transformers_4():
+    if not transformers_4():
         return []
     # forward, or the method running the experts (DeepseekV3MoE.moe)
     return _EXPERTS_LOOP_V4.targets(loaded_model_modules())
@@ -438,7 +434,7 @@ PATCH_EXPERTS_LOOP_V4 = PatchSpec(
     versions="transformers<5",
     targets=_experts_loop_v4_targets,
     make=_EXPERTS_LOOP_V4.recompile,
-    applies=_transformers_4,
+    applies=transformers_4,
 )
 
 PATCHES: list[PatchSpec] = [

@@ -23,9 +23,8 @@ from typing import Any
 
 import torch
 
-from ...helpers import compat
-from ._rewrite import Rewrites, loaded_model_modules
-from ._rewrite import tracing as _tracing
+from ...helpers.torch_helper import is_tracing
+from ._rewrite import Rewrites, loaded_model_modules, transformers_4
 from .registry import PatchSpec
 
 #: model types of transformers 4.x whose mixers test ``cache_position[0] > 0``
@@ -70,7 +69,7 @@ def past_started(cache_position: torch.Tensor) -> bool:
     >>> past_started(torch.tensor([0, 1])), past_started(torch.tensor([3]))
     (False, True)
     """
-    if _tracing(cache_position):
+    if is_tracing(cache_position):
         return True
     return bool(cache_position[0] > 0)
 
@@ -85,7 +84,7 @@ def target_length(cache_position: torch.Tensor, attention_mask: Any) -> Any:
     >>> int(target_length(torch.tensor([4, 5]), None))
     6
     """
-    tracing = _tracing(cache_position)
+    tracing = is_tracing(cache_position)
     if tracing and isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
         return attention_mask.shape[-1]
     return cache_position[-1] + 1
@@ -119,14 +118,10 @@ def conv_slot(cache_position: torch.Tensor, conv_kernel_size: int) -> torch.Tens
     >>> conv_slot(torch.tensor([0, 1, 2, 3, 4]), 4).tolist()
     [0, 1, 2, 3, 3]
     """
-    tracing = _tracing(cache_position)
+    tracing = is_tracing(cache_position)
     if tracing and cache_position.dim() == 1 and cache_position.shape[0] == 1:
         return torch.full_like(cache_position, conv_kernel_size - 1)
     return cache_position.clamp(0, conv_kernel_size - 1)
-
-
-def _transformers_5() -> bool:
-    return compat.version_at_least(compat.transformers_version(), "5")
 
 
 _STATES = Rewrites(
@@ -137,13 +132,9 @@ _STATES = Rewrites(
 
 
 def _state_targets() -> list[tuple[Any, str]]:
-    if _transformers_5():
+    if not transformers_4():
         return []
     return _STATES.targets(loaded_model_modules(_MODEL_TYPES))
-
-
-def _recompile(original: Any) -> Any:
-    return _STATES.recompile(original)
 
 
 PATCH_PAST_STARTED = PatchSpec(
@@ -162,8 +153,8 @@ PATCH_PAST_STARTED = PatchSpec(
     ),
     versions="transformers<5",
     targets=_state_targets,
-    make=_recompile,
-    applies=lambda: not _transformers_5(),
+    make=_STATES.recompile,
+    applies=transformers_4,
 )
 
 PATCHES: list[PatchSpec] = [PATCH_PAST_STARTED]
