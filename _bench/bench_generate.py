@@ -169,7 +169,10 @@ def _export(data: Any, filename: str, exporter: str) -> float:
     position only: the lm_head of the prefill runs on one row instead of the prompt's);
     a suffix ``-fused`` applies
     :func:`onnx_diagnostic.export.custom.fusions_genai.apply_genai_fusions` (fused QKV and
-    gate/up MatMuls, SkipSimplifiedLayerNormalization).
+    gate/up MatMuls, SkipSimplifiedLayerNormalization); a suffix ``-gqa`` exports with
+    ``to_onnx(..., genai_style=True)``: the same fusions and GroupQueryAttention with the
+    rotary inside, a cache buffer shared by past and present, the mask read as sequence
+    lengths.
     """
     from onnx_diagnostic.export.api import to_onnx
     from onnx_diagnostic.torch_export_patches import torch_export_patches
@@ -178,6 +181,9 @@ def _export(data: Any, filename: str, exporter: str) -> float:
     fused = exporter.endswith("-fused")
     if fused:
         exporter = exporter[: -len("-fused")]
+    gqa = exporter.endswith("-gqa")
+    if gqa:
+        exporter = exporter[: -len("-gqa")]
     if exporter.endswith("-last"):
         exporter = exporter[: -len("-last")]
         kwargs = {**kwargs, "logits_to_keep": 1}
@@ -192,6 +198,7 @@ def _export(data: Any, filename: str, exporter: str) -> float:
             filename=None if fused else filename,
             optimize=True,
             exporter=exporter,
+            **({"genai_style": True} if gqa else {}),
         )
     if fused:
         import onnx

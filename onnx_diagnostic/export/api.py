@@ -162,6 +162,11 @@ EXPORTERS: dict[str, Exporter] = {
 
 _HINTS = {
     "torch.export": "torch.export.export could not trace the model.",
+    "genai fusions": (
+        "genai_style=True could not rewrite the graph as onnxruntime-genai's builder "
+        "writes it: the error names the module and what GroupQueryAttention does not "
+        "compute; export without genai_style."
+    ),
     "translation": (
         "torch.onnx could not translate the ExportedProgram into ONNX: an operator has no "
         "translation or its translation failed; the operator is named in the error above."
@@ -440,6 +445,7 @@ def to_onnx(
     input_names: Sequence[str] | None = None,
     external_data: bool | None = None,
     genai_config: bool = False,
+    genai_style: bool = False,
 ) -> onnx.ModelProto:
     """
     Exports a model to ONNX.
@@ -480,6 +486,15 @@ def to_onnx(
         ``model.config`` and the names of the graph): onnxruntime-genai then runs
         the folder (``onnxruntime_genai.Model(folder)``); needs ``filename`` and a model
         with a ``config`` (a transformers LLM)
+    :param genai_style: with ``exporter="custom"`` and a transformers causal LM, writes the
+        graph onnxruntime-genai's builder writes (:func:`apply_genai_fusions
+        <onnx_diagnostic.export.custom.fusions_genai.apply_genai_fusions>`):
+        ``GroupQueryAttention`` with the rotary inside (tables up to
+        ``config.max_position_embeddings``), cache buffers shared by past and present, the
+        mask read as sequence lengths (``position_ids`` and ``cache_position`` are no longer
+        inputs), fused q/k/v and gate/up projections, ``SkipSimplifiedLayerNormalization``;
+        :func:`onnx_generate <onnx_diagnostic.helpers.rt_helper.onnx_generate>` and
+        onnxruntime-genai (``genai_config=True``) run it
     :return: the ONNX model
 
     >>> import torch
@@ -493,6 +508,8 @@ def to_onnx(
     _check_arguments(model, args, kwargs, exporter, input_names, output_names)
     if genai_config:
         _check_genai_config(model, filename)
+    if genai_style:
+        _check_genai_style(model, exporter)
     if filename is not None:
         # writable before a long export starts, not found missing at the end
         check_output_file(filename, "filename", "to_onnx", "nothing was exported")
@@ -515,6 +532,7 @@ def to_onnx(
             input_names,
             output_names,
             external_data,
+            model if genai_style else None,
         )
     if genai_config:
         from .genai import write_genai_config
@@ -536,6 +554,20 @@ def _check_genai_config(model: torch.nn.Module, filename: Any) -> None:
         raise ValueError(
             f"to_onnx: genai_config=True reads model.config, {type(model).__name__} has none "
             "(a transformers LLM is expected)"
+        )
+
+
+def _check_genai_style(model: torch.nn.Module, exporter: str) -> None:
+    """genai_style=True rewrites the custom exporter's graph with the model's configuration."""
+    if exporter != "custom":
+        raise ValueError(
+            f"to_onnx: genai_style=True rewrites the graph of the custom exporter, "
+            f"exporter={exporter!r} is not supported (use exporter='custom')"
+        )
+    if getattr(model, "config", None) is None:
+        raise ValueError(
+            f"to_onnx: genai_style=True reads model.config, {type(model).__name__} has none "
+            "(a transformers causal LM is expected)"
         )
 
 
@@ -567,8 +599,10 @@ def _to_onnx(
     input_names: Sequence[str] | None,
     output_names: Sequence[str] | None,
     external_data: bool | None,
+    genai_llm: torch.nn.Module | None = None,
 ) -> Any:
-    """The steps of :func:`to_onnx` once its arguments are checked."""
+    """The steps of :func:`to_onnx` once its arguments are checked; ``genai_llm``: the
+    model whose graph is rewritten as onnxruntime-genai's builder writes it."""
     steps = _Steps(exporter, verbose, model, dynamic_shapes)
     export_ds = _to_export_dims(dynamic_shapes)
 
@@ -589,6 +623,8 @@ def _to_onnx(
     _relax_capped_cache_outputs(program.model)
     if optimize:
         steps.run("optimization", program.optimize)
+    if genai_llm is not None:
+        steps.run("genai fusions", lambda: program.apply_genai_fusions(genai_llm))
     if filename is not None:
         steps.run("save", lambda: program.save(filename, external_data=external_data))
         if verbose:

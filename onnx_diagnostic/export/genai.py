@@ -10,8 +10,11 @@ The graphs :func:`to_onnx <onnx_diagnostic.export.api.to_onnx>` produces take
 ``past_key_values.N.key`` / ``past_key_values.N.value`` and return ``logits`` and
 ``present.N.key`` / ``present.N.value``, every present being the past concatenated with
 the new positions: the configuration says so (``past_present_share_buffer`` is false,
-onnxruntime-genai then feeds each step the presents of the previous one). The fields follow
-what the model builder of onnxruntime-genai writes for the same model.
+onnxruntime-genai then feeds each step the presents of the previous one). A model exported
+with ``to_onnx(..., genai_style=True)`` (``GroupQueryAttention``, present written in the
+buffer of past) gets ``past_present_share_buffer`` true and a ``max_length`` bounded by its
+rotary tables. The fields follow what the model builder of onnxruntime-genai writes for the
+same model.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import json
 import os
 import re
 from typing import TYPE_CHECKING, Any
+
+from ..helpers.rt_helper import _MAX_LENGTH_KEY, _SHARED_BUFFER_KEY
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -34,8 +39,9 @@ _PRESENT = re.compile(r"^present\.(\d+)\.(key|value)$")
 _OPTIONAL_INPUTS = ("attention_mask", "position_ids")
 
 
-def _graph_io(model: Any) -> tuple[list[str], list[str], dict[str, list[Any]]]:
-    """Input names, output names and the shapes of the inputs of an ONNX model."""
+def _graph_io(model: Any) -> tuple[list[str], list[str], dict[str, list[Any]], dict[str, str]]:
+    """Input names, output names, the shapes of the inputs and the metadata of an ONNX
+    model."""
     import onnx
 
     if isinstance(model, (str, os.PathLike)):
@@ -51,7 +57,13 @@ def _graph_io(model: Any) -> tuple[list[str], list[str], dict[str, list[Any]]]:
     for i in model.graph.input:
         dims = i.type.tensor_type.shape.dim
         shapes[i.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
-    return [i.name for i in model.graph.input], [o.name for o in model.graph.output], shapes
+    meta = {p.key: p.value for p in model.metadata_props}
+    return (
+        [i.name for i in model.graph.input],
+        [o.name for o in model.graph.output],
+        shapes,
+        meta,
+    )
 
 
 def _config_value(config: Any, name: str, default: Any = None) -> Any:
@@ -122,7 +134,7 @@ def make_genai_config(
         raise ValueError(f"make_genai_config: provider must be 'cpu' or 'cuda', got {provider!r}")
     if not isinstance(filename, str) or not filename:
         raise ValueError(f"make_genai_config: filename must be a file name, got {filename!r}")
-    inputs, outputs, shapes = _graph_io(model)
+    inputs, outputs, shapes, meta = _graph_io(model)
     if "input_ids" not in inputs:
         raise ValueError(
             f"make_genai_config: model has no input 'input_ids', its inputs are {inputs}"
@@ -167,6 +179,17 @@ def make_genai_config(
     if len(key_shape) == 4 and isinstance(key_shape[3], int) and key_shape[3] > 0:
         head_size = key_shape[3]
     context = _config_value(config, "max_position_embeddings") or max_length
+    # a model with GroupQueryAttention (to_onnx(..., genai_style=True)): its rotary tables
+    # bound the length, present.N.* may be written in the buffers of past_key_values.N.*
+    shared = meta.get(_SHARED_BUFFER_KEY) == "1"
+    limit = meta.get(_MAX_LENGTH_KEY, "")
+    if shared and limit.isdigit():
+        context = min(context or int(limit), int(limit))
+        if max_length is not None and max_length > int(limit):
+            raise ValueError(
+                f"make_genai_config: max_length={max_length} exceeds the {limit} positions "
+                "of the model's rotary tables"
+            )
     if max_length is None:
         max_length = context
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= 0:
@@ -221,8 +244,9 @@ def make_genai_config(
             "no_repeat_ngram_size": 0,
             "num_beams": 1,
             "num_return_sequences": 1,
-            # present = Concat(past, new): a new buffer every step, not a shared one
-            "past_present_share_buffer": False,
+            # present = Concat(past, new): a new buffer every step, not a shared one,
+            # unless the attention writes the new positions in the buffer of the past
+            "past_present_share_buffer": shared,
             "repetition_penalty": 1.0,
             "temperature": 1.0,
             "top_k": 1,

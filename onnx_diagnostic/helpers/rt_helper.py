@@ -93,6 +93,9 @@ _KIND_ORDER = {
 }
 _PAST_TORCH = re.compile(rf"^(?:{'|'.join(CACHE_ARG_NAMES)})_(key|value)_(\d+)$")
 _FED = ("input_ids", "attention_mask", "position_ids", "cache_position")
+# model metadata written by export.custom.fusions_gqa (same values, no import of the exporter)
+_SHARED_BUFFER_KEY = "onnx_diagnostic.past_present_share_buffer"
+_MAX_LENGTH_KEY = "onnx_diagnostic.max_length"
 
 
 @dataclass
@@ -126,6 +129,13 @@ class GenerationLayout:
     :param one_token: ``input_ids`` has a static sequence length of 1 (a model exported
         for the recurrent step of its linear attention or mamba layers): the prompt is fed
         one token at a time
+    :param shared_buffer: ``present.N.key`` / ``.value`` are written in the buffers of
+        ``past_key_values.N.key`` / ``.value`` (``com.microsoft.GroupQueryAttention``,
+        :func:`onnx_diagnostic.export.custom.fusions_gqa.fuse_group_query_attention`):
+        the buffers are allocated once at the length of the generation, bound as input and
+        output, and the mask gives sequence lengths, the valid tokens of a row first
+    :param max_length: the longest sequence such a model processes (its rotary tables),
+        None if unknown
     """
 
     input_ids: str
@@ -145,6 +155,8 @@ class GenerationLayout:
     cache_kinds: list[str] = field(default_factory=list)
     cache_empty_shapes: list[tuple[int, ...]] = field(default_factory=list)
     one_token: bool = False
+    shared_buffer: bool = False
+    max_length: int | None = None
 
 
 def _elem_type(arg: Any) -> int:
@@ -284,6 +296,7 @@ def model_layout(session: onnxruntime.InferenceSession) -> GenerationLayout:
             shapes.append(tuple(shape[1:]))
             lengths.append(None)
     ids_shape = inputs["input_ids"].shape
+    shared, max_length = _shared_buffer(session, inputs, kinds)
     return GenerationLayout(
         input_ids="input_ids",
         attention_mask="attention_mask" if "attention_mask" in inputs else None,
@@ -302,7 +315,31 @@ def model_layout(session: onnxruntime.InferenceSession) -> GenerationLayout:
         cache_kinds=kinds,
         cache_empty_shapes=empty,
         one_token=len(ids_shape) == 2 and ids_shape[1] == 1,
+        shared_buffer=shared,
+        max_length=max_length,
     )
+
+
+def _shared_buffer(
+    session: onnxruntime.InferenceSession, inputs: dict[str, Any], kinds: list[str]
+) -> tuple[bool, int | None]:
+    """Reads the metadata :func:`fuse_group_query_attention
+    <onnx_diagnostic.export.custom.fusions_gqa.fuse_group_query_attention>` writes:
+    whether present.N.* share the buffers of past_key_values.N.*, the longest sequence."""
+    try:
+        meta = session.get_modelmeta().custom_metadata_map
+    except Exception:  # a session-like object without metadata
+        return False, None
+    if meta.get(_SHARED_BUFFER_KEY) != "1":
+        return False, None
+    if "attention_mask" not in inputs or any(k not in ("key", "value") for k in kinds):
+        raise ValueError(
+            f"onnx_generate: the model says its present.N.* share the buffers of "
+            f"past_key_values.N.* ({_SHARED_BUFFER_KEY}) but it has no attention_mask or a "
+            f"cache which is not only keys and values ({sorted(set(kinds))})"
+        )
+    length = meta.get(_MAX_LENGTH_KEY)
+    return True, (int(length) if length and length.isdigit() else None)
 
 
 def make_session(
@@ -706,6 +743,19 @@ def _generation_loop(
     tokens[:, :seq] = input_ids.to("cpu")
     if max_new_tokens == 0:
         return tokens, {}
+    shared = layout.shared_buffer
+    if shared:
+        # the valid tokens of every row first: the model reads sequence lengths
+        fed_ids, prompt_mask, lengths = _pack_right(tokens[:, :seq], prompt_mask, pad)
+        fed = fed_ids.shape[1]
+        if layout.max_length is not None and fed + max_new_tokens - 1 > layout.max_length:
+            raise ValueError(
+                f"onnx_generate: the model processes at most {layout.max_length} positions "
+                f"(its rotary tables), the prompt ({fed} tokens) and "
+                f"max_new_tokens={max_new_tokens} need {fed + max_new_tokens - 1}"
+            )
+    else:
+        fed_ids, fed, lengths = tokens[:, :seq], seq, None
 
     token_type = layout.token_type
     out_logits = next(o for o in session.get_outputs() if o.name == layout.logits)
@@ -720,11 +770,20 @@ def _generation_loop(
     full_mask = None
     if layout.attention_mask:
         mask_type = layout.mask_type
-        # every generated token is attended: the mask of step i is a prefix of this one
-        full_mask = torch.ones((batch, total), dtype=_TORCH_DTYPES[mask_type])
-        full_mask[:, :seq] = prompt_mask
+        width_max = fed + max_new_tokens
+        if shared:
+            # a row of length L attends L + i positions at step i, the first ones
+            full_mask = torch.zeros((batch, width_max), dtype=_TORCH_DTYPES[mask_type])
+            full_mask[:, :fed] = prompt_mask
+            mask_np = full_mask.numpy()
+            rows_np = np.arange(batch)
+            lengths_np = lengths.numpy()
+        else:
+            # every generated token is attended: the mask of step i is a prefix of this one
+            full_mask = torch.ones((batch, width_max), dtype=_TORCH_DTYPES[mask_type])
+            full_mask[:, :seq] = prompt_mask
         # batch > 1: the prefix of a row-major (batch, total) buffer is not contiguous
-        mask_buf = torch.empty(batch * total, dtype=full_mask.dtype)
+        mask_buf = torch.empty(batch * width_max, dtype=full_mask.dtype)
     pos_np = None
     if layout.position_ids:
         position_type = layout.position_type
@@ -750,17 +809,27 @@ def _generation_loop(
     # prefill inputs: the whole prompt, or its last token when the model takes one token
     # at a time (the others are fed before, one by one)
     start = seq - 1 if layout.one_token else 0
-    prompt_ids = tokens[:, start:seq].to(ids_buf.dtype).contiguous()
+    prompt_ids = fed_ids[:, start:].to(ids_buf.dtype).contiguous()
     prefill: dict[str, torch.Tensor] = {layout.input_ids: prompt_ids}
     if layout.attention_mask:
-        prefill[layout.attention_mask] = full_mask[:, :seq].contiguous()
+        prefill[layout.attention_mask] = full_mask[:, :fed].contiguous()
     if layout.position_ids:
         prefill[layout.position_ids] = _positions(prompt_mask)[:, start:].to(pos_buf.dtype)
         # the position of a new token is the number of attended tokens before it
         attended = prompt_mask.sum(dim=-1, keepdim=True).to(pos_buf.dtype).numpy()
     if layout.cache_position:
-        prefill[layout.cache_position] = torch.arange(start, seq, dtype=torch.int64)
-    cache = _empty_cache(layout, batch, (dev_type, dev_id))
+        prefill[layout.cache_position] = torch.arange(start, fed, dtype=torch.int64)
+    if shared:
+        # one buffer per key and value, the length of the generation, input and output
+        cache = [
+            _ortvalue(
+                torch.zeros((batch, h, fed + max_new_tokens, d), dtype=_TORCH_DTYPES[t]),
+                (dev_type, dev_id),
+            )
+            for (h, d), t in zip(layout.cache_shapes, layout.cache_types)
+        ]
+    else:
+        cache = _empty_cache(layout, batch, (dev_type, dev_id))
     if start > 0:
         cache = _feed_tokens(session, layout, tokens, full_mask, prompt_mask, start, cache)
     binding = session.io_binding()
@@ -768,15 +837,20 @@ def _generation_loop(
         binding.bind_ortvalue_input(name, _ortvalue(value, ("cpu", 0)))
     logits_index = layout.outputs.index(layout.logits)
     cache_index = [layout.outputs.index(name) for name in layout.cache_outputs]
-    past, length = start, seq - start
+    past, length = start, fed - start
     next_np: Any = None
     last_cache = cache
+    # the logits of the prompt: its last position, the last valid one of every row when
+    # the rows were moved to the right
+    prompt_rows = None if lengths is None or bool((lengths == fed).all()) else lengths - 1
     for step in range(max_new_tokens):
         if step > 0:
             past += length
             length = 1
             # the inputs of a decoding step, in place
             ids_np[:, 0] = next_np
+            if shared and layout.attention_mask:
+                mask_np[rows_np, lengths_np + step - 1] = 1
             if pos_np is not None:
                 if step == 1:
                     pos_np[:] = attended
@@ -813,21 +887,31 @@ def _generation_loop(
                     step_mask.copy_(full_mask[:, :width])
                     ptr = step_mask.data_ptr()
                 binding.bind_input(layout.attention_mask, "cpu", 0, mask_type, (batch, width), ptr)
-        for name, value in zip(layout.cache_inputs, cache):
-            binding.bind_ortvalue_input(name, value)
+        if not shared or step == 0:
+            for name, value in zip(layout.cache_inputs, cache):
+                binding.bind_ortvalue_input(name, value)
         last_cache = cache
         # outputs bound to a device are allocated by onnxruntime at every run (the cache
-        # grows), bindings of the previous run would be taken as preallocated buffers
-        binding.clear_binding_outputs()
-        for name in layout.outputs:
-            if name != layout.logits:
-                binding.bind_output(name, dev_type, dev_id)
-            elif step > 0 and logits_buf is not None:
-                binding.bind_output(
-                    name, "cpu", 0, logits_elem, tuple(logits_buf.shape), logits_buf.data_ptr()
-                )
-            else:
-                binding.bind_output(name, "cpu", 0)
+        # grows), bindings of the previous run would be taken as preallocated buffers;
+        # shared buffers and the logits of a decoding step stay bound from step 1
+        if not shared or step < 2 or not on_cpu:
+            binding.clear_binding_outputs()
+            for name in layout.outputs:
+                if shared and name in layout.cache_outputs:
+                    binding.bind_ortvalue_output(name, cache[layout.cache_outputs.index(name)])
+                elif name != layout.logits:
+                    binding.bind_output(name, dev_type, dev_id)
+                elif step > 0 and logits_buf is not None:
+                    binding.bind_output(
+                        name,
+                        "cpu",
+                        0,
+                        logits_elem,
+                        tuple(logits_buf.shape),
+                        logits_buf.data_ptr(),
+                    )
+                else:
+                    binding.bind_output(name, "cpu", 0)
         try:
             session.run_with_iobinding(binding)
         except Exception as e:
@@ -839,19 +923,22 @@ def _generation_loop(
                 f"with ids in [{int(current.min())}, {int(current.max())}], {past} past "
                 f"positions): {e}"
             ) from e
-        results = binding.get_outputs()
-        cache = [results[i] for i in cache_index]
+        if not shared:
+            results = binding.get_outputs()
+            cache = [results[i] for i in cache_index]
+        elif step == 0 or logits_buf is None:
+            results = binding.get_outputs()
         if greedy_numpy and step > 0 and logits_np is not None:
             # numpy's argmax costs ~4 us where torch's costs ~60 us for a 32k vocabulary
             # (both return the first maximum)
             next_np = logits_np.argmax(axis=-1)
         elif greedy_numpy:
-            next_np = _to_torch(results[logits_index])[:, -1, :].numpy().argmax(axis=-1)
+            next_np = _last_logits(results[logits_index], prompt_rows).numpy().argmax(axis=-1)
         else:
             if step > 0 and logits_buf is not None:
                 logits = logits_buf[:, -1, :]
             else:
-                logits = _to_torch(results[logits_index])[:, -1, :]
+                logits = _last_logits(results[logits_index], prompt_rows)
             if sampling.generator is not None:
                 logits = logits.to(sampling.generator.device)
             next_np = (
@@ -888,6 +975,54 @@ def _generation_loop(
     last_feeds.update({k: _to_torch(v) for k, v in zip(layout.cache_inputs, last_cache)})
     done = seq + step + 1
     return (tokens if done == total else tokens[:, :done].contiguous()), last_feeds
+
+
+def _last_logits(value: Any, rows: torch.Tensor | None) -> torch.Tensor:
+    """The logits ``(batch, vocab)`` of the last position, or of position ``rows[i]`` for
+    row ``i``."""
+    logits = _to_torch(value)
+    if rows is None:
+        return logits[:, -1, :]
+    if logits.shape[1] == 1:
+        raise ValueError(
+            "onnx_generate: the model returns the logits of the last position only "
+            "(exported with logits_to_keep=1), the rows of a padded prompt end at other "
+            f"positions ({(rows + 1).tolist()}): export it without logits_to_keep"
+        )
+    return logits[torch.arange(logits.shape[0]), rows.to(logits.device), :]
+
+
+def _pack_right(
+    ids: torch.Tensor, mask: torch.Tensor, pad: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """
+    Moves the valid tokens of every row first (a model reading sequence lengths, not
+    positions, expects padding on the right): returns the ids, the mask and the lengths
+    of the rows, the width being the longest row. Valid tokens must be contiguous in a row
+    (left or right padding).
+    """
+    lengths = mask.sum(dim=-1)
+    if bool((lengths == 0).any()):
+        raise ValueError(
+            f"onnx_generate: attention_mask has rows without any token: "
+            f"{torch.nonzero(lengths == 0).flatten().tolist()}"
+        )
+    first = mask.argmax(dim=-1)
+    index = first[:, None] + torch.arange(mask.shape[1])[None, :]
+    inside = torch.arange(mask.shape[1])[None, :] < lengths[:, None]
+    gathered = mask.gather(1, index.clamp(max=mask.shape[1] - 1))
+    if not bool(gathered[inside].all()):
+        raise ValueError(
+            "onnx_generate: the model reads sequence lengths (shared cache buffers), the "
+            "valid tokens of every row of attention_mask must be contiguous (left or right "
+            "padding), rows "
+            f"{[i for i in range(mask.shape[0]) if not bool(gathered[i][inside[i]].all())]} "
+            "have holes"
+        )
+    width = int(lengths.max())
+    index = index[:, :width].clamp(max=mask.shape[1] - 1)
+    packed = torch.where(inside[:, :width], ids.gather(1, index), torch.full_like(index, pad))
+    return packed, inside[:, :width].to(torch.int64), lengths
 
 
 def _feed_tokens(

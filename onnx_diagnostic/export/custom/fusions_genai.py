@@ -10,9 +10,10 @@ kernels of the ``com.microsoft`` domain:
   ``com.microsoft.SkipSimplifiedLayerNormalization``, which also returns the sum for the
   residual connection.
 
-Not done here: ``GroupQueryAttention`` with the rotary embedding inside, a past/present
-buffer shared at the maximum length and the mask reduced to sequence lengths (they change
-the inputs of the model and the generation loop).
+``GroupQueryAttention`` with the rotary embedding inside, a past/present buffer shared at
+the maximum length and the mask reduced to sequence lengths is in
+:mod:`onnx_diagnostic.export.custom.fusions_gqa` (it needs the transformers model), applied
+by :func:`apply_genai_fusions` when given the model.
 
 Every fused node receives the traceability metadata of the nodes it replaces
 (:func:`onnx_diagnostic.export.custom.fusion_patterns.merge_metadata`).
@@ -30,6 +31,7 @@ from .fusion_patterns import _const, _rank, _replace_value, merge_metadata
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
+    import torch
 
 __all__ = [
     "apply_genai_fusions",
@@ -221,15 +223,29 @@ def fuse_skip_simplified_layer_norm(model: ir.Model) -> int:
     return fused
 
 
-def apply_genai_fusions(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
+def apply_genai_fusions(
+    model: onnx.ModelProto, llm: torch.nn.Module | None = None, max_length: int | None = None
+) -> tuple[onnx.ModelProto, dict[str, int]]:
     """
     Applies :func:`fuse_shared_input_matmuls` and :func:`fuse_skip_simplified_layer_norm`
     to a model (the custom exporter's, any model with those patterns) and returns a new
     model and the number of fusions of each kind. The model given is not modified.
+    With ``llm``, the transformers model which was exported with the custom exporter,
+    the attention of every layer first becomes a ``GroupQueryAttention`` with the rotary
+    inside and buffers of the cache shared by past and present
+    (:func:`onnx_diagnostic.export.custom.fusions_gqa.fuse_group_query_attention`), which
+    then reads the packed result of the fused q/k/v projection
+    (:func:`onnx_diagnostic.export.custom.fusions_gqa.pack_group_query_attention_qkv`):
+    the graph onnxruntime-genai's builder writes.
 
     :param model: an :class:`onnx.ModelProto` (weights included, not external data)
+    :param llm: the exported transformers model, None to leave the attention as it is
+    :param max_length: the longest sequence of the model with ``GroupQueryAttention``
+        (the length of its rotary tables), ``config.max_position_embeddings`` if None
     :return: ``(fused model, {fusion name: count})``
     :raises TypeError: when ``model`` is not an :class:`onnx.ModelProto`
+    :raises ValueError: when ``llm`` is given and an attention cannot be fused (the
+        reason and the module are named)
 
     >>> import torch
     >>> from onnx_diagnostic.export.api import to_onnx
@@ -250,7 +266,21 @@ def apply_genai_fusions(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[s
             f"apply_genai_fusions: model must be an onnx.ModelProto, not {type(model).__name__}"
         )
     irm = ir.from_proto(model)
+    counts = _genai_fusions(irm, llm, max_length)
+    return ir.to_proto(irm), counts
+
+
+def _genai_fusions(
+    irm: ir.Model, llm: torch.nn.Module | None = None, max_length: int | None = None
+) -> dict[str, int]:
+    """:func:`apply_genai_fusions` on an :class:`onnx_ir.Model`, modified in place."""
     counts: dict[str, int] = {}
+    if llm is not None:
+        from .fusions_gqa import fuse_group_query_attention, pack_group_query_attention_qkv
+
+        counts["fuse_group_query_attention"] = fuse_group_query_attention(irm, llm, max_length)
     for fct in (fuse_shared_input_matmuls, fuse_skip_simplified_layer_norm):
         counts[fct.__name__] = fct(irm)
-    return ir.to_proto(irm), counts
+    if llm is not None:
+        counts["pack_group_query_attention_qkv"] = pack_group_query_attention_qkv(irm)
+    return counts

@@ -487,6 +487,14 @@ class CustomProgram:
         passes += [deduplicate_constants, cse, remove_unused]
         self.pass_counts = run_passes(self.model, passes, verbose=self.verbose)
 
+    def apply_genai_fusions(self, llm: torch.nn.Module) -> None:
+        """Rewrites the graph as onnxruntime-genai's builder writes it
+        (:func:`onnx_diagnostic.export.custom.fusions_genai.apply_genai_fusions`), the
+        counts added to :attr:`pass_counts`."""
+        from .fusions_genai import _genai_fusions
+
+        self.pass_counts.update(_genai_fusions(self.model, llm))
+
     def save(self, filename: str | os.PathLike, external_data: bool | None = None) -> None:
         """
         Saves the model, the weights in ``<filename>.data`` if ``external_data`` is True
