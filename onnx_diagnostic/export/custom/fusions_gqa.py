@@ -29,7 +29,7 @@ import onnx_ir as ir
 
 from ...helpers.rt_helper import _MAX_LENGTH_KEY, _SHARED_BUFFER_KEY
 from .folding import _attr
-from .fusion_patterns import _remove_dead, _replace_value, merge_metadata
+from .fusion_patterns import _rank, _remove_dead, _replace_value, merge_metadata
 from .traceability import MODULE
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,13 +61,6 @@ def _fail(message: str) -> ValueError:
     return ValueError(f"fuse_group_query_attention: {message}")
 
 
-def _under(node: ir.Node, path: str) -> bool:
-    """The node belongs to module ``path`` or one of its submodules: the first module it
-    records (a fused node lists the modules of the nodes it replaced after its own)."""
-    own = node.metadata_props.get(MODULE, "").split("|")[0]
-    return own == path or own.startswith(path + ".")
-
-
 def _text_config(llm: Any) -> Any:
     config = getattr(llm, "config", None)
     if config is None:
@@ -91,24 +84,15 @@ def _rope_type(config: Any) -> str:
 def _attention_modules(llm: torch.nn.Module) -> list[tuple[str, Any]]:
     import torch
 
-    found = []
-    for name, mod in llm.named_modules():
-        if all(
-            isinstance(getattr(mod, p, None), torch.nn.Linear)
-            for p in ("q_proj", "k_proj", "v_proj", "o_proj")
-        ):
-            found.append((name, mod))
-    return found
+    return [
+        (name, mod)
+        for name, mod in llm.named_modules()
+        if type(mod).__name__.endswith("Attention") and isinstance(mod, torch.nn.Module)
+    ]
 
 
 def _check_module(name: str, mod: Any, config: Any) -> None:
     """Refuses what GroupQueryAttention cannot compute as the module does."""
-    for norm in ("q_norm", "k_norm"):
-        if getattr(mod, norm, None) is not None:
-            raise _fail(
-                f"{name}.{norm}: a normalization between the projection and the rotary "
-                "embedding is not supported"
-            )
     if getattr(mod, "sliding_window", None) or getattr(config, "sliding_window", None):
         if getattr(config, "use_sliding_window", True) is not False:
             raise _fail(f"{name}: sliding-window attention is not supported")
@@ -116,6 +100,135 @@ def _check_module(name: str, mod: Any, config: Any) -> None:
         raise _fail(f"{name}: attn_logit_softcapping is not supported")
     if getattr(mod, "is_causal", True) is False:
         raise _fail(f"{name}: the attention is not causal")
+    if getattr(mod, "sinks", None) is not None:
+        raise _fail(f"{name}: attention sinks are not supported")
+
+
+def _cache_of(
+    att: ir.Node, inputs: dict[str, ir.Value], path: str
+) -> tuple[ir.Value, ir.Value, list[ir.Value]]:
+    """past key, past value, present key and value of an Attention node which reads
+    ``Concat(past_key_values.N.key, new)`` and ``Concat(past_key_values.N.value, new)``,
+    both graph outputs (present.N.*)."""
+    pasts, presents = [], []
+    for index, kind in ((1, "key"), (2, "value")):
+        value = att.inputs[index] if len(att.inputs) > index else None
+        concat = value.producer() if value is not None else None
+        past = concat.inputs[0] if concat is not None and len(concat.inputs) == 2 else None
+        match = _PAST.match(past.name or "") if past is not None else None
+        if (
+            concat is None
+            or concat.op_type != "Concat"
+            or match is None
+            or match.group(2) != kind
+            or inputs.get(past.name) is not past  # type: ignore[union-attr,arg-type]
+            or not value.is_graph_output()  # type: ignore[union-attr]
+        ):
+            raise _fail(
+                f"{path}: the attention's {kind} is expected to be "
+                f"Concat(past_key_values.N.{kind}, new positions), a graph output present.N.*"
+            )
+        pasts.append(past)
+        presents.append(value)
+    if _PAST.match(pasts[0].name).group(1) != _PAST.match(pasts[1].name).group(1):  # type: ignore[union-attr,arg-type]
+        raise _fail(f"{path}: its key and value come from other layers")
+    return pasts[0], pasts[1], presents  # type: ignore[return-value]
+
+
+def _check_rotary(rot: ir.Node, path: str, head_dim: int, tables: list[ir.Value]) -> None:
+    """A rotate-half rotary on every dimension, with the cos/sin of the model's rotary
+    module (the same for every layer)."""
+    if int(_attr(rot, "interleaved") or 0):  # type: ignore[arg-type]
+        raise _fail(f"{path}: interleaved rotary embedding is not supported")
+    dim = int(_attr(rot, "rotary_embedding_dim") or 0)  # type: ignore[arg-type]
+    if dim not in (0, head_dim):
+        raise _fail(f"{path}: partial rotary embedding ({dim} of {head_dim}) is not supported")
+    cos_sin = list(rot.inputs[1:3])
+    if len(rot.inputs) > 3 and rot.inputs[3] is not None:
+        raise _fail(f"{path}: a rotary embedding indexed by position_ids is not supported")
+    if not tables:
+        tables.extend(cos_sin)  # type: ignore[arg-type]
+    elif cos_sin != tables:
+        raise _fail(f"{path}: the layers do not share one rotary table")
+
+
+def _heads_input(
+    value: ir.Value, shape: ir.Value, path: str, what: str, created: list[ir.Node]
+) -> ir.Value:
+    """The (batch, sequence, heads * head_dim) value which was transposed into ``value``
+    (batch, heads, sequence, head_dim): the input of the Reshape splitting the heads when
+    it is 3D, else a new Reshape."""
+    node = value.producer()
+    if (
+        node is None
+        or node.op_type != "Transpose"
+        or list(_attr(node, "perm") or []) != [0, 2, 1, 3]
+    ):  # type: ignore[arg-type]
+        raise _fail(
+            f"{path}: the {what} of the attention is neither the result of a RotaryEmbedding "
+            "node nor transposed from (batch, sequence, heads, head_dim): a rotary embedding "
+            "the custom exporter did not recognize (interleaved, partial)?"
+        )
+    split = node.inputs[0]
+    producer = split.producer() if split is not None else None
+    if producer is not None and producer.op_type == "Reshape" and _rank(producer.inputs[0]) == 3:
+        return producer.inputs[0]  # type: ignore[return-value]
+    reshape = ir.Node("", "Reshape", [split, shape], name=f"{path}.{what}.merge_heads")
+    created.append(reshape)
+    return reshape.outputs[0]
+
+
+def _attention_result(att: ir.Node, path: str) -> ir.Value:
+    """The (batch, sequence, heads * head_dim) value the attention's result becomes through
+    Transpose and Reshape nodes."""
+    value = att.outputs[0]
+    while not value.is_graph_output() and len(value.uses()) == 1:
+        node = next(iter(value.uses())).node
+        if node.op_type not in ("Transpose", "Reshape") or node.domain != "":
+            break
+        value = node.outputs[0]
+    if value is att.outputs[0] or _rank(value) != 3:
+        raise _fail(
+            f"{path}: the attention's result is not reshaped into "
+            "(batch, sequence, heads * head_dim)"
+        )
+    return value
+
+
+def _scale(att: ir.Node, head_dim: int) -> float:
+    scale = _attr(att, "scale")
+    return head_dim**-0.5 if scale is None else float(scale)  # type: ignore[arg-type]
+
+
+def _register_tables(
+    graph: ir.Graph, llm: Any, config: Any, max_length: int, dtype: Any, head_dim: int
+) -> list[ir.Value]:
+    """The cos and sin tables as initializers."""
+    cos, sin = _rotary_tables(llm, config, max_length, dtype)
+    if cos.shape[-1] * 2 != head_dim:
+        raise _fail(
+            f"partial rotary embedding ({cos.shape[-1] * 2} of {head_dim} dimensions) "
+            "is not supported"
+        )
+    tables = []
+    for name, array in (("gqa_cos_cache", cos), ("gqa_sin_cache", sin)):
+        value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array), name=name))
+        graph.register_initializer(value)
+        tables.append(value)
+    return tables
+
+
+def _check_attention(att: ir.Node, path: str, head_dim: int) -> None:
+    """What GroupQueryAttention does not compute as onnx Attention does: a softcap, no
+    mask with is_causal=0 (the attention is bidirectional), a result of other heads."""
+    softcap = _attr(att, "softcap")
+    if softcap:
+        raise _fail(f"{path}: the attention has a softcap ({softcap})")
+    if not int(_attr(att, "is_causal") or 0) and (len(att.inputs) < 4 or att.inputs[3] is None):  # type: ignore[arg-type]
+        raise _fail(f"{path}: the attention has no mask and is not causal")
+    if len(att.outputs) > 1 and any(o.uses() or o.is_graph_output() for o in att.outputs[1:]):
+        raise _fail(f"{path}: the attention's intermediate results are used")
+    del head_dim
 
 
 def _rotary_tables(llm: Any, config: Any, max_length: int, dtype: Any) -> tuple[Any, Any]:
@@ -147,35 +260,6 @@ def _rotary_tables(llm: Any, config: Any, max_length: int, dtype: Any) -> tuple[
     ):
         raise _fail(f"{name} does not return the two halves of the rotate-half convention")
     return cos[:, :half].numpy(), sin[:, :half].numpy()
-
-
-def _external_outputs(nodes: list[ir.Node], path: str) -> list[ir.Value]:
-    """The values produced by ``nodes`` and used by nodes outside them or by the graph."""
-    inside = set(map(id, nodes))
-    outs = []
-    for node in nodes:
-        for out in node.outputs:
-            if out.is_graph_output() or any(id(u.node) not in inside for u in out.uses()):
-                outs.append(out)
-    if len(outs) != 1:
-        raise _fail(f"{path}: one result expected, found {[o.name for o in outs]}")
-    return outs
-
-
-def _external_input(nodes: list[ir.Node], path: str) -> ir.Value:
-    """The only value ``nodes`` read which is neither produced by them nor a constant."""
-    inside = {id(o) for n in nodes for o in n.outputs}
-    ins = []
-    for node in nodes:
-        for value in node.inputs:
-            if value is None or id(value) in inside or value.const_value is not None:
-                continue
-            if value.is_initializer() or any(value is v for v in ins):
-                continue
-            ins.append(value)
-    if len(ins) != 1:
-        raise _fail(f"{path}: one input expected, found {[v.name for v in ins]}")
-    return ins[0]
 
 
 def _sequence_lengths(graph: ir.Graph, mask: ir.Value) -> tuple[ir.Value, ir.Value]:
@@ -268,9 +352,7 @@ def fuse_group_query_attention(
         raise _fail(f"max_length must be an int > 0, got {max_length!r}")
     modules = _attention_modules(llm)
     if not modules:
-        raise _fail(
-            f"{type(llm).__name__} has no attention module with q_proj, k_proj, v_proj and o_proj"
-        )
+        raise _fail(f"{type(llm).__name__} has no module whose class name ends with 'Attention'")
     nodes = list(graph)
     if not any(MODULE in n.metadata_props for n in nodes):
         raise _fail(
@@ -283,87 +365,72 @@ def fuse_group_query_attention(
     for name, mod in modules:
         _check_module(name, mod, config)
     dtype = next(llm.parameters()).dtype
-    cos, sin = _rotary_tables(llm, config, max_length, dtype)
-    if cos.shape[-1] * 2 != head_dim:
-        raise _fail(
-            f"partial rotary embedding ({cos.shape[-1] * 2} of {head_dim} dimensions) "
-            "is not supported"
-        )
 
     seqlens, total = _sequence_lengths(graph, inputs["attention_mask"])
-    tables = []
-    for tname, array in (("gqa_cos_cache", cos), ("gqa_sin_cache", sin)):
-        value = ir.Value(name=tname, const_value=ir.tensor(np.ascontiguousarray(array), name=tname))
-        graph.register_initializer(value)
-        tables.append(value)
+    tables: list[ir.Value] = []
 
     fused = 0
-    for path, mod in modules:
-        members = [n for n in graph if _under(n, path)]
-        if not members:
-            continue
-        layer = getattr(mod, "layer_idx", None)
-        past_k = inputs.get(f"past_key_values.{layer}.key")
-        past_v = inputs.get(f"past_key_values.{layer}.value")
-        if past_k is None or past_v is None:
-            raise _fail(
-                f"{path}: no input past_key_values.{layer}.key / .value for its layer "
-                f"{layer} (inputs {list(inputs)})"
-            )
-        presents = []
-        for past in (past_k, past_v):
-            concats = [
-                u.node
-                for u in past.uses()
-                if u.node.op_type == "Concat" and u.node.domain == "" and _under(u.node, path)
-            ]
-            if len(concats) != 1 or not concats[0].outputs[0].is_graph_output():
-                raise _fail(
-                    f"{path}: {past.name} is expected to be concatenated once with the new "
-                    "positions into a graph output present.N.*"
-                )
-            presents.append(concats[0].outputs[0])
-        rotaries = [n for n in members if n.op_type == "RotaryEmbedding"]
-        if len(rotaries) != 2 or any(int(_attr(n, "interleaved") or 0) for n in rotaries):
-            raise _fail(
-                f"{path}: two non-interleaved RotaryEmbedding nodes expected (q and k), "
-                f"found {len(rotaries)}"
-            )
+    reshape_shape = ir.Value(
+        name="gqa_bsh", const_value=ir.tensor(np.array([0, 0, -1], dtype=np.int64), name="gqa_bsh")
+    )
+    graph.register_initializer(reshape_shape)
+    table_inputs: list[ir.Value] = []
+    for att in [n for n in graph if n.op_type == "Attention" and n.domain == ""]:
+        path = att.metadata_props.get(MODULE, "").split("|")[0] or att.name or "?"
+        past_k, past_v, presents = _cache_of(att, inputs, path)
+        q4, k4, v4 = (
+            att.inputs[0],
+            presents[0].producer().inputs[1],
+            presents[1].producer().inputs[1],
+        )  # type: ignore[union-attr]
+        rotaries = [x.producer() for x in (q4, k4)]
+        rotated = [r is not None and r.op_type == "RotaryEmbedding" for r in rotaries]
+        if any(rotated) and not all(rotated):
+            raise _fail(f"{path}: the rotary embedding is applied to the query or the key only")
+        if all(rotated):
+            for rot in rotaries:
+                _check_rotary(rot, path, head_dim, table_inputs)  # type: ignore[arg-type]
+            q4, k4 = rotaries[0].inputs[0], rotaries[1].inputs[0]  # type: ignore[union-attr]
+            if not tables:
+                tables = _register_tables(graph, llm, config, max_length, dtype, head_dim)
+        _check_attention(att, path, head_dim)
+        created: list[ir.Node] = []
         q, k, v = (
-            _external_outputs([n for n in graph if _under(n, f"{path}.{p}")], f"{path}.{p}")[0]
-            for p in ("q_proj", "k_proj", "v_proj")
+            _heads_input(x, reshape_shape, path, what, created)
+            for x, what in ((q4, "query"), (k4, "key"), (v4, "value"))
         )
-        o_nodes = [n for n in graph if _under(n, f"{path}.o_proj")]
-        attn_in = _external_input(o_nodes, f"{path}.o_proj")
-        scale = float(getattr(mod, "scaling", head_dim**-0.5))
+        attn_out = _attention_result(att, path)
+        inputs_gqa = [q, k, v, past_k, past_v, seqlens, total]
+        if all(rotated):
+            inputs_gqa.extend(tables)
         gqa = ir.Node(
             _MS,
             "GroupQueryAttention",
-            [q, k, v, past_k, past_v, seqlens, total, tables[0], tables[1]],
+            inputs_gqa,
             attributes=[
                 ir.AttrInt64("num_heads", num_heads),
                 ir.AttrInt64("kv_num_heads", kv_heads),
-                ir.AttrFloat32("scale", scale),
-                ir.AttrInt64("do_rotary", 1),
+                ir.AttrFloat32("scale", _scale(att, head_dim)),
+                ir.AttrInt64("do_rotary", 1 if all(rotated) else 0),
                 ir.AttrInt64("rotary_interleaved", 0),
             ],
             num_outputs=3,
             name=f"{path}.GroupQueryAttention",
         )
-        graph.insert_before(o_nodes[0], [gqa])
-        removed = [n for n in members if not any(_under(n, f"{path}.{p}") for p in _PROJ)]
-        merge_metadata(gqa, removed)
+        graph.insert_after(att, [*created, gqa])
+        replaced = [att, *(p.producer() for p in presents), *(r for r in rotaries if r)]
+        merge_metadata(gqa, replaced)  # type: ignore[arg-type]
         gqa.metadata_props[MODULE] = path
-        _replace_value(attn_in, gqa.outputs[0])
-        for old, new in zip(presents, gqa.outputs[1:]):
+        _replace_value(attn_out, gqa.outputs[0])
+        for old, new, past in zip(presents, gqa.outputs[1:], (past_k, past_v)):
             _replace_value(old, new)
-            new.shape = (past_k if old is presents[0] else past_v).shape
-        _remove_dead(graph, removed)
+            new.shape = past.shape
+        _remove_dead(graph, replaced + [attn_out.producer()])  # type: ignore[list-item]
         fused += 1
     if fused == 0:
         raise _fail(
-            f"no node of the attention modules {[p for p, _ in modules][:3]}... was found "
-            "in the graph"
+            "no Attention node (scaled_dot_product_attention as the custom exporter "
+            "translates it) was found in the graph"
         )
     # what only the attention used: the rotary module, the mask, the positions
     for node in reversed(list(graph)):
@@ -381,9 +448,6 @@ def fuse_group_query_attention(
     model.metadata_props[SHARED_BUFFER_KEY] = "1"
     model.metadata_props[MAX_LENGTH_KEY] = str(max_length)
     return fused
-
-
-_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 def pack_group_query_attention_qkv(model: ir.Model) -> int:
