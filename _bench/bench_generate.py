@@ -12,7 +12,7 @@ methods taking turns. Nothing is downloaded.
 ::
 
     python _bench/bench_generate.py [--models tiny,smollm2] [--prompt 16] [--new 100]
-        [--repeat 5] [--exporters custom,custom-last,custom-last-fused,onnx-dynamo]
+        [--repeat 5] [--exporters custom,custom-last-fused,custom-gqa,onnx-dynamo]
         [--device cpu|cuda]
         [--no-genai] [--variants] [--lm-head]
 
@@ -407,7 +407,7 @@ def bench_model(
     repeat: int,
     variants: bool,
     folder: str,
-    exporters: tuple[str, ...] = ("custom", "custom-last", "custom-last-fused", "onnx-dynamo"),
+    exporters: tuple[str, ...] = ("custom", "custom-last-fused", "custom-gqa", "onnx-dynamo"),
     device: str = "cpu",
     genai: bool = True,
 ) -> list[dict[str, Any]]:
@@ -609,9 +609,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--variants", action="store_true", help="onnxruntime session options")
     parser.add_argument(
         "--exporters",
-        default="custom,custom-last,custom-last-fused,onnx-dynamo",
+        default="custom,custom-last-fused,custom-gqa,onnx-dynamo",
         help="exporters of to_onnx to compare, custom-last: custom with logits_to_keep=1, "
-        "a suffix -fused applies the genai fusions (fusions_genai.py)",
+        "a suffix -fused applies the genai fusions (fusions_genai.py), -gqa exports with "
+        "genai_style=True (GroupQueryAttention, shared cache buffers, fusions_gqa.py)",
     )
     parser.add_argument(
         "--lm-head", action="store_true", help="also measures the lm_head of Tiny-LLM alone"

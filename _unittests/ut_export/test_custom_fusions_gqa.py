@@ -2,7 +2,8 @@
 ``to_onnx(..., exporter="custom", genai_style=True)``: every attention layer becomes one
 ``com.microsoft.GroupQueryAttention`` (rotary inside, cos/sin tables, sequence lengths
 read from ``attention_mask``, cache buffers shared by past and present). Small untrained
-models (llama with grouped key/value heads, qwen2 with biased projections, Tiny-LLM):
+models (llama with grouped key/value heads, qwen2 with biased projections, qwen3 with
+q/k norms, Tiny-LLM):
 the graph, the outputs of the model fed as an ordinary one, the tokens of
 :func:`onnx_generate <onnx_diagnostic.helpers.rt_helper.onnx_generate>` and
 onnxruntime-genai against transformers' greedy ``generate``, the errors.
@@ -159,6 +160,28 @@ class TestGqaQwen2(_GenerateLikeTransformers, ExtTestCase):
         self.assertIsNotNone(attn.v_proj.bias)
 
 
+class TestGqaQwen3(_GenerateLikeTransformers, ExtTestCase):
+    """q_norm and k_norm between the projections and the rotary embedding: the attention
+    receives the normalized query and key (no packed QKV)."""
+
+    @classmethod
+    def _model(cls):
+        return _small_model("qwen3", head_dim=16)
+
+    def test_normalized_query_and_key(self):
+        self.assertIsNotNone(self.model.model.layers[0].self_attn.q_norm)
+        producer = {o: n for n in self.gqa.graph.node for o in n.output}
+        gqas = [n for n in self.gqa.graph.node if n.op_type == "GroupQueryAttention"]
+        self.assertEqual(2, len(gqas))
+        for node in gqas:
+            self.assertNotEqual("", node.input[1])
+            # the heads merged back after the normalization: (batch, seq, heads * head_dim)
+            for name in node.input[:2]:
+                reshape = producer[name]
+                self.assertEqual("Reshape", reshape.op_type)
+                self.assertEqual("RMSNormalization", producer[reshape.input[0]].op_type)
+
+
 class TestGqaLlama(_GenerateLikeTransformers, ExtTestCase):
     """The 2-layer llama with 2 key/value heads for 4 heads."""
 
@@ -279,7 +302,7 @@ class TestGqaLlama(_GenerateLikeTransformers, ExtTestCase):
     def test_return_session_full_buffers(self):
         for name, (prompt, mask) in {"batch 1": (self.single, None), "padded": self.padded}.items():
             with self.subTest(prompt=name):
-                tokens, sess, feeds = onnx_generate(
+                _, sess, feeds = onnx_generate(
                     self.sessions["genai_style"],
                     prompt,
                     attention_mask=mask,
@@ -294,20 +317,42 @@ class TestGqaLlama(_GenerateLikeTransformers, ExtTestCase):
                             (batch, 2, 8 + NEW, 16),
                             tuple(feeds[f"past_key_values.{i}.{kind}"].shape),
                         )
-                if mask is None:
-                    # the buffer holds the positions of every token fed (all but the last
-                    # generated one), the last position was never written
-                    from transformers import DynamicCache
+                # the mask of the last step: every position fed, the last token excepted
+                self.assertEqual((batch, 8 + NEW - 1), tuple(feeds["attention_mask"].shape))
 
-                    with torch.no_grad():
-                        expected = self.model(
-                            input_ids=tokens[:, :-1],
-                            **{_cache_name(self.inputs): DynamicCache(config=self.model.config)},
-                        )
-                    cache = getattr(expected, "past_key_values", None) or expected.cache
-                    key = feeds["past_key_values.1.key"]
-                    self.assertEqualArray(cache.layers[1].keys, key[:, :, :-1], atol=1e-4)
-                    self.assertEqual(0, float(key[:, :, -1].abs().max()))
+    def test_return_session_buffers_hold_the_cache(self):
+        # the returned feeds own the shared buffers: the memory is not freed when
+        # onnx_generate returns and reused by the next allocations
+        import gc
+
+        from transformers import DynamicCache
+
+        corrupted = []
+        for trial in range(5):
+            tokens, _, feeds = onnx_generate(
+                self.sessions["genai_style"], self.single, max_new_tokens=NEW, return_session=True
+            )
+            gc.collect()
+            # allocations of the same size
+            junk = [torch.full((1, 2, 8 + NEW, 16), float("nan")) for _ in range(64)]
+            with torch.no_grad():
+                expected = self.model(
+                    input_ids=tokens[:, :-1],
+                    **{_cache_name(self.inputs): DynamicCache(config=self.model.config)},
+                )
+            del junk
+            cache = getattr(expected, "past_key_values", None) or expected.cache
+            # the buffer holds the positions of every token fed (all but the last generated
+            # one), the last position was never written
+            for i in range(2):
+                for kind, exp in (("key", cache.layers[i].keys), ("value", cache.layers[i].values)):
+                    got = feeds[f"past_key_values.{i}.{kind}"]
+                    if not (
+                        torch.allclose(exp, got[:, :, :-1], atol=1e-4)
+                        and float(got[:, :, -1].abs().max()) == 0
+                    ):
+                        corrupted.append((trial, i, kind))
+        self.assertEqual([], corrupted)
 
     def test_max_length(self):
         proto, counts = apply_genai_fusions(self.plain, llm=self.model, max_length=32)
@@ -379,7 +424,7 @@ class TestGqaLlama(_GenerateLikeTransformers, ExtTestCase):
         with self.assertRaisesRegex(ValueError, "logits_to_keep"):
             onnx_generate(sess, prompt, attention_mask=mask, max_new_tokens=NEW)
         # rows of the same length end at the same position
-        both = torch.cat([self.single, self.single + 1])
+        both = torch.cat([self.single, self.single.flip(1)])
         self.assertEqualArray(
             _greedy(self.model, both), onnx_generate(sess, both, max_new_tokens=NEW)
         )
@@ -409,17 +454,6 @@ class TestGqaRefused(ExtTestCase):
         self.assertNotIn(SHARED_BUFFER_KEY, irm.metadata_props)
         return model, inputs, ds
 
-    def test_qwen3_q_norm(self):
-        from onnx_diagnostic.export.api import ExportStepError
-
-        model, inputs, ds = self._refused(
-            "fuse_group_query_attention: model\\.layers\\.0\\.self_attn\\.q_norm: a normalization",
-            "qwen3",
-        )
-        with self.assertRaisesRegex(ExportStepError, "genai fusions.*self_attn\\.q_norm") as cm:
-            _export(model, inputs, ds, genai_style=True)
-        self.assertIsInstance(cm.exception.__cause__, ValueError)
-
     def test_mistral_sliding_window(self):
         self._refused("model\\.layers\\.0\\.self_attn: sliding-window", "mistral", sliding_window=8)
 
@@ -433,11 +467,28 @@ class TestGqaRefused(ExtTestCase):
         )
 
     def test_dynamic_rope(self):
+        import transformers
+
+        rope = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
+        # transformers 4.x names it rope_scaling
+        key = "rope_parameters" if transformers.__version__ >= "5" else "rope_scaling"
+        self._refused("rope type 'dynamic' is not supported", "llama", **{key: rope})
+
+    def test_head_dim_not_multiple_of_16(self):
         self._refused(
-            "rope type 'dynamic' is not supported",
+            "head_dim=8: onnxruntime's GroupQueryAttention needs a head dimension which is "
+            "a multiple of 16",
             "llama",
-            rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0},
+            num_attention_heads=8,
+            num_key_value_heads=4,
         )
+
+    def test_bfloat16(self):
+        model, inputs, ds = _small_model("llama")
+        proto = _export(model, inputs, ds)
+        model.to(torch.bfloat16)
+        with self.assertRaisesRegex(ValueError, "torch.bfloat16.*float32 and float16"):
+            fuse_group_query_attention(ir.from_proto(proto), model)
 
 
 def _gqa_graph(kind: str) -> ir.Model:

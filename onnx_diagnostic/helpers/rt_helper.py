@@ -819,15 +819,16 @@ def _generation_loop(
         attended = prompt_mask.sum(dim=-1, keepdim=True).to(pos_buf.dtype).numpy()
     if layout.cache_position:
         prefill[layout.cache_position] = torch.arange(start, fed, dtype=torch.int64)
+    buffers: list[torch.Tensor] = []
     if shared:
-        # one buffer per key and value, the length of the generation, input and output
-        cache = [
-            _ortvalue(
-                torch.zeros((batch, h, fed + max_new_tokens, d), dtype=_TORCH_DTYPES[t]),
-                (dev_type, dev_id),
-            )
+        # one buffer per key and value, the length of the generation, input and output;
+        # the torch tensors own the memory (kept, returned as the last feeds)
+        where = "cpu" if on_cpu else f"cuda:{dev_id}"
+        buffers = [
+            torch.zeros((batch, h, fed + max_new_tokens, d), dtype=_TORCH_DTYPES[t], device=where)
             for (h, d), t in zip(layout.cache_shapes, layout.cache_types)
         ]
+        cache = [_ortvalue(b, (dev_type, dev_id)) for b in buffers]
     else:
         cache = _empty_cache(layout, batch, (dev_type, dev_id))
     if start > 0:
@@ -972,7 +973,10 @@ def _generation_loop(
             last_feeds[layout.position_ids] = pos_buf.clone()
         if layout.cache_position:
             last_feeds[layout.cache_position] = cpos_buf.clone()
-    last_feeds.update({k: _to_torch(v) for k, v in zip(layout.cache_inputs, last_cache)})
+    if shared:
+        last_feeds.update(zip(layout.cache_inputs, buffers))
+    else:
+        last_feeds.update({k: _to_torch(v) for k, v in zip(layout.cache_inputs, last_cache)})
     done = seq + step + 1
     return (tokens if done == total else tokens[:, :done].contiguous()), last_feeds
 

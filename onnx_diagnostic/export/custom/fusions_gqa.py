@@ -318,11 +318,14 @@ def fuse_group_query_attention(
         ``config.max_position_embeddings`` if None
     :return: the number of fused attention layers
     :raises ValueError: when the model or one of its layers has what GroupQueryAttention
-        does not compute (a normalization of q or k, sliding windows, a softcap, a rotary
-        which depends on the length, several rotary tables), or when the graph does not
-        have the expected nodes (no ``attention_mask`` input, no traceability metadata,
-        a layer whose cache is not ``Concat(past_key_values.N.key, ...)``); the error
-        names the module
+        does not compute (sliding windows, a softcap, sinks, a rotary which depends on the
+        length or is partial or interleaved, several rotary tables, a head dimension which
+        is not a multiple of 16, another type than float32 or float16), or when the graph
+        does not have the expected nodes (no ``attention_mask`` input, no traceability
+        metadata, a layer whose cache is not ``Concat(past_key_values.N.key, ...)``); the
+        error names the module. The model may then be partly rewritten
+        (:func:`apply_genai_fusions
+        <onnx_diagnostic.export.custom.fusions_genai.apply_genai_fusions>` works on a copy).
 
     >>> import onnx_ir as ir
     >>> from onnx_diagnostic.export.api import to_onnx
@@ -338,6 +341,8 @@ def fuse_group_query_attention(
     >>> [i.name for i in model.graph.inputs]
     ['input_ids', 'attention_mask', 'past_key_values.0.key', 'past_key_values.0.value']
     """
+    import torch
+
     config = _text_config(llm)
     graph = model.graph
     inputs = {v.name: v for v in graph.inputs}
@@ -364,7 +369,17 @@ def fuse_group_query_attention(
     head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // num_heads)
     for name, mod in modules:
         _check_module(name, mod, config)
+    if head_dim % 16:
+        raise _fail(
+            f"head_dim={head_dim}: onnxruntime's GroupQueryAttention needs a head dimension "
+            "which is a multiple of 16"
+        )
     dtype = next(llm.parameters()).dtype
+    if dtype not in (torch.float32, torch.float16):
+        raise _fail(
+            f"the model's weights are {dtype}: onnxruntime's GroupQueryAttention runs "
+            "float32 and float16 models"
+        )
 
     seqlens, total = _sequence_lengths(graph, inputs["attention_mask"])
     tables: list[ir.Value] = []
