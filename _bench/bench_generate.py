@@ -23,7 +23,10 @@ Methods:
   exporter given ``logits_to_keep=1`` (the lm_head of the prefill runs on the last row
   only); a suffix ``-fused``: :func:`apply_genai_fusions
   <onnx_diagnostic.export.custom.fusions_genai.apply_genai_fusions>` applied to the export
-  (QKV and gate/up MatMuls fused, SkipSimplifiedLayerNormalization);
+  (QKV and gate/up MatMuls fused, SkipSimplifiedLayerNormalization); a suffix ``-gqa``:
+  ``to_onnx(..., genai_style=True)`` (the same fusions, GroupQueryAttention with the rotary
+  inside, key and value buffers shared by past and present, see
+  :mod:`onnx_diagnostic.export.custom.fusions_gqa`);
   ``[genai graph]``: the model written by onnxruntime-genai's builder run by onnx_generate
   (its head dimension made static).
 * ``onnxruntime-genai``: the untrained weights saved with ``save_pretrained``, a
@@ -39,39 +42,42 @@ Methods:
   CUDAExecutionProvider, genai without CUDA, a builder or a model genai fails to load)
   is printed as ``SKIPPED`` with the reason, the others run.
 
-CPU, one run (``--repeat 7``, 16-token prompt, 100 new tokens; development machine,
-2 cores, torch 2.13, transformers 5.24, onnxruntime 1.32, onnxruntime-genai 0.18).
-The machine was heavily loaded by other sessions (load average 5.7 to 8 on 2 cores, a token
-of ``generate`` cost 18 ms instead of 3 ms on a quiet machine); onnxruntime's threads spin
-between two runs in onnxruntime-genai (its configuration has no option to stop it), not in
-onnx_generate, and a load hurts them differently; ratios, not absolute figures:
+CPU, quiet machine, one run (``--repeat 7 --exporters
+custom,custom-last-fused,custom-gqa,custom-last-gqa,onnx-dynamo``, 16-token prompt, 100 new
+tokens; development machine, 2 cores, nothing else running: load average 1.2 to 1.4 with
+the benchmark itself; torch 2.13, transformers 5.24, onnxruntime 1.32,
+onnxruntime-genai 0.18):
 
 =======================================  ============  ==========  ============  =======
 method                                   Tiny-LLM      x genai     SmolLM2 (4L)  x genai
 =======================================  ============  ==========  ============  =======
-transformers generate                    54.7 tok/s    0.10        13.3 tok/s    0.15
-torch loop (seed 003)                    58.7 tok/s    0.11        13.7 tok/s    0.16
-onnxruntime-genai (its builder's model)  556 tok/s     1           87.7 tok/s    1
-onnxruntime-genai [custom export]        688 tok/s     1.24        78.9 tok/s    0.90
-onnx_generate [custom]                   1019 tok/s    1.83        77.9 tok/s    0.89
-onnx_generate [custom-last]              712 tok/s     1.28        84.5 tok/s    0.96
-onnx_generate [onnx-dynamo]              410 tok/s     0.74        76.8 tok/s    0.88
-onnx_generate [genai graph]              518 tok/s     0.93        81.6 tok/s    0.93
+transformers generate                    404 tok/s     0.28        81.4 tok/s    0.38
+torch loop (seed 003)                    436 tok/s     0.30        82.6 tok/s    0.39
+onnxruntime-genai (its builder's model)  1448 tok/s    1           212 tok/s     1
+onnxruntime-genai [custom export]        1460 tok/s    1.01        204 tok/s     0.96
+onnx_generate [custom]                   2434 tok/s    1.68        245 tok/s     1.15
+onnx_generate [custom-last-fused]        2470 tok/s    1.71        264 tok/s     1.24
+onnx_generate [custom-gqa]               2783 tok/s    1.92        278 tok/s     1.31
+onnx_generate [custom-last-gqa]          2894 tok/s    2.00        264 tok/s     1.25
+onnx_generate [onnx-dynamo]              2076 tok/s    1.43        230 tok/s     1.09
+onnx_generate [genai graph]              2664 tok/s    1.84        259 tok/s     1.22
 =======================================  ============  ==========  ============  =======
 
-Tokens identical for every method. The ranking of onnx_generate and genai changes from
-one run to the next on that machine: an earlier run of the same day with a lighter load
-(load average 1.5 to 1.8, before the loop changes below) gave, Tiny-LLM / SmolLM2,
-genai 1347 / 173 tok/s, onnx_generate [custom] 1865 / 208 tok/s (x1.39 / x1.20 genai),
-[genai graph] 2234 / 230 tok/s, transformers 344 / 75 tok/s; a run 20 minutes after the
-table above (load average 6.8 to 7.8, ``--repeat 7``, the final code) gave the opposite:
-genai 870 / 123 tok/s, genai on the custom export 801 / 128, onnx_generate [custom]
-784 / 97 tok/s (x0.90 / x0.79 genai), [custom-last-fused] x0.73 / x0.72, [genai graph]
-x0.75 / x0.75. So onnx_generate >= genai is not established: a quiet machine must
-settle it. What the runs agree on: genai gives the same speed on its builder's model and
-on the custom export (the graphs differ little in cost), and onnx_generate's loop on
-genai's graph is not faster than on ours; the difference is in the loops and the threads
-(genai's spin, onnx_generate's do not), which a load shifts one way or the other.
+Tokens identical for every method. On a quiet machine onnx_generate is faster than
+onnxruntime-genai on both models whatever the export, and the most with ``genai_style=True``
+(``-gqa``: GroupQueryAttention with the rotary inside, the cache in buffers shared by past
+and present, fused projections, 21 nodes for Tiny-LLM against 22 in genai's builder's
+graph): x1.92 on Tiny-LLM, x1.31 on SmolLM2. Two runs of the same day without that option
+gave x1.54 / x1.58 (Tiny-LLM, custom) and x1.22 / x1.33 (SmolLM2, custom), genai x1 in
+each; with it x1.94 (Tiny-LLM) and x1.34 (SmolLM2). A Generator of onnxruntime-genai is
+created for every generation (about 14 ms on Tiny-LLM, measured apart on a loaded machine),
+as a user does for every prompt.
+
+Earlier runs on the same machine heavily loaded by other sessions (load average 5.7 to 8
+on 2 cores, a token of ``generate`` cost 18 ms instead of 3 ms) gave any ranking of
+onnx_generate and genai from x0.79 to x1.83: onnxruntime's threads spin between two runs
+in onnxruntime-genai (its configuration has no option to stop it), not in onnx_generate,
+and a load hurts them differently; such runs do not settle the comparison.
 A run with ``--variants --exporters custom`` (load average 2.2 to 4.2, ``--repeat 5``),
 ratio to genai, Tiny-LLM / SmolLM2: onnx_generate default 1.06 / 0.93, one thread
 (``intra_op_num_threads=1``) 1.13 / 1.06, one thread without spinning 1.18 / 0.99, two
@@ -115,13 +121,15 @@ The loop of onnx_generate (``helpers/rt_helper.py``), levers measured one by one
 * ``logits_to_keep=1`` at export (``custom-last``) saves the lm_head of the prompt's other
   rows: a few ms per generation on Tiny-LLM's 32000 x 192 lm_head with a 16-token prompt,
   within the noise of the loaded runs above.
-* the genai fusions (``-fused``, 69 -> 66 nodes on Tiny-LLM, 154 -> 142 on SmolLM2), one run
-  (load average 6 to 7.6, ``--repeat 5``), ratio to genai: Tiny-LLM custom 1.11,
-  custom-fused 1.01, custom-last 0.86, custom-last-fused 0.94; SmolLM2 custom 0.97,
-  custom-fused 1.00, custom-last 0.97, custom-last-fused 1.05, genai on the custom export
-  1.14: within the noise of that machine, no lever stands out. GroupQueryAttention with
-  the rotary inside and a past/present buffer shared at the maximum length (no Concat of
-  the cache at every step) is not done: it changes the inputs of the model and the loop.
+* the genai fusions (``-fused``, 69 -> 66 nodes on Tiny-LLM, 154 -> 142 on SmolLM2): on the
+  quiet machine x1.01 (Tiny-LLM) and x1.08 (SmolLM2) against ``custom`` in the run of the
+  table (with ``logits_to_keep=1``).
+* ``genai_style=True`` (``-gqa``, 69 -> 21 nodes on Tiny-LLM): GroupQueryAttention with the
+  rotary inside (no Cos/Sin per step), the key and value buffers allocated once at the
+  length of the generation and written in place (no Concat copying the cache at every
+  step), the mask read as sequence lengths, outputs bound once: x1.14 (Tiny-LLM) and x1.13
+  (SmolLM2) against ``custom`` in the run of the table; ``logits_to_keep=1`` on top of it
+  (``-last-gqa``) saves the lm_head of the prompt's other rows, within the noise.
 
 Earlier measurements (before this issue, onnxruntime 1.31, without genai): on a quiet
 machine onnx_generate was x4.0-4.2 faster than ``generate`` on Tiny-LLM and x2.1 on

@@ -19,26 +19,31 @@ comparison on a GPU.
 
 One run of the benchmark (its docstring gives the details), tokens per second and ratio to
 onnxruntime-genai, 16-token prompt, 100 new tokens (50 for Tiny-LLM on the GPU).
-CPU: 2 cores heavily loaded by other work (load average 5.7 to 8), medians of 7;
-GPU: NVIDIA H200, genai's builder model did not load in onnxruntime-gpu 1.31.1, the
-reference there is genai on the custom export:
+CPU: 2 cores, quiet machine (nothing else running), medians of 7, torch 2.13,
+transformers 5.24, onnxruntime 1.32, onnxruntime-genai 0.18;
+GPU (an earlier version, without ``genai_style``): NVIDIA H200, genai's builder model did
+not load in onnxruntime-gpu 1.31.1, the reference there is genai on the custom export:
 
 =====================================  ==============  ==============  =============  =============
 method                                 CPU Tiny-LLM    CPU SmolLM2 4L  H200 Tiny-LLM  H200 SmolLM2
 =====================================  ==============  ==============  =============  =============
-transformers generate                  54.7 (x0.10)    13.3 (x0.15)    536 (x0.23)    276 (x0.24)
-onnxruntime-genai (builder's model)    556 (x1)        87.7 (x1)
-onnxruntime-genai [custom export]      688 (x1.24)     78.9 (x0.90)    2380 (x1)      1153 (x1)
-onnx_generate [custom]                 1019 (x1.83)    77.9 (x0.89)    1900 (x0.80)   956 (x0.83)
-onnx_generate [custom-last]            712 (x1.28)     84.5 (x0.96)
-onnx_generate [onnx-dynamo]            410 (x0.74)     76.8 (x0.88)    1367 (x0.57)
+transformers generate                  404 (x0.28)     81.4 (x0.38)    536 (x0.23)    276 (x0.24)
+onnxruntime-genai (builder's model)    1448 (x1)       212 (x1)
+onnxruntime-genai [custom export]      1460 (x1.01)    204 (x0.96)     2380 (x1)      1153 (x1)
+onnx_generate [custom]                 2434 (x1.68)    245 (x1.15)     1900 (x0.80)   956 (x0.83)
+onnx_generate [custom-gqa]             2783 (x1.92)    278 (x1.31)
+onnx_generate [onnx-dynamo]            2076 (x1.43)    230 (x1.09)     1367 (x0.57)
 =====================================  ==============  ==============  =============  =============
 
-On that loaded CPU the ranking of onnx_generate and onnxruntime-genai changes from one
-run to the next: a lighter run gave onnx_generate x1.39 (Tiny-LLM) and x1.20 (SmolLM2), a
-later one x0.90 and x0.79; genai runs the custom export as fast as its builder's model.
-On the GPU a decoding step is short and genai's C++ loop is 1.2 times faster than
-onnx_generate's Python loop on the same graph.
+``custom-gqa`` is ``to_onnx(..., exporter="custom", genai_style=True)``: the graph
+onnxruntime-genai's builder writes (GroupQueryAttention with the rotary inside, key and
+value buffers shared by past and present, fused projections), which
+:func:`onnx_generate <onnx_diagnostic.helpers.rt_helper.onnx_generate>` runs with buffers
+allocated once. On the quiet CPU, onnx_generate is faster than onnxruntime-genai on both
+models with identical tokens. On a CPU loaded by other work the ranking changed from one
+run to the next (onnxruntime's threads spin between two runs in genai, not in
+onnx_generate). On the GPU a decoding step is short and genai's C++ loop was 1.2 times
+faster than onnx_generate's Python loop on the same graph (before ``genai_style``).
 
 This page runs it and draws the figures. When it runs as a unit test
 (``UNITTEST_GOING=1``), it measures only Tiny-LLM, with 10 new tokens and one run:

@@ -514,6 +514,15 @@ def _gqa_graph(kind: str) -> ir.Model:
 
 
 class TestPackQkv(ExtTestCase):
+    def test_docstring_examples(self):
+        import doctest
+
+        from onnx_diagnostic.export.custom import fusions_gqa
+
+        res = doctest.testmod(fusions_gqa, optionflags=doctest.ELLIPSIS, verbose=False)
+        self.assertGreater(res.attempted, 10)
+        self.assertEqual(0, res.failed)
+
     def test_packed(self):
         model = _gqa_graph("split")
         self.assertEqual(1, pack_group_query_attention_qkv(model))
