@@ -330,27 +330,20 @@ def _genai_method(
     folder: str, input_ids: torch.Tensor, new: int, device: str
 ) -> Callable[[], torch.Tensor]:
     """Greedy generation of ``new`` tokens with onnxruntime-genai (eos ignored)."""
-    import numpy as np
     import onnxruntime_genai as og
+
+    from onnx_diagnostic.export.genai import genai_generate
 
     config = og.Config(folder)
     config.clear_providers()
     if device == "cuda":
         config.append_provider("cuda")
     og_model = og.Model(config)
-    prompt = input_ids.cpu().numpy().astype(np.int64)
-    length = prompt.shape[1] + new
+    prompt = input_ids.cpu()
 
     def _run() -> torch.Tensor:
-        params = og.GeneratorParams(og_model)
-        # min_length: no early stop on the eos token, every method makes `new` tokens;
-        # max_length: the shared past/present buffer is allocated at this length
-        params.set_search_options(max_length=length, min_length=length, do_sample=False)
-        generator = og.Generator(og_model, params)
-        generator.append_tokens(prompt)
-        while not generator.is_done():
-            generator.generate_next_token()
-        return torch.from_numpy(np.array(generator.get_sequence(0), dtype=np.int64))[None]
+        # no early stop on the eos token, every method makes `new` tokens
+        return genai_generate(og_model, prompt, new)
 
     return _run
 

@@ -14,7 +14,6 @@ import os
 import tempfile
 import unittest
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 import torch
@@ -554,9 +553,7 @@ class TestOnnxruntimeGenai(ExtTestCase):
         "onnxruntime-genai is not installed (pip install onnx-diagnostic[genai])"
     )
     def test_onnxruntime_genai_greedy(self):
-        import onnxruntime_genai as og
-
-        from onnx_diagnostic.export.genai import GENAI_CONFIG
+        from onnx_diagnostic.export.genai import GENAI_CONFIG, genai_generate
         from onnx_diagnostic.torch_models.llms import get_tiny_llm
 
         data = get_tiny_llm()
@@ -582,18 +579,10 @@ class TestOnnxruntimeGenai(ExtTestCase):
                 ["input_ids", "attention_mask", "past_key_names", "past_value_names"],
                 list(cfg["model"]["decoder"]["inputs"]),
             )
-            og_model = og.Model(folder)
-            params = og.GeneratorParams(og_model)
-            # min_length: the eos token of the configuration must not stop it
-            params.set_search_options(max_length=total, min_length=total, do_sample=False)
-            generator = og.Generator(og_model, params)
-            generator.append_tokens(prompt.numpy())
-            while not generator.is_done():
-                generator.generate_next_token()
-            got = np.array(generator.get_sequence(0), dtype=np.int64)
+            got = genai_generate(folder, prompt, NEW)
             ours = onnx_generate(filename, prompt, max_new_tokens=NEW)
-        self.assertEqual((total,), got.shape)
-        self.assertEqualArray(expected[0], torch.from_numpy(got))
+        self.assertEqual((1, total), tuple(got.shape))
+        self.assertEqualArray(expected, got)
         self.assertEqualArray(expected, ours)
 
 

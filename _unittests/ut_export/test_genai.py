@@ -3,13 +3,17 @@ import os
 import tempfile
 import unittest
 
-import numpy as np
 import onnx
 import torch
 from onnx import TensorProto
 from onnx import helper as oh
 
-from onnx_diagnostic.export.genai import GENAI_CONFIG, make_genai_config, write_genai_config
+from onnx_diagnostic.export.genai import (
+    GENAI_CONFIG,
+    genai_generate,
+    make_genai_config,
+    write_genai_config,
+)
 from onnx_diagnostic.ext_test_case import ExtTestCase, requires_onnxruntime_genai
 
 
@@ -235,8 +239,6 @@ class TestToOnnxGenaiConfig(ExtTestCase):
         "onnxruntime-genai is not installed (pip install onnx-diagnostic[genai])"
     )
     def test_onnxruntime_genai_runs_the_export(self):
-        import onnxruntime_genai as og
-
         from onnx_diagnostic.export.api import to_onnx
         from onnx_diagnostic.helpers.rt_helper import onnx_generate
         from onnx_diagnostic.torch_export_patches import torch_export_patches
@@ -266,20 +268,62 @@ class TestToOnnxGenaiConfig(ExtTestCase):
                     genai_config=True,
                 )
             self.assertTrue(os.path.exists(os.path.join(folder, GENAI_CONFIG)))
-            og_model = og.Model(folder)
-            params = og.GeneratorParams(og_model)
-            total = prompt.shape[1] + new
-            # min_length: the untrained model may produce the eos token, generate ignores it
-            params.set_search_options(max_length=total, min_length=total)
-            generator = og.Generator(og_model, params)
-            generator.append_tokens(prompt.numpy())
-            while not generator.is_done():
-                generator.generate_next_token()
-            got = np.array(generator.get_sequence(0), dtype=np.int64)
+            got = genai_generate(folder, prompt, new)
             # the same file run by onnx_generate
             ours = onnx_generate(filename, prompt, max_new_tokens=new)
-        self.assertEqualArray(expected[0], torch.from_numpy(got))
+        self.assertEqualArray(expected, got)
         self.assertEqualArray(expected, ours)
+
+    @requires_onnxruntime_genai(
+        "onnxruntime-genai is not installed (pip install onnx-diagnostic[genai])"
+    )
+    def test_genai_generate_batch_and_errors(self):
+        from onnx_diagnostic.export.api import to_onnx
+        from onnx_diagnostic.torch_export_patches import torch_export_patches
+        from onnx_diagnostic.torch_models.llms import get_tiny_llm
+
+        data = get_tiny_llm()
+        model = data.model
+        model.generation_config.eos_token_id = None
+        prompt = torch.randint(
+            3, model.config.vocab_size, (2, 5), generator=torch.Generator().manual_seed(2)
+        )
+        with torch.no_grad():
+            expected = model.generate(
+                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False
+            )
+        with tempfile.TemporaryDirectory() as folder:
+            with torch_export_patches(patch_transformers=True):
+                to_onnx(
+                    model,
+                    kwargs=data.inputs,
+                    dynamic_shapes=data.dynamic_shapes,
+                    filename=os.path.join(folder, "model.onnx"),
+                    exporter="custom",
+                    genai_config=True,
+                )
+            # batch 2, a numpy prompt
+            self.assertEqualArray(expected, genai_generate(folder, prompt.numpy(), 6))
+            with self.assertRaisesRegex(ValueError, "max_new_tokens must be an int >= 1, got 0"):
+                genai_generate(folder, prompt, 0)
+            with self.assertRaisesRegex(ValueError, "input_ids must be a tensor of shape"):
+                genai_generate(folder, prompt[0], 3)
+            with self.assertRaisesRegex(ValueError, "input_ids must be a tensor of shape"):
+                genai_generate(folder, prompt[:, :0], 3)
+
+    def test_genai_generate_not_installed(self):
+        import sys
+
+        saved = sys.modules.get("onnxruntime_genai", None)
+        sys.modules["onnxruntime_genai"] = None  # import fails
+        try:
+            with self.assertRaisesRegex(ImportError, "onnx-diagnostic\\[genai\\]"):
+                genai_generate("folder", torch.tensor([[1, 2]]), 2)
+        finally:
+            if saved is None:
+                del sys.modules["onnxruntime_genai"]
+            else:
+                sys.modules["onnxruntime_genai"] = saved
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from ..helpers.rt_helper import _MAX_LENGTH_KEY, _SHARED_BUFFER_KEY
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-__all__ = ["GENAI_CONFIG", "make_genai_config", "write_genai_config"]
+__all__ = ["GENAI_CONFIG", "genai_generate", "make_genai_config", "write_genai_config"]
 
 #: the file onnxruntime-genai reads in the folder of the model
 GENAI_CONFIG = "genai_config.json"
@@ -316,3 +316,73 @@ def write_genai_config(
     with open(target, "w") as f:
         json.dump(content, f, indent=4)
     return target
+
+
+def genai_generate(model: Any, input_ids: Any, max_new_tokens: int) -> Any:
+    """
+    Greedy generation with :epkg:`onnxruntime-genai` of exactly ``max_new_tokens`` tokens
+    (an eos token does not stop it), to compare its tokens with
+    :func:`onnx_generate <onnx_diagnostic.helpers.rt_helper.onnx_generate>` or
+    ``generate``. A generator is created at every call, as for every prompt.
+
+    :param model: a folder holding ``genai_config.json`` and the model
+        (``to_onnx(..., genai_config=True)``, onnxruntime-genai's builder) or an
+        ``onnxruntime_genai.Model``
+    :param input_ids: the prompt, shape ``(batch, sequence)``, no padding
+    :param max_new_tokens: the number of tokens to generate, >= 1
+    :return: the prompt followed by the generated tokens, a ``torch.int64`` tensor
+    :raises ImportError: when onnxruntime-genai is not installed
+    :raises ValueError: when ``input_ids`` or ``max_new_tokens`` are not as described
+
+    >>> import os, tempfile, torch
+    >>> from onnx_diagnostic.export.api import to_onnx
+    >>> from onnx_diagnostic.torch_export_patches import torch_export_patches
+    >>> from onnx_diagnostic.torch_models.llms import get_tiny_llm
+    >>> data = get_tiny_llm()
+    >>> folder = tempfile.mkdtemp()
+    >>> with torch_export_patches(patch_transformers=True):
+    ...     _ = to_onnx(data.model, kwargs=data.inputs, dynamic_shapes=data.dynamic_shapes,
+    ...                 exporter="custom", filename=os.path.join(folder, "model.onnx"),
+    ...                 genai_config=True)
+    >>> genai_generate(folder, torch.tensor([[1, 2, 3]]), 4).shape  # doctest: +SKIP
+    torch.Size([1, 7])
+    """
+    import numpy as np
+    import torch
+
+    try:
+        import onnxruntime_genai as og
+    except ImportError as e:
+        raise ImportError(
+            "genai_generate: onnxruntime-genai is not installed "
+            "(pip install onnx-diagnostic[genai])"
+        ) from e
+    if isinstance(input_ids, np.ndarray):
+        input_ids = torch.from_numpy(input_ids)
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or 0 in input_ids.shape:
+        raise ValueError(
+            "genai_generate: input_ids must be a tensor of shape (batch, sequence), got "
+            f"{getattr(input_ids, 'shape', type(input_ids).__name__)}"
+        )
+    if (
+        not isinstance(max_new_tokens, int)
+        or isinstance(max_new_tokens, bool)
+        or max_new_tokens < 1
+    ):
+        raise ValueError(
+            f"genai_generate: max_new_tokens must be an int >= 1, got {max_new_tokens!r}"
+        )
+    if isinstance(model, (str, os.PathLike)):
+        model = og.Model(str(model))
+    prompt = input_ids.cpu().numpy().astype(np.int64)
+    length = prompt.shape[1] + max_new_tokens
+    params = og.GeneratorParams(model)
+    params.set_search_options(
+        max_length=length, min_length=length, do_sample=False, batch_size=prompt.shape[0]
+    )
+    generator = og.Generator(model, params)
+    generator.append_tokens(prompt)
+    while not generator.is_done():
+        generator.generate_next_token()
+    rows = [np.array(generator.get_sequence(i), dtype=np.int64) for i in range(prompt.shape[0])]
+    return torch.from_numpy(np.stack(rows))
