@@ -21,15 +21,16 @@ it gives the outputs of the original one.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx_ir as ir
 
 from ...helpers.rt_helper import _MAX_LENGTH_KEY, _SHARED_BUFFER_KEY
+from ..genai import _PAST
 from .folding import _attr
 from .fusion_patterns import _rank, _remove_dead, _replace_value, merge_metadata
+from .passes import remove_unused
 from .traceability import MODULE
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,8 +54,6 @@ MAX_LENGTH_KEY = _MAX_LENGTH_KEY
 #: rotary types whose cos/sin depend on the position only (``dynamic`` and ``longrope``
 #: change with the length of the sequence)
 _STATIC_ROPE = {"default", "linear", "llama3", "yarn", "proportional"}
-
-_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 
 
 def _fail(message: str) -> ValueError:
@@ -218,7 +217,7 @@ def _register_tables(
     return tables
 
 
-def _check_attention(att: ir.Node, path: str, head_dim: int) -> None:
+def _check_attention(att: ir.Node, path: str) -> None:
     """What GroupQueryAttention does not compute as onnx Attention does: a softcap, no
     mask with is_causal=0 (the attention is bidirectional), a result of other heads."""
     softcap = _attr(att, "softcap")
@@ -228,7 +227,6 @@ def _check_attention(att: ir.Node, path: str, head_dim: int) -> None:
         raise _fail(f"{path}: the attention has no mask and is not causal")
     if len(att.outputs) > 1 and any(o.uses() or o.is_graph_output() for o in att.outputs[1:]):
         raise _fail(f"{path}: the attention's intermediate results are used")
-    del head_dim
 
 
 def _rotary_tables(llm: Any, config: Any, max_length: int, dtype: Any) -> tuple[Any, Any]:
@@ -408,7 +406,7 @@ def fuse_group_query_attention(
             q4, k4 = rotaries[0].inputs[0], rotaries[1].inputs[0]  # type: ignore[union-attr]
             if not tables:
                 tables = _register_tables(graph, llm, config, max_length, dtype, head_dim)
-        _check_attention(att, path, head_dim)
+        _check_attention(att, path)
         created: list[ir.Node] = []
         q, k, v = (
             _heads_input(x, reshape_shape, path, what, created)
@@ -448,16 +446,11 @@ def fuse_group_query_attention(
             "translates it) was found in the graph"
         )
     # what only the attention used: the rotary module, the mask, the positions
-    for node in reversed(list(graph)):
-        if all(not o.uses() and not o.is_graph_output() for o in node.outputs):
-            graph.remove(node, safe=True)
+    remove_unused(model)
     for name in ("position_ids", "cache_position"):
         value = inputs.get(name)
         if value is not None and not value.uses():
             graph.inputs.remove(value)
-    for name, value in list(graph.initializers.items()):
-        if not value.uses() and not value.is_graph_output():
-            del graph.initializers[name]
     if _MS not in model.opset_imports:
         model.opset_imports[_MS] = 1
     model.metadata_props[SHARED_BUFFER_KEY] = "1"
